@@ -1,0 +1,1 @@
+"""dagnn_cli: the ``dagnn`` command."""

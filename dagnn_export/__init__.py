@@ -1,0 +1,1 @@
+"""dagnn_export: DAGNN model, training and ONNX export (needs the [train] extra: torch, torchvision, onnx)."""

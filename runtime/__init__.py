@@ -1,0 +1,1 @@
+"""dagnn_runtime: torch-free serving of exported DAGNN bundles (onnxruntime, numpy, Pillow, hnswlib)."""

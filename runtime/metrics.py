@@ -1,0 +1,122 @@
+"""Retrieval and tagging metrics, shared by training-side and runtime-side evaluation.
+
+Retrieval mAP follows the evaluation of the DAGNN/DSCMR authors: every query is ranked against the whole
+database by cosine similarity; an item is relevant when it shares at least one label with the query; the
+AP of a query is the mean of the precisions at the ranks of its relevant items (within the top ``k`` when
+``k`` is given, normalised by the relevant items found there); a query with no relevant item scores 0;
+mAP is the mean over queries.
+
+Tie order: items with equal similarity keep database order (stable sort), so results are reproducible.
+Zero vectors: their cosine with anything is defined as 0 instead of NaN.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norm, eps)
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return l2_normalize(a) @ l2_normalize(b).T
+
+
+def retrieval_map(queries: np.ndarray, query_labels: np.ndarray, database: np.ndarray,
+                  database_labels: np.ndarray, k: int | None = None, batch: int = 512) -> float:
+    """mAP (or mAP@k) of ranking ``database`` for each query by cosine similarity."""
+    queries, database = np.asarray(queries), np.asarray(database)
+    if len(queries) != len(query_labels) or len(database) != len(database_labels):
+        raise ValueError("embeddings and label matrices must have the same number of rows")
+    if queries.shape[1] != database.shape[1]:
+        raise ValueError(f"query dim {queries.shape[1]} != database dim {database.shape[1]}")
+    n_db = len(database)
+    k = n_db if k is None or k <= 0 else min(k, n_db)
+    db_norm = l2_normalize(database)
+    db_labels = (np.asarray(database_labels) > 0).astype(np.float32)
+    ap = np.zeros(len(queries), dtype=np.float64)
+    ranks = np.arange(1, k + 1, dtype=np.float64)
+    for start in range(0, len(queries), batch):
+        q = l2_normalize(queries[start:start + batch])
+        sim = q @ db_norm.T
+        # Negate so a stable ascending sort puts higher similarity first and keeps ties in database order.
+        order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        q_labels = (np.asarray(query_labels[start:start + batch]) > 0).astype(np.float32)
+        relevant = (q_labels @ db_labels.T) > 0
+        rel_sorted = np.take_along_axis(relevant, order, axis=1).astype(np.float64)
+        hits = np.cumsum(rel_sorted, axis=1)
+        n_rel = hits[:, -1]
+        precision_sum = (hits / ranks * rel_sorted).sum(axis=1)
+        ap[start:start + batch] = np.where(n_rel > 0, precision_sum / np.maximum(n_rel, 1), 0.0)
+    return float(ap.mean()) if len(ap) else 0.0
+
+
+def cross_modal_map(image_emb, text_emb, labels, k: int | None = None) -> dict:
+    """Image2Text and Text2Image mAP with queries and database both from the same split."""
+    i2t = retrieval_map(image_emb, labels, text_emb, labels, k=k)
+    t2i = retrieval_map(text_emb, labels, image_emb, labels, k=k)
+    return {"i2t": i2t, "t2i": t2i, "avg": (i2t + t2i) / 2}
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """AP of one label: rank samples by score (stable), mean precision at each positive. NaN if no positive."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    t = (np.asarray(targets)[order] > 0).astype(np.float64)
+    if t.sum() == 0:
+        return float("nan")
+    hits = np.cumsum(t)
+    return float((hits / np.arange(1, len(t) + 1) * t).sum() / t.sum())
+
+
+def f1_from_counts(tp: float, fp: float, fn: float) -> float:
+    denom = 2 * tp + fp + fn
+    return 0.0 if denom == 0 else 2 * tp / denom
+
+
+def tagging_metrics(scores: np.ndarray, targets: np.ndarray, thresholds: np.ndarray) -> dict:
+    """Per-label AP and its mean over labels with a positive, and CF1 (per-label F1 averaged as
+    2·CP·CR/(CP+CR)) / OF1 (overall F1) at the given per-label decision thresholds."""
+    scores, targets = np.asarray(scores), np.asarray(targets) > 0
+    pred = scores >= np.asarray(thresholds)[None, :]
+    per_label_ap = [average_precision(scores[:, j], targets[:, j]) for j in range(scores.shape[1])]
+    tp = (pred & targets).sum(0).astype(np.float64)
+    fp = (pred & ~targets).sum(0).astype(np.float64)
+    fn = (~pred & targets).sum(0).astype(np.float64)
+    cp = np.mean(np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0))
+    cr = np.mean(np.divide(tp, tp + fn, out=np.zeros_like(tp), where=(tp + fn) > 0))
+    valid = [ap for ap in per_label_ap if not np.isnan(ap)]
+    return {
+        "per_label_ap": [None if np.isnan(ap) else ap for ap in per_label_ap],
+        "mean_ap": float(np.mean(valid)) if valid else float("nan"),
+        "CP": float(cp), "CR": float(cr), "CF1": float(0.0 if cp + cr == 0 else 2 * cp * cr / (cp + cr)),
+        "OF1": f1_from_counts(tp.sum(), fp.sum(), fn.sum()),
+    }
+
+
+def calibrate_thresholds(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per label, the score threshold that maximises F1 on (validation) data; returns (thresholds, f1).
+
+    Candidate thresholds are midpoints between consecutive distinct scores, so the choice does not sit
+    exactly on a validation sample. A label with no positive gets threshold +inf (never predicted).
+    """
+    scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets) > 0
+    n, c = scores.shape
+    thresholds, best_f1 = np.full(c, np.inf), np.zeros(c)
+    for j in range(c):
+        pos = targets[:, j].sum()
+        if pos == 0:
+            continue
+        order = np.argsort(-scores[:, j], kind="stable")
+        s, t = scores[order, j], targets[order, j]
+        tp = np.cumsum(t)
+        predicted = np.arange(1, n + 1)
+        f1 = 2 * tp / (predicted + pos)
+        # Only cut where the next score differs, otherwise the threshold could not separate them.
+        cut_ok = np.append(s[:-1] > s[1:], True)
+        f1 = np.where(cut_ok, f1, -1)
+        best = int(np.argmax(f1))
+        best_f1[j] = f1[best]
+        thresholds[j] = (s[best] + s[best + 1]) / 2 if best + 1 < n else s[best] - 1e-6
+    return thresholds.astype(np.float32), best_f1
