@@ -1,0 +1,2 @@
+"""Commands registered on the shared app (being written)."""
+from .main import app, fail  # noqa: F401
