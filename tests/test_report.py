@@ -1,0 +1,134 @@
+"""The demo's HTML report: self-contained, relative links that resolve, escaped text, real curves."""
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dagnn_export.report import svg_line_chart, write_report
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href"):
+                self.links.append(value)
+
+
+def _photo(path: Path, color) -> Path:
+    Image.fromarray(np.full((300, 200, 3), color, dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def results(tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    a, b, c = (_photo(src / f"{n}.jpg", col) for n, col in (("a", 10), ("b", 120), ("c", 240)))
+    return {
+        "title": "demo",
+        "metrics": {"retrieval": {"DAGNN (test)": {"i2t": 0.81, "t2i": 0.79, "avg": 0.80},
+                                  "random ranking": {"i2t": 0.5, "t2i": 0.5, "avg": 0.5}},
+                    "tagging": {"mean_ap": 0.6, "CF1": 0.5, "OF1": 0.55}},
+        "queries": [
+            {"kind": "Image2Text", "query": {"image": a, "tags": ["sky"], "labels": ["sky"]},
+             "results": [{"image": None, "tags": ["<script>alert(1)</script>", "sky"], "labels": ["sky"],
+                          "score": 0.9},
+                         {"image": None, "tags": ["dog & cat"], "labels": ["animals"], "score": 0.5}]},
+            {"kind": "Image→Image", "query": {"image": a, "tags": ["sky"], "labels": ["sky"]},
+             "results": [{"image": b, "tags": ["b"], "labels": ["sky"], "score": 0.8},
+                         {"image": c, "tags": ["c"], "labels": [], "score": 0.3}]},
+            {"kind": "Text2Image", "query": {"text": 'sky, "clouds"', "labels": []},
+             "results": [{"image": c, "tags": ["c"], "labels": [], "score": 0.7}]},
+        ],
+        "tagging": {"image": b, "tags": ["b"], "true": ["sky", "clouds"],
+                    "predicted": [{"label": "sky", "score": 0.7, "threshold": 0.2},
+                                  {"label": "night", "score": 0.4, "threshold": 0.3}]},
+        "curves": {"total loss": [3.0, 2.5, 2.1, 1.9, 1.8], "validation mAP": [0.6, None, 0.7, 0.72, 0.71]},
+        "stages": [{"name": "features", "seconds": 12.0, "detail": "1200 photos"},
+                   {"name": "training", "seconds": 30.5}],
+        "next_command": "dagnn query --bundle out/bundle --text 'sky'",
+    }
+
+
+def test_report_files_exist_and_links_resolve(results, tmp_path):
+    out = tmp_path / "out"
+    page = write_report(results, out)
+    assert page == out / "report.html" and page.is_file()
+    parser = _Links()
+    text = page.read_text(encoding="utf-8")
+    parser.feed(text)
+    # query a (twice), b, c (twice) and the tagged photo b: three distinct thumbnails, made once each
+    assert len(parser.links) == 6
+    assert len(set(parser.links)) == 3
+    for link in parser.links:
+        assert not link.startswith(("/", "http:", "https:", "file:")), link
+        target = out / link
+        assert target.is_file(), link
+        with Image.open(target) as im:
+            assert max(im.size) <= 160  # downscaled, not the 300-px original
+    assert "<link" not in text and "<script" not in text  # no external asset, no script
+
+
+def test_report_folder_can_be_moved(results, tmp_path):
+    out = tmp_path / "out"
+    write_report(results, out)
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    out.rename(moved)
+    parser = _Links()
+    parser.feed((moved / "report.html").read_text(encoding="utf-8"))
+    assert parser.links and all((moved / link).is_file() for link in parser.links)
+
+
+def test_report_escapes_tags(results, tmp_path):
+    text = write_report(results, tmp_path / "out").read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "dog &amp; cat" in text
+    assert "sky, &quot;clouds&quot;" in text
+
+
+def test_report_shows_metrics_labels_and_timing(results, tmp_path):
+    text = write_report(results, tmp_path / "out").read_text(encoding="utf-8")
+    assert "0.8100" in text and "0.7900" in text and "random ranking" in text
+    assert "night" in text and "not in the true labels" in text  # wrong prediction flagged
+    assert re.search(r'class="lab miss">clouds<', text)          # missed true label listed
+    assert "30.5 s" in text and "42.5 s" in text                 # stage and total time
+
+
+def _polyline_points(svg: str):
+    m = re.search(r'<polyline[^>]*points="([^"]*)"', svg)
+    assert m, svg
+    return [tuple(map(float, p.split(","))) for p in m.group(1).split()]
+
+
+def test_svg_curve_has_the_points():
+    values = [3.0, 2.0, 2.5, 1.0]
+    pts = _polyline_points(svg_line_chart("loss", values, width=300, height=200))
+    assert len(pts) == 4
+    xs, ys = zip(*pts)
+    assert list(xs) == sorted(xs) and len(set(xs)) == 4          # one point per epoch, left to right
+    # higher value = higher on screen (smaller y); the max and min hit the plot's top and bottom
+    assert ys[0] == min(ys) and ys[3] == max(ys)
+    assert ys[1] > ys[2]
+
+
+def test_svg_curve_skips_missing_values_and_handles_flat_and_empty():
+    assert len(_polyline_points(svg_line_chart("m", [0.5, None, float("nan"), 0.7]))) == 2
+    assert len(_polyline_points(svg_line_chart("flat", [1.0, 1.0, 1.0]))) == 3
+    assert "no data" in svg_line_chart("empty", [])
+
+
+def test_report_curves_inline(results, tmp_path):
+    text = write_report(results, tmp_path / "out").read_text(encoding="utf-8")
+    assert text.count("<svg") == 2
+    svgs = re.findall(r"<svg.*?</svg>", text, flags=re.S)
+    assert [len(_polyline_points(s)) for s in svgs] == [5, 4]
