@@ -1,0 +1,160 @@
+"""Training configuration: one dataclass holding every hyper-parameter, presets per data set, variants.
+
+Variants of the paper's ablation (Table 2) are switches on the same model, not separate code paths:
+``dagnn-1`` drops L_cla, ``dagnn-2`` drops L_mdi, ``dagnn-3`` drops L_adv, ``dagnn-4`` replaces the dual
+cross-reconstruction GANs by one discriminator on the common representations, ``dagnn-5`` replaces the
+multi-hop GNN by a learned linear (cosine) classifier.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+VARIANTS = ("dagnn", "dagnn-1", "dagnn-2", "dagnn-3", "dagnn-4", "dagnn-5")
+GNN_KINDS = ("gat", "gcn")
+
+# Defaults of the GAT/GCN correlation-matrix threshold (paper: tau=0.3 GAT, tau=0.4 & p=0.5 GCN).
+DEFAULT_TAU = {"gat": 0.3, "gcn": 0.4}
+
+
+@dataclass
+class TrainConfig:
+    # data and inputs
+    data: str | None = None
+    features: str | None = None
+    backbone: str | None = None
+    backbone_weights: str | None = None
+    image_size: int | None = None
+    label_embeddings: str | None = None
+    preset: str = "mirflickr"
+    variant: str = "dagnn"
+    seed: int = 0
+    split_seed: int = 0
+    val_fraction: float = 0.1
+    # architecture (paper's Implementation Details)
+    common_dim: int = 1024
+    text_hidden: int = 4096
+    text_dim: int = 300
+    gv2_hidden: int = 512
+    gt2_hidden: int = 2048
+    disc_hidden: int = 512
+    gnn: str = "gat"
+    gnn_layers: int = 4
+    layer_aggregation: bool = True
+    tau: float | None = None          # None: DEFAULT_TAU[gnn]
+    p: float = 0.5
+    dropout: float = 0.0              # on the common representations v, t during training
+    standardize_inputs: bool = True   # z-score h_v and h_t with training statistics before Gv1/Gt1
+    # objective (Eq. 9-12) and its ablation switches (set by ``variant``)
+    alpha: float = 0.2
+    beta: float = 0.2
+    use_cla: bool = True
+    use_mdi: bool = True
+    use_adv: bool = True
+    adversary: str = "dual"           # "dual" (cross-reconstruction GANs) | "common" (DAGNN-4)
+    classifier: str = "gnn"           # "gnn" | "linear" (DAGNN-5)
+    # optimisation
+    lr: float = 5e-5
+    adam_beta1: float = 0.5
+    weight_decay: float = 0.0
+    batch_size: int = 100
+    epochs: int = 60
+    patience: int = 12
+    # text MLP pretraining (label classification on training text incl. text-only pairs)
+    text_pretrain_epochs: int = 30
+    text_pretrain_lr: float = 1e-3
+    text_pretrain_batch: int = 256
+    text_pretrain_patience: int = 4
+    text_dropout: float = 0.5
+    freeze_text_mlp: bool = True
+    num_threads: int = 2
+    # filled in by training
+    feature_dim: int | None = None
+    vocab_size: int | None = None
+    num_labels: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def resolved_tau(self) -> float:
+        return DEFAULT_TAU[self.gnn] if self.tau is None else float(self.tau)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {unknown}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
+        if self.gnn not in GNN_KINDS:
+            raise ValueError(f"unknown gnn {self.gnn!r}; choose gat or gcn")
+        if self.gnn_layers < 1:
+            raise ValueError(f"gnn_layers must be >= 1, got {self.gnn_layers}")
+        if self.adversary not in ("dual", "common"):
+            raise ValueError(f"adversary must be 'dual' or 'common', got {self.adversary!r}")
+        if self.classifier not in ("gnn", "linear"):
+            raise ValueError(f"classifier must be 'gnn' or 'linear', got {self.classifier!r}")
+        if not (self.use_cla or self.use_mdi):
+            raise ValueError("at least one of L_cla and L_mdi must be on (L_adv alone learns nothing to retrieve)")
+        if self.batch_size < 2 or self.epochs < 1:
+            raise ValueError("batch_size must be >= 2 and epochs >= 1")
+
+
+PRESETS: dict[str, dict] = {
+    "mirflickr": {"batch_size": 100, "gnn": "gat", "gnn_layers": 4},
+    "nuswide": {"batch_size": 1024, "gnn": "gat", "gnn_layers": 5},
+}
+
+VARIANT_SWITCHES: dict[str, dict] = {
+    "dagnn": {},
+    "dagnn-1": {"use_cla": False},
+    "dagnn-2": {"use_mdi": False},
+    "dagnn-3": {"use_adv": False},
+    "dagnn-4": {"adversary": "common"},
+    "dagnn-5": {"classifier": "linear"},
+}
+
+
+def make_config(preset: str = "mirflickr", variant: str = "dagnn", **overrides) -> TrainConfig:
+    """Preset values, then the variant's switches, then explicit overrides (``None`` means 'not given')."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    if variant not in VARIANT_SWITCHES:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    values = {"preset": preset, "variant": variant, **PRESETS[preset], **VARIANT_SWITCHES[variant]}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(values)
+
+
+def parse_override(cfg_fields: dict, text: str) -> tuple[str, object]:
+    """Parse ``key=value`` against the dataclass field types (for ``--set``)."""
+    if "=" not in text:
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    if key not in cfg_fields:
+        raise ValueError(f"--set: unknown config key {key!r}")
+    default = cfg_fields[key]
+    raw = raw.strip()
+    if raw.lower() in ("none", "null"):
+        return key, None
+    if isinstance(default, bool):
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"--set {key}: expected true/false, got {raw!r}")
+        return key, raw.lower() in ("true", "1", "yes")
+    if isinstance(default, int):
+        return key, int(raw)
+    if isinstance(default, float) or key == "tau":
+        return key, float(raw)
+    return key, raw
+
+
+def default_values() -> dict:
+    return TrainConfig().to_dict()
