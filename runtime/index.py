@@ -1,0 +1,309 @@
+"""Nearest-neighbour indexes of a bundle's embeddings (cosine similarity, HNSW via hnswlib).
+
+An index holds one modality's items: a string id and a small JSON metadata record per item (path or tags,
+labels), and the ``embedding_space`` of the bundle whose embeddings it stores, so that it cannot be
+queried with vectors of another model. Capacity grows on its own; removal marks items deleted.
+
+On disk, a folder written atomically (temporary folder + rename)::
+
+    graph.hnsw    hnswlib's graph (vectors stored L2-normalised, inner-product space)
+    index.json    format, dim, space, embedding_space, modality, HNSW parameters, the graph's SHA-256
+                  and ``items``: per internal label ``[id, metadata]``, or null for a removed item
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+
+from .errors import IndexFileError, InputError, MismatchError
+
+FORMAT = "dagnn-index"
+FORMAT_VERSION = 1
+GRAPH_FILE = "graph.hnsw"
+META_FILE = "index.json"
+MODALITIES = ("image", "text")
+
+
+def _space_of(model_or_space) -> str:
+    return getattr(model_or_space, "embedding_space", model_or_space)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Index:
+    """Cosine k-NN over L2-normalised vectors with ids and metadata. Safe to share between threads."""
+
+    def __init__(self, dim: int, embedding_space: str, modality: str | None = None, M: int = 16,
+                 ef_construction: int = 200, ef: int = 128, capacity: int = 1024):
+        if not isinstance(dim, int) or dim < 1:
+            raise InputError(f"index dimension must be a positive integer, got {dim!r}")
+        if not isinstance(embedding_space, str) or not embedding_space:
+            raise InputError("an index needs the embedding_space of the bundle whose embeddings it holds")
+        if modality is not None and modality not in MODALITIES:
+            raise InputError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        self.dim, self.embedding_space, self.modality = dim, embedding_space, modality
+        self.M, self.ef_construction, self.ef = int(M), int(ef_construction), int(ef)
+        self._graph = hnswlib.Index(space="ip", dim=dim)
+        self._graph.init_index(max_elements=max(1, capacity), ef_construction=self.ef_construction, M=self.M)
+        self._items: list = []        # per hnswlib label: (id, metadata JSON) or None once removed
+        self._labels: dict = {}       # live id -> label
+        self._lock = threading.RLock()
+        self._exact = None            # cached (labels, vectors) of live items for exact search
+
+    @classmethod
+    def for_model(cls, model, modality: str | None = None, **kwargs) -> "Index":
+        """An empty index for embeddings of ``model`` (a loaded bundle)."""
+        return cls(model.embedding_dim, model.embedding_space, modality=modality, **kwargs)
+
+    @classmethod
+    def build(cls, vectors, ids, metadata=None, *, embedding_space: str, modality: str | None = None,
+              **kwargs) -> "Index":
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2:
+            raise InputError(f"vectors must be a (n, d) matrix, got shape {vectors.shape}")
+        index = cls(vectors.shape[1], embedding_space, modality=modality, capacity=max(len(vectors), 1), **kwargs)
+        index.add(vectors, ids, metadata)
+        return index
+
+    # ---- contents ------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __contains__(self, item_id) -> bool:
+        return self._key(item_id) in self._labels
+
+    @property
+    def ids(self) -> list:
+        with self._lock:
+            return list(self._labels)
+
+    @property
+    def capacity(self) -> int:
+        return self._graph.get_max_elements()
+
+    def metadata(self, item_id) -> dict:
+        with self._lock:
+            label = self._labels.get(self._key(item_id))
+            if label is None:
+                raise InputError(f"id {item_id!r} is not in the index")
+            return json.loads(self._items[label][1])
+
+    def info(self) -> dict:
+        with self._lock:
+            return {"items": len(self._labels), "removed": len(self._items) - len(self._labels),
+                    "capacity": self.capacity, "dim": self.dim, "space": "cosine", "modality": self.modality,
+                    "embedding_space": self.embedding_space, "M": self.M,
+                    "ef_construction": self.ef_construction, "ef": self.ef}
+
+    @staticmethod
+    def _key(item_id) -> str:
+        if isinstance(item_id, bool) or not isinstance(item_id, (str, int, np.integer)):
+            raise InputError(f"ids must be strings (or integers), got {type(item_id).__name__}")
+        key = str(item_id)
+        if not key:
+            raise InputError("ids must not be empty")
+        return key
+
+    def _vectors(self, vectors, what: str) -> np.ndarray:
+        v = np.asarray(vectors, dtype=np.float32)
+        if v.ndim == 1:
+            v = v[None]
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise InputError(f"{what} have shape {np.shape(vectors)}, this index holds {self.dim}-d vectors")
+        if not np.isfinite(v).all():
+            raise InputError(f"{what} contain NaN or infinite values")
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        if (norms == 0).any():
+            raise InputError(f"{what} contain an all-zero vector (its cosine is undefined)")
+        return np.ascontiguousarray(v / norms)
+
+    def check_space(self, model_or_space, what: str = "bundle") -> None:
+        """Refuse a bundle (or embedding_space string) whose embeddings live in another space."""
+        space = _space_of(model_or_space)
+        if space != self.embedding_space:
+            raise MismatchError(f"this index holds embeddings of space {self.embedding_space[:12]}…, the {what} "
+                                f"produces space {str(space)[:12]}…: rebuild the index with this bundle")
+
+    # ---- changes -------------------------------------------------------------------------------------
+    def add(self, vectors, ids, metadata=None) -> None:
+        """Add items; all-or-nothing: a wrong dimension, a duplicate id or bad metadata changes nothing."""
+        v = self._vectors(vectors, "vectors to add")
+        keys = [self._key(i) for i in ids] if not isinstance(ids, (str, int)) else [self._key(ids)]
+        if len(keys) != len(v):
+            raise InputError(f"{len(v)} vectors but {len(keys)} ids")
+        if metadata is None:
+            metadata = [{}] * len(keys)
+        metadata = list(metadata)
+        if len(metadata) != len(keys):
+            raise InputError(f"{len(keys)} ids but {len(metadata)} metadata records")
+        records = []
+        for key, meta in zip(keys, metadata):
+            if not isinstance(meta, dict):
+                raise InputError(f"metadata of id {key!r} must be a dict, got {type(meta).__name__}")
+            try:
+                records.append(json.dumps(meta, ensure_ascii=False, allow_nan=False))
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"metadata of id {key!r} is not plain JSON ({exc})") from exc
+        if len(set(keys)) != len(keys):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise InputError(f"id {dup!r} appears twice in the items to add")
+        with self._lock:
+            present = [k for k in keys if k in self._labels]
+            if present:
+                raise InputError(f"id {present[0]!r} is already in the index ({len(present)} duplicate ids); "
+                                 "remove it first to replace it")
+            if not keys:
+                return
+            start = len(self._items)
+            needed = start + len(keys)
+            if needed > self.capacity:
+                self._graph.resize_index(max(needed, 2 * self.capacity))
+            self._graph.add_items(v, np.arange(start, needed, dtype=np.int64))
+            self._items.extend(zip(keys, records))
+            self._labels.update({k: start + j for j, k in enumerate(keys)})
+            self._exact = None
+
+    def remove(self, ids) -> None:
+        """Mark items deleted; they are never returned again. Unknown ids are refused, changing nothing."""
+        keys = [self._key(ids)] if isinstance(ids, (str, int)) else [self._key(i) for i in ids]
+        with self._lock:
+            unknown = [k for k in keys if k not in self._labels]
+            if unknown:
+                raise InputError(f"id {unknown[0]!r} is not in the index ({len(unknown)} unknown ids)")
+            for key in dict.fromkeys(keys):
+                label = self._labels.pop(key)
+                self._graph.mark_deleted(label)
+                self._items[label] = None
+            self._exact = None
+
+    # ---- search --------------------------------------------------------------------------------------
+    def query(self, vectors, k: int = 10, ef: int | None = None, exact: bool = False):
+        """The ``k`` most cosine-similar items of each query vector.
+
+        Returns ``(ids, scores, metadata)``: lists of lists of ids and metadata dicts, and a float32
+        ``(n, k')`` array of cosine scores, best first; ``k' = min(k, len(index))``. ``exact`` ranks by
+        brute force (numpy) instead of the HNSW graph; ``ef`` overrides the index's search breadth.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        q = self._vectors(vectors, "query vectors")
+        with self._lock:
+            k = min(int(k), len(self._labels))
+            if k == 0:
+                return [[] for _ in q], np.zeros((len(q), 0), dtype=np.float32), [[] for _ in q]
+            if exact:
+                labels, scores = self._exact_search(q, k)
+            else:
+                self._graph.set_ef(max(int(ef or self.ef), k))
+                try:
+                    labels, distances = self._graph.knn_query(q, k=k)
+                    scores = 1.0 - distances
+                except RuntimeError:  # too few reachable live items (many removed, small ef): fall back
+                    labels, scores = self._exact_search(q, k)
+            rows = [[self._items[int(lab)] for lab in row] for row in labels]
+        ids = [[item[0] for item in row] for row in rows]
+        meta = [[json.loads(item[1]) for item in row] for row in rows]
+        return ids, np.asarray(scores, dtype=np.float32), meta
+
+    def _exact_search(self, q: np.ndarray, k: int):
+        if self._exact is None:
+            labels = np.array(sorted(self._labels.values()), dtype=np.int64)
+            self._exact = (labels, np.asarray(self._graph.get_items(labels, return_type="numpy"), dtype=np.float32))
+        labels, vectors = self._exact
+        sims = q @ vectors.T
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        return labels[top], np.take_along_axis(sims, top, axis=1)
+
+    # ---- persistence ---------------------------------------------------------------------------------
+    def save(self, folder) -> Path:
+        """Write the index to ``folder`` atomically: readers see the old or the new index, never a mix."""
+        folder = Path(folder)
+        if folder.exists() and not (folder / META_FILE).is_file() and (not folder.is_dir() or any(folder.iterdir())):
+            raise IndexFileError(f"refusing to replace {folder}: it exists and is not an index folder")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        try:
+            with self._lock:
+                self._graph.save_index(str(tmp / GRAPH_FILE))
+                meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "dim": self.dim, "space": "cosine",
+                        "modality": self.modality, "embedding_space": self.embedding_space, "M": self.M,
+                        "ef_construction": self.ef_construction, "ef": self.ef, "count": len(self._labels),
+                        "graph": {"file": GRAPH_FILE, "sha256": _file_sha256(tmp / GRAPH_FILE)},
+                        "items": [None if it is None else [it[0], json.loads(it[1])] for it in self._items]}
+            with open(tmp / META_FILE, "w", encoding="utf-8") as f:
+                json.dump(meta, f, ensure_ascii=False)
+                f.flush()
+                os.fsync(f.fileno())
+            if folder.exists():
+                old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+                os.replace(folder, old)
+                os.replace(tmp, folder)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+    @classmethod
+    def load(cls, folder, model=None) -> "Index":
+        """Read an index folder; with ``model`` (a bundle or embedding_space), refuse another space."""
+        folder = Path(folder)
+        meta_path, graph_path = folder / META_FILE, folder / GRAPH_FILE
+        if not folder.is_dir():
+            raise IndexFileError(f"index {folder}: no such folder")
+        if not meta_path.is_file():
+            raise IndexFileError(f"index {folder}: missing {META_FILE} (not an index folder?)")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("format") != FORMAT:
+                raise IndexFileError(f"index {folder}: {META_FILE} format is {meta.get('format')!r}, not {FORMAT!r}")
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise IndexFileError(f"index {folder}: format_version {meta.get('format_version')!r} "
+                                     f"is not supported (supported: {FORMAT_VERSION})")
+            dim, items = int(meta["dim"]), meta["items"]
+            index = cls(dim, meta["embedding_space"], modality=meta.get("modality"), M=meta["M"],
+                        ef_construction=meta["ef_construction"], ef=meta["ef"], capacity=1)
+            for label, item in enumerate(items):
+                if item is not None:
+                    key, record = item
+                    index._items.append((cls._key(key), json.dumps(record, ensure_ascii=False)))
+                    if index._items[-1][0] in index._labels:
+                        raise IndexFileError(f"index {folder}: duplicate id {key!r} in {META_FILE}")
+                    index._labels[index._items[-1][0]] = label
+                else:
+                    index._items.append(None)
+        except (ValueError, KeyError, TypeError, InputError) as exc:
+            raise IndexFileError(f"index {folder}: {META_FILE} is malformed ({exc})") from exc
+        if not graph_path.is_file():
+            raise IndexFileError(f"index {folder}: missing {GRAPH_FILE}")
+        if _file_sha256(graph_path) != meta.get("graph", {}).get("sha256"):
+            raise IndexFileError(f"index {folder}: {GRAPH_FILE} does not match the SHA-256 in {META_FILE} "
+                                 "(changed or corrupt)")
+        try:
+            index._graph.load_index(str(graph_path), max_elements=max(len(items), 1))
+        except RuntimeError as exc:
+            raise IndexFileError(f"index {folder}: cannot read {GRAPH_FILE} ({exc})") from exc
+        if index._graph.get_current_count() != len(items) or index._graph.dim != dim:
+            raise IndexFileError(f"index {folder}: {GRAPH_FILE} holds {index._graph.get_current_count()} "
+                                 f"{index._graph.dim}-d vectors, {META_FILE} describes {len(items)} {dim}-d items")
+        index._graph.set_ef(index.ef)
+        if model is not None:
+            index.check_space(model)
+        return index
