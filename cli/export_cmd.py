@@ -1,2 +1,50 @@
-"""Commands registered on the shared app (being written)."""
-from .main import app, fail  # noqa: F401
+"""``dagnn export``: a training run → a verified bundle (folder or ``.dagnn`` archive)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .main import app, fail
+
+
+@app.command("export")
+def export(
+    run: Path = typer.Option(..., "--run", help="Training run folder (written by `dagnn train --out`)."),
+    out: Path = typer.Option(..., "--out", help="Bundle folder to write; a name ending in .dagnn writes "
+                                                "only the zip archive."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset of the graphs."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="'int8': static, calibrated QDQ "
+                                                                    "quantisation of the image encoder."),
+    calibration_data: Optional[Path] = typer.Option(
+        None, "--calibration-data", help="int8 calibration images: a data set folder or a folder of images "
+                                         "(default: the run's training split)."),
+    calibration_size: int = typer.Option(256, "--calibration-size", help="Number of calibration images."),
+    calibration_method: str = typer.Option("minmax", "--calibration-method",
+                                           help="int8 range calibration: minmax, percentile or entropy."),
+    archive: bool = typer.Option(False, "--archive", help="Also write OUT.dagnn, one zip of the bundle."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data set folder, if it moved since training."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle at OUT."),
+    parity_samples: int = typer.Option(256, "--parity-samples",
+                                       help="Validation pairs compared between onnxruntime and torch."),
+    threads: int = typer.Option(2, "--threads", help="CPU threads for torch and onnxruntime."),
+):
+    """Export a trained run to ONNX graphs + manifest + model card, checked against torch before it is
+    written (parity, onnx.checker, re-opened with the runtime loader)."""
+    if quantize not in (None, "int8"):
+        fail(f"--quantize {quantize!r} is not supported; use --quantize int8 or leave it out")
+    if calibration_data is not None and quantize is None:
+        fail("--calibration-data only applies with --quantize int8")
+    if not run.is_dir():
+        fail(f"run folder {run} does not exist")
+    import torch
+
+    from dagnn_export.export import export_run
+
+    torch.set_num_threads(max(1, threads))
+    written = export_run(run, out, data=data, opset=opset, quantize=quantize, calibration_data=calibration_data,
+                         calibration_size=calibration_size, calibration_method=calibration_method,
+                         archive=archive, force=force, parity_samples=parity_samples, threads=threads,
+                         log=lambda msg: typer.echo(msg, err=True))
+    typer.echo(str(written))

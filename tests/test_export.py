@@ -1,0 +1,244 @@
+"""Exporter: a small DAGNN (tiny backbone) on real photos → bundle; checks parity with torch, the runtime
+loader, refusal of tampered/missing files, atomicity of failed exports, archives, int8 and the CLI."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="needs the [train] extra (torch)")
+ort = pytest.importorskip("onnxruntime")
+
+import dagnn_runtime as dr  # noqa: E402
+from dagnn_export.backbones import build_backbone  # noqa: E402
+from dagnn_export.config import make_config  # noqa: E402
+from dagnn_export.export import ExportError, embedding_space, export_bundle, sha256_file  # noqa: E402
+from dagnn_export.graph import correlation_matrices, propagation_matrix  # noqa: E402
+from dagnn_export.model import build_model  # noqa: E402
+from dagnn_runtime.dataset import Dataset  # noqa: E402
+from dagnn_runtime.metrics import cross_modal_map, l2_normalize  # noqa: E402
+from dagnn_runtime.preprocess import load_batch  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[1] / "dagnn_export" / "demo_data" / "mirflickr-mini"
+SMALL = dict(common_dim=32, text_hidden=64, text_dim=16, gv2_hidden=16, gt2_hidden=24, disc_hidden=12)
+N_PAIRS, N_TEST = 44, 12
+
+
+def make_dataset(root: Path) -> Path:
+    """A data set folder of the first real demo photos, with a fixed test split."""
+    root.mkdir()
+    (root / "images").mkdir()
+    pairs = []
+    for line in (DEMO / "pairs.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("image") and len(pairs) < N_PAIRS:
+            shutil.copy(DEMO / rec["image"], root / rec["image"])
+            pairs.append(rec)
+    (root / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    shutil.copy(DEMO / "labels.txt", root / "labels.txt")
+    tags = sorted({t for p in pairs for t in p["tags"]})
+    (root / "tag_vocab.txt").write_text("\n".join(tags) + "\n")
+    (root / "split_test.json").write_text(json.dumps({"test": [p["row"] for p in pairs[-N_TEST:]]}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.set_num_threads(2)
+    data = make_dataset(tmp_path_factory.mktemp("data") / "ds")
+    dataset = Dataset.load(data)
+    splits = dataset.splits(seed=0, val_fraction=0.25)
+    cfg = make_config("mirflickr", "dagnn", **SMALL)
+    cfg.data, cfg.backbone = str(data), "tiny"
+    graph = correlation_matrices(dataset.label_matrix(splits.train), cfg.resolved_tau(), cfg.p)
+    torch.manual_seed(0)
+    backbone = build_backbone("tiny")
+    model = build_model(cfg, backbone.feature_dim, len(dataset.vocab),
+                        np.load(DEMO / "label_embeddings.npy", allow_pickle=False),
+                        propagation_matrix(graph, cfg.gnn)).eval()
+    config = {**cfg.to_dict(), "feature_dim": backbone.feature_dim, "vocab_size": len(dataset.vocab),
+              "num_labels": len(dataset.labels)}
+    return dataset, splits, model, backbone, config
+
+
+@pytest.fixture(scope="module")
+def bundle(setup, tmp_path_factory):
+    dataset, splits, model, backbone, config = setup
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    export_bundle(model, backbone, config, dataset, splits, out)
+    return out
+
+
+def torch_outputs(setup, idx):
+    dataset, _, model, backbone, _ = setup
+    pixels = load_batch([dataset.image_path(i) for i in idx])
+    with torch.no_grad():
+        out = model(backbone(torch.from_numpy(pixels)), torch.from_numpy(dataset.bow(idx)))
+    return pixels, dataset.bow(idx), {k: out[k].numpy() for k in ("v", "t", "scores_v", "scores_t")}
+
+
+def test_bundle_files_manifest_and_digests(bundle, setup):
+    dataset = setup[0]
+    names = sorted(p.name for p in bundle.iterdir())
+    assert names == sorted(["image_encoder.onnx", "text_encoder.onnx", "classifiers.npy", "vocab.txt",
+                            "MODEL_CARD.md", "manifest.json"])
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert m["format"] == "dagnn-bundle" and m["format_version"] == 1
+    assert m["labels"] == dataset.labels and m["vocabulary"]["size"] == len(dataset.vocab)
+    assert (bundle / "vocab.txt").read_text().split() == dataset.vocab
+    assert m["files"] == {name: sha256_file(bundle / name) for name in names if name != "manifest.json"}
+    assert m["embedding_space"] == embedding_space(m["files"])
+    assert m["model"]["precision"] == "fp32" and m["config"]["backbone"] == "tiny"
+    assert m["graphs"]["image_encoder"]["output_shapes"]["label_scores"] == ["N", len(dataset.labels)]
+    assert len(m["thresholds"]["values"]) == len(m["thresholds"]["f1"]) == len(dataset.labels)
+    diffs = m["parity"]["max_abs_diff"]
+    assert set(diffs) == {"image_embedding", "image_scores", "text_embedding", "text_scores"}
+    assert all(0 <= v <= 1e-4 for v in diffs.values()) and m["parity"]["samples"] == len(setup[1].val)
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert f"{m['metrics']['test']['avg']:.4f}" in card and "## Limits" in card and "## Intended use" in card
+
+
+def test_onnxruntime_alone_matches_torch_with_any_batch_size(bundle, setup):
+    dataset, splits, model, _, _ = setup
+    z = np.load(bundle / "classifiers.npy", allow_pickle=False)
+    with torch.no_grad():
+        np.testing.assert_allclose(z, model.classifiers().numpy(), atol=1e-6)
+    img = ort.InferenceSession(str(bundle / "image_encoder.onnx"), providers=["CPUExecutionProvider"])
+    txt = ort.InferenceSession(str(bundle / "text_encoder.onnx"), providers=["CPUExecutionProvider"])
+    for idx in (splits.test[:1], splits.test[:7]):  # dynamic batch
+        pixels, bow, ref = torch_outputs(setup, idx)
+        v, sv = img.run(["embedding", "label_scores"], {"pixels": pixels})
+        t, st = txt.run(["embedding", "label_scores"], {"bow": bow})
+        for got, key in ((v, "v"), (sv, "scores_v"), (t, "t"), (st, "scores_t")):
+            np.testing.assert_allclose(got, ref[key], atol=1e-4, err_msg=key)
+        np.testing.assert_allclose(sv, l2_normalize(v) @ l2_normalize(z).T, atol=1e-5)
+
+
+def test_reported_map_is_that_of_the_exported_graphs(bundle, setup):
+    dataset, splits, _, _, _ = setup
+    model = dr.load(bundle, providers="cpu")
+    idx = splits.test
+    v = model.encode_images([dataset.image_path(i) for i in idx])
+    t = model.encode_bow(dataset.bow(idx))
+    expected = cross_modal_map(v, t, dataset.label_matrix(idx))
+    reported = json.loads((bundle / "manifest.json").read_text())["metrics"]["test"]
+    assert reported == pytest.approx(expected, abs=1e-5)
+
+
+def test_loader_refuses_tampered_and_missing_files(bundle, tmp_path):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bundle, tampered)
+    raw = bytearray((tampered / "classifiers.npy").read_bytes())
+    raw[-1] ^= 0x01
+    (tampered / "classifiers.npy").write_bytes(bytes(raw))
+    with pytest.raises(dr.BundleError, match="classifiers.npy"):
+        dr.load(tampered)
+    missing = tmp_path / "missing"
+    shutil.copytree(bundle, missing)
+    (missing / "text_encoder.onnx").unlink()
+    with pytest.raises(dr.BundleError, match="text_encoder.onnx"):
+        dr.load(missing)
+
+
+def test_failed_export_leaves_nothing_at_the_target(setup, tmp_path):
+    dataset, splits, model, backbone, config = setup
+    broken = tmp_path / "ds"
+    shutil.copytree(dataset.root, broken)
+    bad = dataset.image_path(splits.test[3]).relative_to(dataset.root)
+    (broken / bad).write_bytes(b"not a jpeg")  # fails late: while measuring test mAP, after the graphs
+    out = tmp_path / "out" / "bundle"
+    out.parent.mkdir()
+    with pytest.raises(Exception, match=bad.name):
+        export_bundle(model, backbone, config, Dataset.load(broken), splits, out, archive=True)
+    assert list(out.parent.iterdir()) == []
+
+
+class _TraceBakesMean(torch.nn.Module):
+    """Tracing turns ``float(x.mean())`` into a constant: the ONNX graph then differs from torch."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.inner, self.image_size = backbone, backbone.image_size
+
+    def forward(self, pixels):
+        h = self.inner(pixels)
+        return h * float(h.mean())
+
+
+def test_parity_failure_is_loud_and_writes_nothing(setup, tmp_path):
+    dataset, splits, model, backbone, config = setup
+    out = tmp_path / "bundle"
+    with pytest.raises(ExportError, match="onnxruntime and torch disagree.*image_embedding"):
+        export_bundle(model, _TraceBakesMean(backbone), config, dataset, splits, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_target_needs_force(setup, bundle):
+    dataset, splits, model, backbone, config = setup
+    with pytest.raises(ExportError, match="already exists.*--force"):
+        export_bundle(model, backbone, config, dataset, splits, bundle)
+
+
+def test_archive_round_trip(setup, bundle, tmp_path):
+    dataset, splits, model, backbone, config = setup
+    archive = tmp_path / "model.dagnn"
+    assert export_bundle(model, backbone, config, dataset, splits, archive) == archive
+    assert [p.name for p in tmp_path.iterdir()] == ["model.dagnn"]  # archive only, no folder, no temp
+    from_zip, from_dir = dr.load(archive, providers="cpu"), dr.load(bundle, providers="cpu")
+    paths = [dataset.image_path(i) for i in splits.val[:3]]
+    np.testing.assert_allclose(from_zip.encode_images(paths), from_dir.encode_images(paths), atol=1e-6)
+    np.testing.assert_array_equal(from_zip.classifiers, from_dir.classifiers)
+    assert from_zip.labels == from_dir.labels
+    # --archive beside a folder writes both, with the same files
+    both = tmp_path / "b"
+    export_bundle(model, backbone, config, dataset, splits, both, archive=True)
+    assert (tmp_path / "b.dagnn").is_file() and (both / "manifest.json").is_file()
+    assert dr.load(tmp_path / "b.dagnn").embedding_space == dr.load(both).embedding_space
+
+
+def test_int8_static_quantisation(setup, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    dataset, splits, model, backbone, config = setup
+    out = tmp_path / "int8"
+    export_bundle(model, backbone, config, dataset, splits, out, quantize="int8", calibration_size=16,
+                  min_int8_cosine=0.9)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"]["precision"] == "int8" and m["graphs"]["image_encoder"]["precision"] == "int8"
+    assert m["quantization"]["calibration_images"] == 16 and m["quantization"]["format"] == "QDQ"
+    q = m["parity"]["int8_vs_fp32"]
+    assert 0.9 <= q["image_embedding_cosine_mean"] <= 1.0 and q["samples"] == len(splits.val)
+    assert set(m["metrics"]) >= {"test", "test_fp32"}
+    ops = {n.op_type for n in onnx.load(str(out / "image_encoder.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    loaded = dr.load(out, providers="cpu")
+    emb = loaded.encode_images([dataset.image_path(i) for i in splits.val[:2]])
+    assert emb.shape == (2, config["common_dim"]) and np.isfinite(emb).all()
+
+
+def test_cli_exports_a_run_directory(setup, tmp_path):
+    from typer.testing import CliRunner
+
+    from dagnn_cli.main import app
+    from dagnn_export.train import load_run
+
+    dataset, splits, model, _, config = setup
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config))
+    torch.save(model.state_dict(), run / "model.pt")
+    (run / "splits.json").write_text(json.dumps(splits.to_json(dataset)))
+    (run / "labels.txt").write_text("\n".join(dataset.labels) + "\n")
+    (run / "vocab.txt").write_text("\n".join(dataset.vocab) + "\n")
+    (run / "metrics.json").write_text(json.dumps({"split": "test", "i2t": 0.5, "t2i": 0.6, "avg": 0.55}))
+    load_run(run)  # the hand-made run is what training writes
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", "--run", str(run), "--out", str(tmp_path / "b"), "--archive"])
+    assert result.exit_code == 0, result.output
+    m = dr.load(tmp_path / "b.dagnn").manifest
+    assert m["metrics"]["torch_run"]["test"] == {"i2t": 0.5, "t2i": 0.6, "avg": 0.55}
+    again = runner.invoke(app, ["export", "--run", str(run), "--out", str(tmp_path / "b")])
+    assert again.exit_code != 0 and "already exists" in str(again.exception or again.output)
+    (run / "vocab.txt").write_text("other\n")
+    wrong = runner.invoke(app, ["export", "--run", str(run), "--out", str(tmp_path / "c")])
+    assert wrong.exit_code != 0 and "vocab.txt" in str(wrong.exception or wrong.output)
