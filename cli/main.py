@@ -29,18 +29,25 @@ def fail(message: str, code: int = 1) -> None:
 def main() -> None:
     """Console entry point: user-facing errors become one line on stderr unless --debug is given."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            sys.exit(code)  # without standalone mode, click returns typer.Exit's code instead of raising
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, EOFError):
         typer.echo("error: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the whole point is one readable line
-        import click
+        try:
+            from click import ClickException
+            from click.exceptions import Abort
+        except ImportError:  # newer typer releases ship their own copy of click
+            from typer import Abort
+            from typer._click.exceptions import ClickException
 
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, Abort):
             sys.exit(1)
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, ClickException):
             exc.show()
             sys.exit(exc.exit_code)
         if _DEBUG["on"] or "--debug" in sys.argv:
