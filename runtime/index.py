@@ -49,7 +49,10 @@ class Index:
     """Cosine k-NN over L2-normalised vectors with ids and metadata. Safe to share between threads."""
 
     def __init__(self, dim: int, embedding_space: str, modality: str | None = None, M: int = 16,
-                 ef_construction: int = 200, ef: int = 128, capacity: int = 1024):
+                 ef_construction: int = 200, ef: int = 128, capacity: int | None = 1024):
+        """``capacity`` is only a first allocation: ``add`` grows it. (``None`` is for ``load``.)"""
+        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):
+            raise InputError(f"capacity must be a positive integer, got {capacity!r}")
         if not isinstance(dim, int) or dim < 1:
             raise InputError(f"index dimension must be a positive integer, got {dim!r}")
         if not isinstance(embedding_space, str) or not embedding_space:
@@ -59,7 +62,8 @@ class Index:
         self.dim, self.embedding_space, self.modality = dim, embedding_space, modality
         self.M, self.ef_construction, self.ef = int(M), int(ef_construction), int(ef)
         self._graph = hnswlib.Index(space="ip", dim=dim)
-        self._graph.init_index(max_elements=max(1, capacity), ef_construction=self.ef_construction, M=self.M)
+        if capacity is not None:  # None: ``load`` fills the graph from a file instead
+            self._graph.init_index(max_elements=capacity, ef_construction=self.ef_construction, M=self.M)
         self._items: list = []        # per hnswlib label: (id, metadata JSON) or None once removed
         self._labels: dict = {}       # live id -> label
         self._lock = threading.RLock()
@@ -279,7 +283,7 @@ class Index:
                                      f"is not supported (supported: {FORMAT_VERSION})")
             dim, items = int(meta["dim"]), meta["items"]
             index = cls(dim, meta["embedding_space"], modality=meta.get("modality"), M=meta["M"],
-                        ef_construction=meta["ef_construction"], ef=meta["ef"], capacity=1)
+                        ef_construction=meta["ef_construction"], ef=meta["ef"], capacity=None)
             for label, item in enumerate(items):
                 if item is not None:
                     key, record = item

@@ -156,8 +156,18 @@ class Model:
         out = np.empty((len(items), self.embedding_dim), dtype=np.float32)
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            out[start:start + len(chunk)] = self._run("image_encoder", self.preprocess(chunk))[0]
-        return l2_normalize(out)
+            out[start:start + len(chunk)] = self.encode_pixels(self.preprocess(chunk))
+        return out
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """An already preprocessed uint8 batch ``(n, S, S, 3)`` (see ``preprocess``) → L2-normalised ``(n, d)``."""
+        pixels = np.asarray(pixels)
+        s = self.image_size
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (s, s, 3):
+            raise InputError(f"pixels must be uint8 (n, {s}, {s}, 3), got {pixels.dtype} {pixels.shape}")
+        if len(pixels) == 0:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        return l2_normalize(self._run("image_encoder", np.ascontiguousarray(pixels))[0])
 
     def preprocess(self, items: Sequence) -> np.ndarray:
         """Images → the uint8 ``(n, S, S, 3)`` batch the image graph takes (``preprocess.load_image``)."""
