@@ -1,2 +1,36 @@
-"""Commands registered on the shared app (being written)."""
-from .main import app, fail  # noqa: F401
+"""``dagnn features``: compute (or update) the backbone feature cache of a data set folder."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .main import app, fail
+
+
+@app.command()
+def features(
+    data: Path = typer.Option(..., "--data", help="Data set folder (pairs.jsonl, labels.txt, tag_vocab.txt)."),
+    backbone: str = typer.Option("efficientnet_lite0", "--backbone", help="vgg19 | efficientnet_lite0 | tiny."),
+    out: Path = typer.Option(..., "--out", help="Feature cache to write (.npz); rows already in it are reused."),
+    backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights",
+                                                    help="Local state_dict file for the backbone (needed for "
+                                                         "vgg19 when torchvision cannot download)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per inference batch."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="Inference threads (default: onnxruntime's choice)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+):
+    """Run the image backbone over every pair with an image and cache the features for training."""
+    try:
+        from dagnn_export.backbones import BackboneError
+        from dagnn_export.features import FeatureError, extract_features
+        from dagnn_runtime.dataset import DatasetError
+    except ImportError as exc:
+        fail(f"`dagnn features` needs the [train] extra (torch): {exc}")
+    try:
+        extract_features(data, backbone, out, weights=backbone_weights, batch_size=batch_size,
+                         progress=not quiet, threads=threads)
+    except (BackboneError, FeatureError, DatasetError) as exc:
+        fail(str(exc))

@@ -60,6 +60,7 @@ def export_onnx(backbone: ImageBackbone, path, opset: int = 17) -> Path:
     example = torch.zeros((2, backbone.image_size, backbone.image_size, 3), dtype=torch.uint8)
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is the fast, proven one
+        warnings.filterwarnings("ignore", message="Constant folding")  # a harmless notice, not an error
         torch.onnx.export(backbone.eval(), (example,), str(path), input_names=["pixels"], output_names=["features"],
                           opset_version=opset, dynamo=False, do_constant_folding=True,
                           dynamic_axes={"pixels": {0: "N"}, "features": {0: "N"}})
