@@ -1,7 +1,7 @@
 """int8 vs fp32 image encoder of two bundles exported from the same run: speed and accuracy.
 
     python bench/quantization_bench.py FP32_BUNDLE INT8_BUNDLE [--images DIR] [-n 64] [--batch 1 32]
-                                       [--threads 2] [--rounds 7]
+                                       [--threads 1 2] [--rounds 7]
 
 Speed: the image graph alone (decoding excluded) on the same ``n`` real photos, fp32 and int8 timed in
 alternation round after round so that load from other processes hits both alike; per precision the best
@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--images", type=Path, help="data set folder or image folder (default: the run's data set)")
     ap.add_argument("-n", type=int, default=64, help="photos to encode per round")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 32])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
 
@@ -80,27 +80,27 @@ def main() -> None:
     size = bundles["fp32"].image_size
     source = args.images or Path(bundles["fp32"].manifest["config"]["data"])
     pixels = load_batch(image_paths(source, args.n), size)
-    sessions = {k: session(b.graph_bytes["image_encoder"], args.threads) for k, b in bundles.items()}
-
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; onnxruntime {ort.__version__}, "
-          f"{args.threads} threads; {len(pixels)} photos of {size}px; load average at start "
-          f"{os.getloadavg()[0]:.2f}")
-    print(f"\n{'batch':>5} | {'fp32 ms/img':>16} | {'int8 ms/img':>16} | {'speed-up':>15}")
-    print(f"{'':>5} | {'best / median':>16} | {'best / median':>16} | {'best / median':>15}")
-    print("-" * 62)
-    for batch in args.batch:
-        times = {k: [] for k in sessions}
-        for sess in sessions.values():  # warm-up
-            encode(sess, pixels[:batch], batch)
-        for _ in range(args.rounds):
-            for key, sess in sessions.items():
-                start = time.perf_counter()
-                encode(sess, pixels, batch)
-                times[key].append(1000 * (time.perf_counter() - start) / len(pixels))
-        best = {k: min(v) for k, v in times.items()}
-        med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"{batch:>5} | {best['fp32']:>7.2f} / {med['fp32']:>6.2f} | {best['int8']:>7.2f} / {med['int8']:>6.2f} | "
-              f"{best['fp32'] / best['int8']:>6.2f}x / {med['fp32'] / med['int8']:>5.2f}x")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; onnxruntime {ort.__version__}; "
+          f"{len(pixels)} photos of {size}px; load average at start {os.getloadavg()[0]:.2f}")
+    print(f"\n{'threads':>7} | {'batch':>5} | {'fp32 ms/img':>16} | {'int8 ms/img':>16} | {'speed-up':>15}")
+    print(f"{'':>7} | {'':>5} | {'best / median':>16} | {'best / median':>16} | {'best / median':>15}")
+    print("-" * 72)
+    for threads in args.threads:
+        sessions = {k: session(b.graph_bytes["image_encoder"], threads) for k, b in bundles.items()}
+        for batch in args.batch:
+            times = {k: [] for k in sessions}
+            for sess in sessions.values():  # warm-up
+                encode(sess, pixels[:batch], batch)
+            for _ in range(args.rounds):
+                for key, sess in sessions.items():
+                    start = time.perf_counter()
+                    encode(sess, pixels, batch)
+                    times[key].append(1000 * (time.perf_counter() - start) / len(pixels))
+            best = {k: min(v) for k, v in times.items()}
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print(f"{threads:>7} | {batch:>5} | {best['fp32']:>7.2f} / {med['fp32']:>6.2f} | "
+                  f"{best['int8']:>7.2f} / {med['int8']:>6.2f} | "
+                  f"{best['fp32'] / best['int8']:>6.2f}x / {med['fp32'] / med['int8']:>5.2f}x")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
     emb = {k: encode(s, pixels, 32) for k, s in sessions.items()}

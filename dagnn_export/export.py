@@ -346,7 +346,7 @@ def _cosines(a, b) -> np.ndarray:
 def _thresholds(scores, labels) -> dict:
     """Per-label F1-maximising thresholds; a label without a validation positive gets null (never predicted)."""
     values, f1 = calibrate_thresholds(scores, labels)
-    return {"values": [round(float(x), 6) if np.isfinite(x) else None for x in values],
+    return {"values": [float(x) if np.isfinite(x) else None for x in values],
             "f1": [round(float(x), 6) for x in f1],
             "split": "val", "scores": "image_encoder.label_scores"}
 
@@ -356,7 +356,8 @@ def _maps(image_emb, text_emb, labels) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- reopening
-def verify_bundle(path: Path, images: list, bow: np.ndarray, expected: dict, tol: float = 1e-5) -> str:
+def verify_bundle(path: Path, images: list, bow: np.ndarray, expected: dict, tol: float = 1e-5,
+                  threads: int = 2) -> str:
     """Open the finished bundle from disk with the runtime loader (which verifies digests, format and
     dimensions) and check that it answers like the graphs the metrics were measured with: ``expected``
     holds the raw image / text embeddings of ``images`` (paths) and ``bow``. Returns the loader used."""
@@ -365,7 +366,7 @@ def verify_bundle(path: Path, images: list, bow: np.ndarray, expected: dict, tol
     except ImportError:  # a runtime without its loader: check digests here and query onnxruntime directly
         load = None
     if load is not None:
-        model = load(path, providers="cpu", threads=2)
+        model = load(path, providers="cpu", threads=threads)
         got = {"image": model.encode_images(images), "text": model.encode_bow(bow)}
         loader = "dagnn_runtime.load"
     else:
@@ -374,8 +375,8 @@ def verify_bundle(path: Path, images: list, bow: np.ndarray, expected: dict, tol
             if sha256_file(path / name) != digest:
                 raise ExportError(f"{name}: digest differs from the manifest right after writing")
         size = manifest["preprocessing"]["size"]
-        got = {"image": _run(ort_session(path / IMAGE_GRAPH), "pixels", load_batch(images, size))[0],
-               "text": _run(ort_session(path / TEXT_GRAPH), "bow", bow)[0]}
+        got = {"image": _run(ort_session(path / IMAGE_GRAPH, threads), "pixels", load_batch(images, size))[0],
+               "text": _run(ort_session(path / TEXT_GRAPH, threads), "bow", bow)[0]}
         loader = "onnxruntime"
     for key in ("image", "text"):
         diff = _max_abs(l2_normalize(got[key]), l2_normalize(expected[key]))
@@ -559,11 +560,11 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
         k = min(4, len(val_paths))
         probe = (val_paths[:k], val_bow[:k], {"image": val["image"][0][:k], "text": val_t[:k]})
         shutil.rmtree(work)
-        loader = verify_bundle(bundle, *probe)
+        loader = verify_bundle(bundle, *probe, threads=threads)
         written = None
         if archive_path is not None:
             # (the onnxruntime fallback cannot read archives; the runtime loader can)
-            check = (lambda p: verify_bundle(p, *probe)) if loader == "dagnn_runtime.load" else None
+            check = (lambda p: verify_bundle(p, *probe, threads=threads)) if loader == "dagnn_runtime.load" else None
             written = write_archive(bundle, archive_path, force=force, check=check)
         if not archive_only:
             _replace_dir(bundle, out, force)

@@ -242,3 +242,39 @@ def test_cli_exports_a_run_directory(setup, tmp_path):
     (run / "vocab.txt").write_text("other\n")
     wrong = runner.invoke(app, ["export", "--run", str(run), "--out", str(tmp_path / "c")])
     assert wrong.exit_code != 0 and "vocab.txt" in str(wrong.exception or wrong.output)
+
+
+def test_calibration_images_from_folder_data_set_or_training_split(setup, tmp_path):
+    from dagnn_export.export import calibration_images
+
+    dataset, splits = setup[0], setup[1]
+    folder = tmp_path / "photos" / "nested"
+    folder.mkdir(parents=True)
+    for i in splits.val[:3]:
+        shutil.copy(dataset.image_path(i), folder / dataset.image_path(i).name)
+    (folder / "notes.txt").write_text("not an image")
+    paths, what = calibration_images(tmp_path / "photos", dataset, splits.train, count=10)
+    assert sorted(p.name for p in paths) == sorted(dataset.image_path(i).name for i in splits.val[:3])
+    paths, what = calibration_images(dataset.root, dataset, splits.train, count=5)
+    assert len(paths) == 5 and all(p.is_file() for p in paths)
+    paths, what = calibration_images(None, dataset, splits.train, count=1000)
+    assert sorted(paths) == sorted(dataset.image_path(i) for i in splits.train) and what == "training split"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExportError, match="no images found.*empty"):
+        calibration_images(tmp_path / "empty", dataset, splits.train, count=5)
+
+
+def test_cli_refuses_bad_options_before_working(tmp_path):
+    from typer.testing import CliRunner
+
+    from dagnn_cli.main import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["export", "--run", str(tmp_path), "--out", str(tmp_path / "b"), "--quantize", "fp16"])
+    assert bad.exit_code == 1 and "--quantize 'fp16' is not supported" in bad.output
+    cal = runner.invoke(app, ["export", "--run", str(tmp_path), "--out", str(tmp_path / "b"),
+                              "--calibration-data", str(tmp_path)])
+    assert cal.exit_code == 1 and "only applies with --quantize int8" in cal.output
+    missing = runner.invoke(app, ["export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "b")])
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+    assert not (tmp_path / "b").exists()
