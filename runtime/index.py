@@ -230,7 +230,12 @@ class Index:
             self._exact = (labels, np.asarray(self._graph.get_items(labels, return_type="numpy"), dtype=np.float32))
         labels, vectors = self._exact
         sims = q @ vectors.T
-        top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        if k < sims.shape[1]:  # partial selection first: O(n) instead of sorting every item
+            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            order = np.lexsort((part, -np.take_along_axis(sims, part, axis=1)), axis=1)
+            top = np.take_along_axis(part, order, axis=1)
+        else:
+            top = np.argsort(-sims, axis=1, kind="stable")
         return labels[top], np.take_along_axis(sims, top, axis=1)
 
     # ---- persistence ---------------------------------------------------------------------------------
