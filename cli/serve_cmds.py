@@ -493,8 +493,9 @@ def evaluate_bundle(model, data: Path, split: str = "test", k: Optional[int] = N
     ds = Dataset.load(data)
     if set(ds.labels) != set(model.labels):
         fail(f"{data}/labels.txt has other labels than the bundle ({sorted(set(ds.labels) ^ set(model.labels))[:5]})")
-    seed = model.manifest.get("config", {}).get("seed", 0)
-    idx = getattr(ds.splits(seed=int(seed)), split)
+    config = model.manifest.get("config", {})  # the training config: split the data the same way
+    splits = ds.splits(seed=int(config.get("split_seed", 0)), val_fraction=float(config.get("val_fraction", 0.1)))
+    idx = getattr(splits, split)
     if len(idx) == 0:
         fail(f"the {split} split of {data} is empty")
     paths = [ds.image_path(i) for i in idx]

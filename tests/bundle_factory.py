@@ -149,7 +149,7 @@ def bundle_parts(d: int = 16, size: int = 224, labels=LABELS, vocab=VOCAB, seed:
         },
         "classifiers": {"file": "classifiers.npy", "shape": [c, d]},
         "thresholds": {"values": list(thresholds), "f1": [0.5] * c, "split": "val"},
-        "config": {"seed": seed},
+        "config": {"seed": seed, "split_seed": 0, "val_fraction": 0.1},
         "metrics": {"test": {"i2t": 0.5, "t2i": 0.5, "avg": 0.5}},
         "parity": {"max_abs_diff": {"image_embedding": 0.0, "text_embedding": 0.0, "image_scores": 0.0,
                                     "text_scores": 0.0}},
