@@ -33,16 +33,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dagnn_runtime.bundle import embedding_space_id
+from dagnn_runtime.bundle import FORMAT, MANIFEST, embedding_space_id
 from dagnn_runtime.dataset import Dataset, Splits
 from dagnn_runtime.metrics import calibrate_thresholds, cross_modal_map, l2_normalize, tagging_metrics
 from dagnn_runtime.preprocess import RESIZE_MODE, load_batch
 
 from .model_card import render_model_card
 
-FORMAT, FORMAT_VERSION = "dagnn-bundle", 1
-IMAGE_GRAPH, TEXT_GRAPH, CLASSIFIERS, VOCAB, MANIFEST, CARD = (
-    "image_encoder.onnx", "text_encoder.onnx", "classifiers.npy", "vocab.txt", "manifest.json", "MODEL_CARD.md")
+FORMAT_VERSION = 1
+IMAGE_GRAPH, TEXT_GRAPH, CLASSIFIERS, VOCAB, CARD = (
+    "image_encoder.onnx", "text_encoder.onnx", "classifiers.npy", "vocab.txt", "MODEL_CARD.md")
 OUTPUTS = ("embedding", "label_scores")
 ARCHIVE_SUFFIX = ".dagnn"
 TEXT_TOKENIZER = "lowercase, split on commas/semicolons/whitespace"
