@@ -25,7 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# Single-query exact search is a matrix-vector product: memory-bound, and multi-threaded OpenBLAS only
+# slows it down (much more so on a busy machine). One BLAS thread gives the fairest (fastest) baseline.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
