@@ -234,14 +234,14 @@ def ingest(model, src: Source, folder: Path, create: bool, batch_size: int, save
             if unsaved >= save_every:
                 index.save(folder)
                 unsaved = 0
-    if added or find_index(folder) is None:
-        index.save(folder)
     for line in problems[:10]:
         typer.echo(f"warning: skipped {line}", err=True)
     if len(problems) > 10:
         typer.echo(f"warning: … and {len(problems) - 10} more skipped items", err=True)
     if todo and not added:
         fail(f"nothing could be added to {folder}: {len(problems)} unusable items (see the warnings above)")
+    if added or find_index(folder) is None:
+        index.save(folder)
     return {"index": str(folder), "modality": src.modality, "added": added, "already_present": present,
             "skipped": len(problems), "duplicate_ids": duplicates, "items": len(index)}
 

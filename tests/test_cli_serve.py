@@ -154,6 +154,7 @@ def test_build_errors(tmp_path, bundle_dir, data_dir):
     (tmp_path / "junk" / "a.jpg").write_bytes(b"nope")
     run_fail("index", "build", "--bundle", bundle_dir, "--images", tmp_path / "junk", "--out", tmp_path / "x",
              "--quiet", match="nothing could be added")
+    assert not (tmp_path / "x").exists()
     run_fail("index", "build", "--bundle", bundle_dir, "--data", tmp_path / "junk", "--out", tmp_path / "x",
              match="missing file")
     run_fail("index", "info", "--index", tmp_path / "junk", match="no index at")
