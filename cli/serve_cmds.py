@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -371,8 +372,9 @@ def index_info(
 
 # ----------------------------------------------------------------------------------------------- query
 def _item_text(meta: dict) -> str:
-    if "path" in meta:
-        return meta["path"]
+    if "path" in meta:  # shorter relative to the working directory when below it
+        rel = os.path.relpath(meta["path"]) if os.path.isabs(meta["path"]) else meta["path"]
+        return meta["path"] if rel.startswith("..") else rel
     if "tags" in meta:
         return ", ".join(meta["tags"])
     return meta.get("text", "")
@@ -433,8 +435,9 @@ def query(
         return
     from rich.table import Table
 
-    table = Table("rank", "score", "id", "item", "labels",
-                  title=f"{source} {shown!r} → {target} ({len(ix)} items)")
+    table = Table("rank", "score", "id", title=f"{source} {shown!r} → {target} ({len(ix)} items)")
+    table.add_column("item", overflow="fold")
+    table.add_column("labels")
     for r in results:
         table.add_row(str(r["rank"]), f"{r['score']:.4f}", r["id"], _item_text(r["metadata"]),
                       ", ".join(r["metadata"].get("labels", [])))
