@@ -219,3 +219,9 @@ def test_console_errors_are_one_line_unless_debug(bundle_dir, index_dir):
     debug = subprocess.run(args[:3] + ["--debug"] + args[3:], capture_output=True, text=True,
                            env=dict(env, TYPER_STANDARD_TRACEBACK="1"))
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "InputError" in debug.stderr
+
+
+def test_cli_import_does_not_pull_torch():
+    code = "import sys, dagnn_cli.main; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
