@@ -28,17 +28,16 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #dd
 table { border-collapse: collapse; margin: 8px 0; } th, td { border: 1px solid #ddd; padding: 4px 10px;
        text-align: left; } th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .query { display: flex; gap: 16px; align-items: flex-start; margin: 8px 0 4px; }
-.results { display: flex; flex-wrap: wrap; gap: 10px; }
-.card { width: 170px; border: 1px solid #ddd; border-radius: 6px; padding: 6px; font-size: 0.82em;
+.results { display: flex; flex-wrap: wrap; gap: 8px; }
+.card { width: 136px; border: 1px solid #ddd; border-radius: 6px; padding: 6px; font-size: 0.8em;
         background: #fff; }
 .card.hit { border-color: #2a9d3c; box-shadow: 0 0 0 1px #2a9d3c; }
 .card.qry { border-color: #3366cc; box-shadow: 0 0 0 1px #3366cc; background: #f5f8ff; }
-.card img { width: 160px; height: 160px; object-fit: cover; display: block; margin-bottom: 4px;
+.card img { width: 136px; height: 136px; object-fit: cover; display: block; margin-bottom: 4px;
             border-radius: 3px; }
 .rank { font-weight: 600; } .score { float: right; color: #555; font-variant-numeric: tabular-nums; }
 .tags { color: #333; word-wrap: break-word; } .labels { color: #0a5; } .muted { color: #888; }
-.text-only { width: 160px; height: 60px; display: flex; align-items: center; justify-content: center;
-             background: #f4f4f4; color: #777; border-radius: 3px; margin-bottom: 4px; }
+.card.text .tags { font-weight: 600; margin: 2px 0 4px; }
 .lab { display: inline-block; padding: 1px 6px; margin: 1px; border-radius: 8px; background: #eee; }
 .lab.ok { background: #d6f5dc; } .lab.miss { background: #fde2e2; } .lab.extra { background: #fff2c6; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; }
@@ -86,8 +85,10 @@ class _Thumbs:
         return self.done[key]
 
 
-def svg_line_chart(title: str, values, width: int = 340, height: int = 190, color: str = "#3366cc") -> str:
-    """A small inline SVG line chart of ``values`` against epochs 1..n (None/NaN points are skipped)."""
+def svg_line_chart(title: str, values, width: int = 340, height: int = 190, color: str = "#3366cc",
+                   mark: int | None = None) -> str:
+    """A small inline SVG line chart of ``values`` against epochs 1..n (None/NaN points are skipped);
+    ``mark`` (an epoch number) is drawn as a dot, e.g. the epoch model selection kept."""
     pts = [(i + 1, float(v)) for i, v in enumerate(values)
            if v is not None and not (isinstance(v, float) and math.isnan(v))]
     left, right, top, bottom = 52, 12, 26, 30
@@ -118,6 +119,11 @@ def svg_line_chart(title: str, values, width: int = 340, height: int = 190, colo
         if len(pts) == 1:
             x, y = pts[0]
             parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"/>')
+        marked = [(x, y) for x, y in pts if x == mark]
+        if marked:
+            x, y = marked[0]
+            parts.append(f'<circle class="mark" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4.5" fill="#fff" '
+                         f'stroke="#222" stroke-width="2"><title>epoch {x}: {y:.4g}</title></circle>')
     else:
         parts.append(f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle" font-size="12" '
                      f'fill="#888" font-family="sans-serif">no data</text>')
@@ -137,6 +143,8 @@ def _card(thumbs: _Thumbs, item: dict, rank: int | None = None, query_labels=Non
     src = thumbs.rel(item.get("image"))
     relevant = query_labels is not None and bool(set(item.get("labels", ())) & set(query_labels))
     cls = "card qry" if is_query else ("card hit" if relevant else "card")
+    if src is None:
+        cls += " text"
     head = ""
     if rank is not None:
         head = f'<div><span class="rank">#{rank}</span>'
@@ -145,8 +153,7 @@ def _card(thumbs: _Thumbs, item: dict, rank: int | None = None, query_labels=Non
         head += "</div>"
     elif is_query:
         head = '<div><span class="rank">query</span></div>'
-    pic = (f'<img src="{_e(src)}" alt="{_e(Path(item["image"]).name)}">' if src
-           else '<div class="text-only">text only</div>')
+    pic = f'<img src="{_e(src)}" alt="{_e(Path(item["image"]).name)}">' if src else ""
     tags = ", ".join(item.get("tags", ())) or "(no tag)"
     return (f'<div class="{cls}">{head}{pic}<div class="tags">{_e(tags)}</div>'
             f'<div>{_labels_html(item.get("labels", ()), query_labels)}</div></div>')
@@ -202,8 +209,9 @@ def _metrics_section(metrics: dict) -> str:
            + "".join(rows) + "</table>"]
     tagging = metrics.get("tagging")
     if tagging:
-        keys = [k for k in ("mean_ap", "CP", "CR", "CF1", "OF1") if k in tagging]
-        out.append("<table><tr>" + "".join(f"<th>{_e(k)}</th>" for k in keys) + "</tr><tr>"
+        names = {"mean_ap": "tagging mean AP", "CP": "CP", "CR": "CR", "CF1": "CF1", "OF1": "OF1"}
+        keys = [k for k in names if k in tagging]
+        out.append("<table><tr>" + "".join(f"<th>{_e(names[k])}</th>" for k in keys) + "</tr><tr>"
                    + "".join(f'<td class="num">{_fmt(tagging[k])}</td>' for k in keys) + "</tr></table>")
     if metrics.get("note"):
         out.append(f'<p class="muted">{_e(metrics["note"])}</p>')
@@ -211,11 +219,15 @@ def _metrics_section(metrics: dict) -> str:
 
 
 def _timing_section(stages: list[dict]) -> str:
+    cpu = all("cpu_seconds" in s for s in stages)
     rows = "".join(f'<tr><td>{_e(s["name"])}</td><td class="num">{s["seconds"]:.1f} s</td>'
-                   f'<td>{_e(s.get("detail", ""))}</td></tr>' for s in stages)
+                   + (f'<td class="num">{s["cpu_seconds"]:.1f} s</td>' if cpu else "")
+                   + f'<td>{_e(s.get("detail", ""))}</td></tr>' for s in stages)
     total = sum(s["seconds"] for s in stages)
-    return ('<table><tr><th>stage</th><th>time</th><th>what it did</th></tr>' + rows
-            + f'<tr><th>total</th><th class="num">{total:.1f} s</th><th></th></tr></table>')
+    total_cpu = f'<th class="num">{sum(s["cpu_seconds"] for s in stages):.1f} s</th>' if cpu else ""
+    return ('<table><tr><th>stage</th><th>wall time</th>' + ("<th>CPU time</th>" if cpu else "")
+            + '<th>what it did</th></tr>' + rows
+            + f'<tr><th>total</th><th class="num">{total:.1f} s</th>{total_cpu}<th></th></tr></table>')
 
 
 def render_report(results: dict, out_dir) -> str:
@@ -234,10 +246,14 @@ def render_report(results: dict, out_dir) -> str:
         body.append("<h2>Tagging a held-out photo</h2>" + _tagging_section(thumbs, results["tagging"]))
     curves = results.get("curves") or {}
     if curves:
-        body.append("<h2>Training curves</h2><div class=\"charts\">"
-                    + "".join(svg_line_chart(name, values, color="#cc5533" if "loss" in name.lower() else "#3366cc")
-                              for name, values in curves.items())
-                    + "</div>")
+        charts = []
+        for name, curve in curves.items():
+            values, mark = (curve["values"], curve.get("mark")) if isinstance(curve, dict) else (curve, None)
+            charts.append(svg_line_chart(name, values, mark=mark,
+                                         color="#cc5533" if "loss" in name.lower() else "#3366cc"))
+        note = results.get("curves_note")
+        body.append("<h2>Training curves</h2>" + (f'<p class="sub">{_e(note)}</p>' if note else "")
+                    + '<div class="charts">' + "".join(charts) + "</div>")
     if results.get("stages"):
         body.append("<h2>Timing</h2>" + _timing_section(results["stages"]))
     if results.get("next_command"):
@@ -255,7 +271,8 @@ def write_report(results: dict, out_dir) -> Path:
     ``queries``: [{"kind", "description", "query": {"image" | "text", "tags", "labels"},
                    "results": [{"image" (path or None), "tags", "labels", "score"}]}];
     ``tagging``: {"image", "tags", "true": [label], "predicted": [{"label", "score", "threshold"}]};
-    ``curves``: {chart title: [value per epoch]}; ``stages``: [{"name", "seconds", "detail"}];
+    ``curves``: {chart title: [value per epoch] or {"values": [...], "mark": epoch}}, ``curves_note``;
+    ``stages``: [{"name", "seconds", "detail"}];
     ``next_command``: str.
     """
     out_dir = Path(out_dir)

@@ -132,3 +132,14 @@ def test_report_curves_inline(results, tmp_path):
     assert text.count("<svg") == 2
     svgs = re.findall(r"<svg.*?</svg>", text, flags=re.S)
     assert [len(_polyline_points(s)) for s in svgs] == [5, 4]
+
+
+def test_svg_marks_the_selected_epoch(results, tmp_path):
+    svg = svg_line_chart("val", [0.5, 0.7, 0.6], mark=2)
+    pts = _polyline_points(svg)
+    m = re.search(r'<circle class="mark" cx="([\d.]+)" cy="([\d.]+)"', svg)
+    assert m and (float(m.group(1)), float(m.group(2))) == pts[1]
+    assert 'class="mark"' not in svg_line_chart("val", [0.5, 0.7], mark=5)  # no such epoch: no mark
+    results["curves"] = {"validation mAP": {"values": [0.5, 0.7, 0.6], "mark": 2}}
+    text = write_report(results, tmp_path / "out").read_text(encoding="utf-8")
+    assert text.count('class="mark"') == 1

@@ -1,0 +1,411 @@
+"""``dagnn demo``: the whole path on the embedded MIRFlickr subset, timed stage by stage.
+
+features (pretrained EfficientNet-Lite0, cached in the output folder) → DAGNN training (mirflickr preset,
+few epochs) → fp32 bundle export → HNSW indexes of the photos and the tag texts → example queries with a
+held-out photo and a text, tagging of a held-out photo → test mAP against random ranking → report.html.
+
+Every stage calls the project's own public functions (features, train, export, runtime, index CLI code);
+this module only orders them, times them and shows what came out.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import dagnn_export
+
+DATA_DIR = Path(dagnn_export.__file__).resolve().parent / "demo_data" / "mirflickr-mini"
+BACKBONE = "efficientnet_lite0"
+QUERY_PHOTO = "im8166.jpg"      # held-out lake at sunset: Image2Text and Image→Image
+TAG_PHOTO = "im13724.jpg"       # held-out flower portrait: tagging
+QUERY_TEXT = "sky, clouds, sunset"
+TOP_K = 6
+THREADS = 2
+
+
+class DemoError(RuntimeError):
+    """The demo ran but its result is wrong (e.g. no better than random ranking)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of the embedded data and how many epochs a demo run uses."""
+
+    name: str
+    photos: int | None          # photo pairs kept (None: all 1,200)
+    text_only: int | None       # text-only pairs kept for text pretraining (None: all)
+    train: dict = field(default_factory=dict)   # TrainConfig overrides on top of the mirflickr preset
+    min_margin: float | None = 0.03  # test mAP (avg) must beat random ranking by this much (None: no check)
+    backbone: str = BACKBONE
+
+
+# Epochs sized so that the full run stays well under 5 minutes on 2 CPU cores (validation mAP is still
+# rising slowly there: a longer `dagnn train` gains a few points). The quick run has half the photos, so an
+# epoch is half the optimizer steps: it runs more, cheaper epochs to take about as many steps (with 4 it
+# barely beats random ranking).
+FULL = Plan("full", None, None, train={"epochs": 6, "text_pretrain_epochs": 6})
+QUICK = Plan("quick", 600, 1000, train={"epochs": 8, "text_pretrain_epochs": 3})
+
+
+# ------------------------------------------------------------------------------------------------ stages
+class Stages:
+    """Prints a header per stage, times it and keeps the timings for the summary and the report."""
+
+    def __init__(self, console, total: int):
+        self.console, self.total, self.done = console, total, []
+
+    @contextmanager
+    def stage(self, name: str, what: str):
+        number = len(self.done) + 1
+        self.console.rule(f"[bold][{number}/{self.total}] {name}[/bold] — {what}", align="left")
+        record = {"name": name, "seconds": 0.0, "cpu_seconds": 0.0, "detail": ""}
+        start, cpu = time.perf_counter(), time.process_time()
+        yield record
+        record["seconds"] = time.perf_counter() - start
+        record["cpu_seconds"] = time.process_time() - cpu
+        self.done.append(record)
+        detail = f" — {record['detail']}" if record["detail"] else ""
+        self.console.print(f"[green]✓[/green] {name} in {record['seconds']:.1f} s{detail}")
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(s["seconds"] for s in self.done)
+
+
+# -------------------------------------------------------------------------------------------------- data
+def prepare_subset(src: Path, dst: Path, photos: int, text_only: int, seed: int = 0) -> Path:
+    """A smaller data set folder: ``photos`` photo pairs and ``text_only`` text pairs drawn (seeded) from
+    ``src``, same labels, vocabulary and label vectors. Photos are copied so the folder stands alone."""
+    from dagnn_runtime.dataset import Dataset
+
+    ds = Dataset.load(src)
+    rng = np.random.default_rng(seed)
+    with_image = [p for p in ds.pairs if p.image is not None]
+    without = [p for p in ds.pairs if p.image is None]
+    keep = [with_image[i] for i in sorted(rng.permutation(len(with_image))[:photos])]
+    keep += [without[i] for i in sorted(rng.permutation(len(without))[:text_only])]
+    keep.sort(key=lambda p: p.row)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("labels.txt", "tag_vocab.txt", "label_embeddings.npy"):
+        shutil.copyfile(src / name, dst / name)
+    for pair in keep:
+        if pair.image is not None:
+            target = dst / pair.image
+            if not target.is_file() or target.stat().st_size != (src / pair.image).stat().st_size:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src / pair.image, target)
+    lines = [json.dumps({"row": p.row, "image": p.image, "tags": list(p.tags), "labels": list(p.labels)})
+             for p in keep]
+    tmp = dst / "pairs.jsonl.tmp"
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, dst / "pairs.jsonl")
+    return dst
+
+
+def held_out_queries(data_dir: Path = DATA_DIR) -> dict:
+    """The held-out photos of ``queries/`` (not in pairs.jsonl) with their true tags and labels, by file name."""
+    path = data_dir / "queries" / "queries.jsonl"
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            out[rec["image"]] = {"image": data_dir / "queries" / rec["image"], "tags": rec["tags"],
+                                 "labels": rec["labels"]}
+    return out
+
+
+def _clear_indexes(index_dir: Path) -> None:
+    """Drop the indexes of an earlier demo run (they belong to the old bundle's embedding space).
+    Only folders that are dagnn indexes are removed, nothing else the user may keep there."""
+    for modality in ("image", "text"):
+        folder = index_dir / modality
+        if (folder / "index.json").is_file():
+            shutil.rmtree(folder)
+
+
+def shell_path(path: Path) -> str:
+    """A path to paste into a shell from the current directory: relative when below it, else absolute."""
+    path = Path(path).resolve()
+    try:
+        text = os.path.relpath(path)
+        if text.startswith(".."):
+            text = str(path)
+    except ValueError:  # another drive (Windows)
+        text = str(path)
+    return shlex.quote(text)
+
+
+def random_ranking_map(labels: np.ndarray, trials: int = 5, dim: int = 64) -> dict:
+    """Cross-modal mAP of random embeddings on the same test labels: what ranking by chance scores."""
+    from dagnn_runtime.metrics import cross_modal_map
+
+    results = []
+    for seed in range(trials):
+        rng = np.random.default_rng(1000 + seed)
+        results.append(cross_modal_map(rng.standard_normal((len(labels), dim)),
+                                       rng.standard_normal((len(labels), dim)), labels))
+    return {k: float(np.mean([r[k] for r in results])) for k in ("i2t", "t2i", "avg")}
+
+
+def history_curves(history: dict) -> dict:
+    """Per-epoch series of the run's history.json for the report's charts."""
+    epochs = history.get("epochs", [])
+    selected = history.get("selected_epoch")
+    curves = {}
+    for key, title in (("total", "total loss"), ("cla", "L_cla loss (label classification)"),
+                       ("mdi", "L_mdi loss (multi-hop distance)"), ("adv", "L_adv loss (adversarial)"),
+                       ("val_avg", "validation mAP (avg of I2T, T2I)")):
+        if any(key in e for e in epochs):
+            curves[title] = {"values": [e.get(key) for e in epochs], "mark": selected}
+    pre = history.get("text_pretraining", [])
+    if pre:
+        curves["text MLP pretraining: validation BCE loss"] = [e.get("val_bce") for e in pre]
+    return curves
+
+
+# ----------------------------------------------------------------------------------------------- printing
+def _results_table(title: str, results: list, query_labels) -> "Table":
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("item")
+    table.add_column("labels")
+    table.add_column("shares a label", justify="center")
+    for rank, r in enumerate(results, 1):
+        item = Path(r["image"]).name if r.get("image") else ", ".join(r["tags"])
+        if r.get("image") and r["tags"]:
+            item += f"  ({', '.join(r['tags'][:6])})"
+        shared = bool(set(r["labels"]) & set(query_labels))
+        table.add_row(str(rank), f"{r['score']:.3f}", item, ", ".join(r["labels"]) or "—",
+                      "[green]yes[/green]" if shared else "[red]no[/red]")
+    return table
+
+
+def _hits(results: list, query_labels) -> str:
+    n = sum(bool(set(r["labels"]) & set(query_labels)) for r in results)
+    return f"{n}/{len(results)} share a label with the query"
+
+
+# ------------------------------------------------------------------------------------------------- demo
+def run_demo(out_dir, quick: bool = False, console=None, plan: Plan | None = None) -> dict:
+    """Run every stage into ``out_dir`` (``plan`` defaults to FULL, or QUICK with ``quick``); returns a
+    summary (also in demo.json) and writes report.html. Raises ``DemoError`` when the trained model does
+    not beat random ranking on the test split."""
+    import torch
+    from rich.console import Console
+
+    import dagnn_runtime as dr
+    from dagnn_runtime.dataset import Dataset
+
+    from .config import make_config
+    from .export import export_run
+    from .features import extract_features
+    from .report import write_report
+    from .train import train_run
+
+    console = console or Console(highlight=False)
+    torch.set_num_threads(THREADS)
+    plan = plan or (QUICK if quick else FULL)
+    out = Path(out_dir).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    stages = Stages(console, total=8)
+    started = time.perf_counter()
+    queries = held_out_queries()
+    # Copies of the held-out photos beside the results, so the commands printed at the end stay short.
+    (out / "queries").mkdir(exist_ok=True)
+    for q in queries.values():
+        shutil.copyfile(q["image"], out / "queries" / q["image"].name)
+        q["image"] = out / "queries" / q["image"].name
+
+    with stages.stage("data", "the embedded MIRFlickr subset") as st:
+        data = DATA_DIR
+        if plan.photos is not None:
+            data = prepare_subset(DATA_DIR, out / "data-quick", plan.photos, plan.text_only)
+        ds = Dataset.load(data)
+        n_photos = len(ds.with_images())
+        st["detail"] = (f"{n_photos} photo pairs + {len(ds) - n_photos} text-only pairs, "
+                        f"{len(ds.labels)} labels, {len(ds.vocab)} tags ({plan.name} run)")
+
+    with stages.stage("features", f"pretrained {plan.backbone} features, cached in {out.name}/") as st:
+        features = extract_features(data, plan.backbone, out / f"features-{plan.backbone}.npz", progress=True,
+                                    threads=THREADS)
+        st["detail"] = f"{n_photos} photos → {features.name}"
+
+    with stages.stage("training", "DAGNN, mirflickr preset") as st:
+        cfg = make_config("mirflickr", data=str(data), features=str(features),
+                          label_embeddings=str(data / "label_embeddings.npy"), num_threads=THREADS, **plan.train)
+        run_metrics = train_run(cfg, out / "run", progress=True, log=console.print)
+        history = json.loads((out / "run" / "history.json").read_text(encoding="utf-8"))
+        st["detail"] = (f"{run_metrics['epochs_run']} epochs, best validation epoch {run_metrics['selected_epoch']}, "
+                        f"test mAP {run_metrics['avg']:.4f}")
+
+    with stages.stage("export", "fp32 ONNX bundle, checked against torch") as st:
+        bundle = export_run(out / "run", out / "bundle", force=True, log=console.print)
+        st["detail"] = f"{bundle.name}/ ({sum(f.stat().st_size for f in bundle.iterdir()) / 1e6:.1f} MB)"
+
+    with stages.stage("indexes", "HNSW indexes of the photos and the tag texts (dagnn_runtime)") as st:
+        from dagnn_cli.serve_cmds import ingest, sources_from_data
+
+        model = dr.load(bundle, threads=THREADS)
+        index_dir = out / "index"
+        _clear_indexes(index_dir)
+        sizes = {}
+        for src in sources_from_data(data, ("image", "text")):
+            report = ingest(model, src, index_dir / src.modality, create=True, batch_size=32,
+                            save_every=10 ** 9, quiet=False, index_options={})
+            sizes[src.modality] = report["items"]
+        st["detail"] = f"{sizes['image']} photos, {sizes['text']} tag texts → {index_dir.name}/image, /text"
+
+    with stages.stage("queries", "held-out photo and text queries, tagging") as st:
+        image_ix = dr.Index.load(index_dir / "image", model=model)
+        text_ix = dr.Index.load(index_dir / "text", model=model)
+        query = queries[QUERY_PHOTO]
+        q_vec = model.encode_images([query["image"]])
+
+        def search(ix, vec, exclude=()):
+            ids, scores, meta = ix.query(vec, k=TOP_K)
+            return [{"image": m.get("path"), "tags": m.get("tags", []), "labels": m.get("labels", []),
+                     "score": float(s), "id": i} for i, s, m in zip(ids[0], scores[0], meta[0])]
+
+        known_tags, _ = model.parse_text(QUERY_TEXT)
+        text_labels = [t for t in known_tags if t in model.labels]  # the labels the text names
+        # photos in the image index carry no tags in their metadata: add them from the data set for display
+        tags_of = {str(p.row): list(p.tags) for p in ds.pairs}
+        examples = []
+        for kind, description, q, results in (
+            ("Image2Text", f"held-out photo {QUERY_PHOTO} → the closest tag texts", query, search(text_ix, q_vec)),
+            ("Image→Image", f"held-out photo {QUERY_PHOTO} → the closest photos", query, search(image_ix, q_vec)),
+            ("Text2Image", f"text {QUERY_TEXT!r} → the closest photos",
+             {"text": QUERY_TEXT, "labels": text_labels}, search(image_ix, model.encode_texts([QUERY_TEXT]))),
+        ):
+            for r in results:
+                if r["image"] and not r["tags"]:
+                    r["tags"] = tags_of.get(r["id"], [])
+            examples.append({"kind": kind, "description": description, "query": q, "results": results})
+            console.print(_results_table(f"{kind}: {description}", results, q["labels"]))
+            console.print(f"  {_hits(results, q['labels'])}"
+                          + (f" (true labels of the query: {', '.join(q['labels'])})" if q.get("image") else
+                             f" (labels named in the text: {', '.join(text_labels)})"))
+
+        tagged = queries[TAG_PHOTO]
+        scores = model.score_labels(model.encode_images([tagged["image"]]))
+        predicted = model.labels_above_threshold(scores)[0]
+        thresholds = dict(zip(model.labels, model.thresholds.tolist()))
+        tagging = {"image": tagged["image"], "tags": tagged["tags"], "true": tagged["labels"],
+                   "predicted": [{"label": name, "score": s, "threshold": thresholds[name]} for name, s in predicted]}
+        console.print(_tagging_table(tagging))
+        st["detail"] = f"{len(examples)} retrieval examples, 1 tagged photo"
+
+    with stages.stage("metrics", "test mAP of the bundle against random ranking") as st:
+        manifest = model.manifest
+        served = manifest["metrics"]["test"]
+        splits = json.loads((out / "run" / "splits.json").read_text(encoding="utf-8"))
+        test_labels = ds.label_matrix([ds.row_index[r] for r in splits["test"]])
+        chance = random_ranking_map(test_labels)
+        metrics = {"retrieval": {
+            "DAGNN bundle (onnxruntime)": served,
+            "DAGNN run (torch)": {k: run_metrics[k] for k in ("i2t", "t2i", "avg")},
+            "random ranking": chance},
+            "tagging": manifest["metrics"].get("test_tagging"),
+            "note": f"Test split: {len(test_labels)} photo–text pairs, each query ranked against all of them; "
+                    "an item is relevant when it shares a label with the query. Tagging metrics on the test "
+                    "photos at thresholds calibrated on the validation split."}
+        console.print(_metrics_table(metrics["retrieval"], len(test_labels)))
+        st["detail"] = f"test mAP {served['avg']:.4f}, random ranking {chance['avg']:.4f}"
+
+    q_cmd = (f"dagnn query --bundle {shell_path(bundle)} --index {shell_path(index_dir)} "
+             f"--image {shell_path(query['image'])} --k 5")
+    t_cmd = f"dagnn query --bundle {shell_path(bundle)} --index {shell_path(index_dir)} --text 'flower, macro'"
+    tag_cmd = f"dagnn tag --bundle {shell_path(bundle)} --image {shell_path(tagged['image'])}"
+    with stages.stage("report", "report.html with thumbnails, curves, metrics and timings") as st:
+        results = {
+            "title": f"dagnn demo — MIRFlickr subset ({plan.name} run)",
+            "subtitle": (f"{n_photos} photo pairs ({len(test_labels)} held out for test), {plan.backbone} features, "
+                         f"DAGNN trained {run_metrics['epochs_run']} epochs, fp32 bundle served by onnxruntime "
+                         f"with HNSW indexes."),
+            "metrics": metrics, "queries": examples, "tagging": tagging, "curves": history_curves(history),
+            "curves_note": f"Per epoch; the dot marks epoch {history.get('selected_epoch')}, the one kept "
+                           "(best validation mAP).",
+            "stages": list(stages.done), "next_command": "\n".join((q_cmd, t_cmd, tag_cmd)),
+        }
+        report = write_report(results, out)
+        st["detail"] = f"{report.name} + {len(list((out / 'report_files').glob('*.jpg')))} thumbnails"
+
+    total = time.perf_counter() - started
+    summary = {"plan": plan.name, "seconds": round(total, 1), "cpu_seconds": round(time.process_time(), 1),
+               "stages": {s["name"]: round(s["seconds"], 1) for s in stages.done},
+               "test_map": served, "test_map_torch": metrics["retrieval"]["DAGNN run (torch)"],
+               "random_map": chance, "bundle": str(bundle), "index": str(index_dir), "report": str(report),
+               "query_command": q_cmd}
+    (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+    console.print(_timing_table(stages.done, total))
+    margin = served["avg"] - chance["avg"]
+    if plan.min_margin is not None and not (served["i2t"] > chance["i2t"] and served["t2i"] > chance["t2i"]
+                                            and margin >= plan.min_margin):
+        raise DemoError(f"the trained model does not beat random ranking on the test split: mAP I2T "
+                        f"{served['i2t']:.4f} / T2I {served['t2i']:.4f} / avg {served['avg']:.4f} vs random "
+                        f"{chance['i2t']:.4f} / {chance['t2i']:.4f} / {chance['avg']:.4f} "
+                        f"(needs avg +{plan.min_margin})")
+    console.print(f"[green]✓[/green] test mAP {served['avg']:.4f} beats random ranking {chance['avg']:.4f} "
+                  f"by {margin:.4f}")
+    console.print(f"Report: {shell_path(report)}  (open it in a browser; the folder can be moved)")
+    console.print("Next, query what the demo built:")
+    for cmd in (q_cmd, t_cmd, tag_cmd):
+        console.print(f"  {cmd}", markup=False, soft_wrap=True)
+    return summary
+
+
+def _tagging_table(tagging: dict):
+    from rich.table import Table
+
+    true = set(tagging["true"])
+    table = Table(title=f"Tagging: held-out photo {Path(tagging['image']).name} (true labels: "
+                        f"{', '.join(tagging['true'])})", title_justify="left")
+    table.add_column("predicted label")
+    table.add_column("score", justify="right")
+    table.add_column("threshold", justify="right")
+    table.add_column("true label?", justify="center")
+    for p in tagging["predicted"]:
+        table.add_row(p["label"], f"{p['score']:.3f}", f"{p['threshold']:.3f}",
+                      "[green]yes[/green]" if p["label"] in true else "[red]no[/red]")
+    missed = [name for name in tagging["true"] if name not in {p["label"] for p in tagging["predicted"]}]
+    if missed:
+        table.caption = f"true labels not predicted: {', '.join(missed)}"
+    return table
+
+
+def _metrics_table(rows: dict, n_test: int):
+    from rich.table import Table
+
+    table = Table(title=f"Test mAP ({n_test} test pairs)", title_justify="left")
+    for col in ("", "Image2Text", "Text2Image", "average"):
+        table.add_column(col, justify="right" if col else "left")
+    for name, m in rows.items():
+        table.add_row(name, f"{m['i2t']:.4f}", f"{m['t2i']:.4f}", f"{m['avg']:.4f}")
+    return table
+
+
+def _timing_table(stages: list, total: float):
+    from rich.table import Table
+
+    table = Table(title="Time per stage", title_justify="left")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("CPU seconds", justify="right")
+    table.add_column("what it did")
+    for s in stages:
+        table.add_row(s["name"], f"{s['seconds']:.1f}", f"{s['cpu_seconds']:.1f}", s["detail"])
+    table.add_row("[bold]total[/bold]", f"[bold]{total:.1f}[/bold]", f"{time.process_time():.1f}",
+                  "(CPU: all threads of this process, since it started)")
+    return table
