@@ -12,16 +12,17 @@ from .main import app, fail
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for everything the demo builds "
                              "(features, run, bundle, indexes, report.html)."),
-    quick: bool = typer.Option(False, "--quick", help="Fewer photos and epochs, same stages (a smoke run)."),
+    quick: bool = typer.Option(False, "--quick", help="Half the photos, same stages: a smoke run of a minute or two."),
 ):
     """The whole path on 1,200 embedded MIRFlickr photos: features → training → export → indexes →
     queries and tagging → test mAP → report.html. Needs the train extra (torch)."""
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} exists and is not a folder")
     try:
+        import torch  # noqa: F401
         from dagnn_export.demo import DemoError, run_demo
     except ImportError as exc:
         fail(f"`dagnn demo` trains a model and needs the [train] extra (torch): {exc}")
-    if out.exists() and not out.is_dir():
-        fail(f"--out {out} exists and is not a folder")
     try:
         run_demo(out, quick=quick)
     except DemoError as exc:

@@ -336,7 +336,8 @@ def run_demo(out_dir, quick: bool = False, console=None, plan: Plan | None = Non
             "metrics": metrics, "queries": examples, "tagging": tagging, "curves": history_curves(history),
             "curves_note": f"Per epoch; the dot marks epoch {history.get('selected_epoch')}, the one kept "
                            "(best validation mAP).",
-            "stages": list(stages.done), "next_command": "\n".join((q_cmd, t_cmd, tag_cmd)),
+            "stages": list(stages.done),
+            "next_command": f"# from the folder `dagnn demo` ran in\n{q_cmd}\n{t_cmd}\n{tag_cmd}",
         }
         report = write_report(results, out)
         st["detail"] = f"{report.name} + {len(list((out / 'report_files').glob('*.jpg')))} thumbnails"

@@ -85,3 +85,14 @@ def test_rerun_replaces_outputs_and_fails_loudly_below_random(demo_run, torch):
     space = json.loads((out / "bundle/manifest.json").read_text())["embedding_space"]
     for modality in ("image", "text"):
         assert json.loads((out / "index" / modality / "index.json").read_text())["embedding_space"] == space
+
+
+def test_demo_command_refuses_an_out_path_that_is_a_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from dagnn_cli.main import app
+
+    target = tmp_path / "taken"
+    target.write_text("x")
+    result = CliRunner().invoke(app, ["demo", "--out", str(target)])
+    assert result.exit_code == 1 and "is not a folder" in result.output
