@@ -6,6 +6,7 @@ at once), so one instance can serve concurrent callers.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import os
 from typing import Iterable, Sequence
@@ -74,6 +75,7 @@ class Model:
         zn = l2_normalize(bundle.classifiers)
         zn.flags.writeable = False
         self._z_normalized = zn
+        self._bundle = dataclasses.replace(bundle, graph_bytes={})  # the sessions hold the graphs now
 
     def _check_graph(self, g: str, dtype: str, in_shape: list, d: int, c: int) -> None:
         spec = self._bundle.manifest["graphs"][g]

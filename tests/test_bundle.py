@@ -141,6 +141,13 @@ def test_graph_inputs_and_outputs_are_checked_against_the_manifest(tmp_path):
         dr.load(write_bundle(tmp_path / "c", files3, seal(manifest, files3)))
 
 
+def test_a_graph_onnxruntime_cannot_read_is_refused(tmp_path):
+    files, manifest = bundle_parts()
+    files["text_encoder.onnx"] = b"\x08\x07 this is not a protobuf model"
+    with pytest.raises(dr.BundleError, match="onnxruntime cannot load 'text_encoder.onnx'"):
+        dr.load(write_bundle(tmp_path / "g", files, seal(manifest, files)))
+
+
 def test_bad_member_names_are_refused(tmp_path):
     files, manifest = bundle_parts()
     path = write_bundle(tmp_path / "evil.dagnn", files, manifest, archive=True)
