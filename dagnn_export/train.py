@@ -66,6 +66,19 @@ def save_state(path: Path, state: dict) -> None:
     _atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+def pick_threads(requested: int = 0) -> int:
+    """Threads for torch: ``requested`` if > 0, else at most 2, fewer when other processes keep the cores
+    busy (oversubscribed OpenMP threads spin and can make training several times slower)."""
+    if requested > 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        idle = cores - os.getloadavg()[0]
+    except OSError:
+        idle = cores
+    return int(max(1, min(2, cores, round(idle))))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -153,6 +166,22 @@ def pretrain_text_mlp(model: DAGNN, bow: torch.Tensor, y: torch.Tensor, val_bow:
     return history
 
 
+def load_text_mlp(model: DAGNN, source) -> None:
+    """Start from the text MLP of another run (its directory or model.pt), e.g. to reuse one pretraining."""
+    path = Path(source)
+    path = path / "model.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise RunError(f"text MLP source {source} has no model.pt")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    sub = {k[len("text_mlp."):]: v for k, v in state.items() if k.startswith("text_mlp.")}
+    own = model.text_mlp.state_dict()
+    if set(sub) != set(own) or any(sub[k].shape != own[k].shape for k in own):
+        raise RunError(f"{path}: no text MLP of the same shape (vocabulary {own['fc1.weight'].shape[1]}, "
+                       f"{own['head.weight'].shape[0]} labels) in it")
+    model.text_mlp.load_state_dict(sub)
+    model.text_mlp.eval()
+
+
 # -- evaluation helpers ------------------------------------------------------------------------------------
 @torch.no_grad()
 def embed(model: DAGNN, h_v: torch.Tensor, bow: torch.Tensor, h_t: torch.Tensor | None = None,
@@ -187,9 +216,8 @@ def _progress(enabled: bool):
 
 def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -> dict:
     """Train a model on prepared data; returns model (best-validation epoch), graph, histories, metrics."""
-    torch.set_num_threads(max(1, cfg.num_threads))
+    torch.set_num_threads(pick_threads(cfg.num_threads))
     seed_everything(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
     tau = cfg.resolved_tau()
     graph = correlation_matrices(data.train.y.numpy(), tau, cfg.p)
     model = build_model(cfg, data.train.h_v.shape[1], data.train.bow.shape[1], data.label_embeddings,
@@ -199,9 +227,13 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
     pre_bow = torch.cat([data.train.bow, data.text_only.bow])
     pre_y = torch.cat([data.train.y, data.text_only.y])
     t0 = time.time()
-    text_history = pretrain_text_mlp(model, pre_bow, pre_y, data.val.bow, data.val.y, cfg, gen) \
-        if cfg.text_pretrain_epochs > 0 else []
-    if log:
+    text_history = []
+    if cfg.text_mlp_init:
+        load_text_mlp(model, cfg.text_mlp_init)
+    elif cfg.text_pretrain_epochs > 0:
+        text_history = pretrain_text_mlp(model, pre_bow, pre_y, data.val.bow, data.val.y, cfg,
+                                         torch.Generator().manual_seed(cfg.seed))
+    if log and text_history:
         log(f"text MLP pretrained: {len(text_history)} epochs, best val BCE "
             f"{min((h['val_bce'] for h in text_history), default=float('nan')):.4f} ({time.time() - t0:.0f}s)")
     if cfg.freeze_text_mlp:
@@ -215,7 +247,9 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
         with torch.no_grad():
             cached_h_t = {"train": h_t_train, "val": model.text_features(data.val.bow)}
 
-    # 2) joint training.
+    # 2) joint training; its random state does not depend on whether pretraining ran or was reused.
+    torch.manual_seed(cfg.seed + 1)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
     params = [p for p in model.parameters() if p.requires_grad]
     # fused: one kernel over all parameters, several times faster than the per-tensor loop on CPU.
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, 0.999), weight_decay=cfg.weight_decay,

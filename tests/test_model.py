@@ -52,7 +52,7 @@ def test_shapes_of_each_part():
 def test_discriminators_minimise_and_generators_maximise_adv_in_one_step():
     model, cfg = small_model()
     h_v, bow, _ = batch()
-    model.train()
+    model.eval()  # deterministic forward (no dropout); gradients flow the same way
     disc = [p for n, p in model.named_parameters() if n.startswith("disc_")]
     gens = [p for n, p in model.named_parameters() if n.startswith(("gt2", "gv2", "gv1", "gt1"))]
 

@@ -165,3 +165,22 @@ def test_cli_rejects_bad_input(subset, tmp_path):
     for extra, message in cases:
         result = runner.invoke(app, base + extra)
         assert result.exit_code != 0 and message in result.output, (extra, result.output)
+
+
+def test_reusing_a_pretrained_text_mlp(run, subset, tmp_path):
+    """--set text_mlp_init=RUN starts from that run's text MLP and skips pretraining (used by the ablation)."""
+    from dagnn_export.config import make_config
+    from dagnn_export.train import RunError, load_run, train_run
+
+    data, feats = subset
+    cfg = make_config(data=str(data), features=str(feats), seed=1, text_mlp_init=str(run), epochs=1,
+                      gnn_layers=1, common_dim=64, text_hidden=512, gt2_hidden=64, batch_size=50, lr=1e-3)
+    metrics = train_run(cfg, tmp_path / "reuse", progress=False, log=lambda *_: None)
+    assert metrics["epochs_run"] == 1
+    assert json.loads((tmp_path / "reuse" / "history.json").read_text())["text_pretraining"] == []
+    source, reused = load_run(run)[0], load_run(tmp_path / "reuse")[0]
+    for key, value in source.text_mlp.state_dict().items():
+        torch.testing.assert_close(reused.text_mlp.state_dict()[key], value)  # frozen: unchanged by training
+    cfg.text_mlp_init, cfg.text_hidden = str(run), 128
+    with pytest.raises(RunError, match="text MLP"):
+        train_run(cfg, tmp_path / "bad", progress=False, log=lambda *_: None)
