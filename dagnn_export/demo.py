@@ -164,9 +164,11 @@ def history_curves(history: dict) -> dict:
                        ("val_avg", "validation mAP (avg of I2T, T2I)")):
         if any(key in e for e in epochs):
             curves[title] = {"values": [e.get(key) for e in epochs], "mark": selected}
-    pre = history.get("text_pretraining", [])
-    if pre:
-        curves["text MLP pretraining: validation BCE loss"] = [e.get("val_bce") for e in pre]
+    pre = [e.get("val_bce") for e in history.get("text_pretraining", [])]
+    if pre:  # pretraining keeps its lowest-validation-loss epoch
+        known = [(v, epoch) for epoch, v in enumerate(pre, 1) if v is not None]
+        curves["text MLP pretraining: validation BCE loss"] = {"values": pre,
+                                                               "mark": min(known)[1] if known else None}
     return curves
 
 
@@ -333,8 +335,8 @@ def run_demo(out_dir, quick: bool = False, console=None, plan: Plan | None = Non
                          f"DAGNN trained {run_metrics['epochs_run']} epochs, fp32 bundle served by onnxruntime "
                          f"with HNSW indexes."),
             "metrics": metrics, "queries": examples, "tagging": tagging, "curves": history_curves(history),
-            "curves_note": f"Per epoch; the dot marks epoch {history.get('selected_epoch')}, the one kept "
-                           "(best validation mAP).",
+            "curves_note": f"Per epoch. Dots mark the epoch kept: {history.get('selected_epoch')} for DAGNN "
+                           "(best validation mAP), the lowest validation loss for text MLP pretraining.",
             "stages": list(stages.done),
             "next_command": f"# from the folder `dagnn demo` ran in\n{q_cmd}\n{t_cmd}\n{tag_cmd}",
         }
