@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -128,6 +129,18 @@ def _clear_indexes(index_dir: Path) -> None:
         folder = index_dir / modality
         if (folder / "index.json").is_file():
             shutil.rmtree(folder)
+
+
+def dagnn_command() -> str:
+    """How to call ``dagnn`` from this shell: plain ``dagnn`` when PATH finds this install, else the script
+    beside this interpreter (e.g. ``.venv/bin/dagnn`` after ``scripts/demo.sh``)."""
+    beside = Path(sys.executable).parent / "dagnn"
+    on_path = shutil.which("dagnn")
+    if on_path and (not beside.is_file() or Path(on_path).resolve() == beside.resolve()):
+        return "dagnn"
+    if beside.is_file():
+        return shell_path(beside)
+    return f"{shell_path(Path(sys.executable))} -m dagnn_cli"
 
 
 def shell_path(path: Path) -> str:
@@ -324,10 +337,11 @@ def run_demo(out_dir, quick: bool = False, console=None, plan: Plan | None = Non
         console.print(_metrics_table(metrics["retrieval"], len(test_labels)))
         st["detail"] = f"test mAP {served['avg']:.4f}, random ranking {chance['avg']:.4f}"
 
-    q_cmd = (f"dagnn query --bundle {shell_path(bundle)} --index {shell_path(index_dir)} "
+    dagnn = dagnn_command()
+    q_cmd = (f"{dagnn} query --bundle {shell_path(bundle)} --index {shell_path(index_dir)} "
              f"--image {shell_path(query['image'])} --k 5")
-    t_cmd = f"dagnn query --bundle {shell_path(bundle)} --index {shell_path(index_dir)} --text 'flower, macro'"
-    tag_cmd = f"dagnn tag --bundle {shell_path(bundle)} --image {shell_path(tagged['image'])}"
+    t_cmd = f"{dagnn} query --bundle {shell_path(bundle)} --index {shell_path(index_dir)} --text 'flower, macro'"
+    tag_cmd = f"{dagnn} tag --bundle {shell_path(bundle)} --image {shell_path(tagged['image'])}"
     with stages.stage("report", "report.html with thumbnails, curves, metrics and timings") as st:
         results = {
             "title": f"dagnn demo — MIRFlickr subset ({plan.name} run)",
