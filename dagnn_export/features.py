@@ -10,8 +10,6 @@ graph the bundle serves). Decoding the next batch overlaps with inference in a b
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import sys
 import tempfile
 import time
@@ -21,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dagnn_runtime.atomic import atomic_write
+from dagnn_runtime.bundle import file_sha256
 from dagnn_runtime.dataset import Dataset
 from dagnn_runtime.preprocess import ImageError, load_batch
 
@@ -83,16 +83,11 @@ def load_features(path) -> FeatureCache:
 
 
 def _write_npz(path: Path, **arrays) -> None:
-    """Atomic write: a temporary file in the same folder, then ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare path
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(path, write)
 
 
 def _save(path: Path, rows, features, sha, backbone: str, image_size: int, weights: str, dim: int) -> None:
@@ -100,10 +95,6 @@ def _save(path: Path, rows, features, sha, backbone: str, image_size: int, weigh
                features=np.asarray(features, dtype=np.float32).reshape(len(rows), dim),
                sha256=np.asarray(sha, dtype="<U64"), backbone=np.array(backbone),
                image_size=np.array(image_size, dtype=np.int64), weights=np.array(weights))
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _weights_id(weights) -> str:

@@ -11,10 +11,11 @@ import hashlib
 import html
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image
+
+from dagnn_runtime.atomic import atomic_write_text
 
 FILES_DIR = "report_files"
 THUMB_SIZE = 160
@@ -278,13 +279,4 @@ def write_report(results: dict, out_dir) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     page = render_report(results, out_dir)
-    target = out_dir / "report.html"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".report.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(out_dir / "report.html", page)

@@ -30,6 +30,15 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256(path) -> str:
+    """SHA-256 of a file, read in blocks (graphs and caches can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def embedding_space_id(files: dict, graph_files, classifiers_file: str) -> str:
     """SHA-256 of the canonical JSON (sorted keys, no spaces) of ``files`` restricted to the two graphs and
     the classifiers: two bundles share an embedding space exactly when these three files are identical."""

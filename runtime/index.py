@@ -12,18 +12,17 @@ On disk, a folder written atomically (temporary folder + rename)::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import tempfile
 import threading
-import uuid
 from pathlib import Path
 
 import hnswlib
 import numpy as np
 
+from .atomic import replace_dir, temp_dir_beside
+from .bundle import file_sha256
 from .errors import IndexFileError, InputError, MismatchError
 
 FORMAT = "dagnn-index"
@@ -35,14 +34,6 @@ MODALITIES = ("image", "text")
 
 def _space_of(model_or_space) -> str:
     return getattr(model_or_space, "embedding_space", model_or_space)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Index:
@@ -244,27 +235,20 @@ class Index:
         folder = Path(folder)
         if folder.exists() and not (folder / META_FILE).is_file() and (not folder.is_dir() or any(folder.iterdir())):
             raise IndexFileError(f"refusing to replace {folder}: it exists and is not an index folder")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        tmp = temp_dir_beside(folder)
         try:
             with self._lock:
                 self._graph.save_index(str(tmp / GRAPH_FILE))
                 meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "dim": self.dim, "space": "cosine",
                         "modality": self.modality, "embedding_space": self.embedding_space, "M": self.M,
                         "ef_construction": self.ef_construction, "ef": self.ef, "count": len(self._labels),
-                        "graph": {"file": GRAPH_FILE, "sha256": _file_sha256(tmp / GRAPH_FILE)},
+                        "graph": {"file": GRAPH_FILE, "sha256": file_sha256(tmp / GRAPH_FILE)},
                         "items": [None if it is None else [it[0], json.loads(it[1])] for it in self._items]}
             with open(tmp / META_FILE, "w", encoding="utf-8") as f:
                 json.dump(meta, f, ensure_ascii=False)
                 f.flush()
                 os.fsync(f.fileno())
-            if folder.exists():
-                old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-                os.replace(folder, old)
-                os.replace(tmp, folder)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, folder)
+            replace_dir(tmp, folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -302,7 +286,7 @@ class Index:
             raise IndexFileError(f"index {folder}: {META_FILE} is malformed ({exc})") from exc
         if not graph_path.is_file():
             raise IndexFileError(f"index {folder}: missing {GRAPH_FILE}")
-        if _file_sha256(graph_path) != meta.get("graph", {}).get("sha256"):
+        if file_sha256(graph_path) != meta.get("graph", {}).get("sha256"):
             raise IndexFileError(f"index {folder}: {GRAPH_FILE} does not match the SHA-256 in {META_FILE} "
                                  "(changed or corrupt)")
         try:
