@@ -67,6 +67,7 @@ class TrainConfig:
     text_pretrain_patience: int = 3
     text_dropout: float = 0.5
     freeze_text_mlp: bool = True
+    text_only_in_training: bool = False  # also apply L_cla to text-only pairs during joint training
     text_mlp_init: str | None = None  # run dir or model.pt whose text MLP to start from (skips pretraining)
     num_threads: int = 0              # 0: auto (see train.pick_threads)
     # filled in by training

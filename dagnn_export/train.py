@@ -25,7 +25,7 @@ from dagnn_runtime.metrics import cross_modal_map
 
 from .config import TrainConfig
 from .graph import correlation_matrices, propagation_matrix
-from .losses import dagnn_loss
+from .losses import classification_loss, dagnn_loss
 from .model import DAGNN, build_model
 
 RUN_FILES = ("config.json", "model.pt", "metrics.json", "history.json", "splits.json", "label_graph.json",
@@ -245,7 +245,9 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
     cached_h_t = {}
     if cfg.freeze_text_mlp:
         with torch.no_grad():
-            cached_h_t = {"train": h_t_train, "val": model.text_features(data.val.bow)}
+            cached_h_t = {"train": h_t_train, "val": model.text_features(data.val.bow),
+                          "text_only": model.text_features(data.text_only.bow)}
+    use_text_only = cfg.text_only_in_training and len(data.text_only.bow) > 1
 
     # 2) joint training; its random state does not depend on whether pretraining ran or was reused.
     torch.manual_seed(cfg.seed + 1)
@@ -263,6 +265,9 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
             t_epoch = time.time()
             model.train()
             order = torch.randperm(n, generator=gen)
+            if use_text_only:  # one batch of text-only pairs per step, cycling through them
+                extra_order = torch.randperm(len(data.text_only.bow), generator=gen).repeat(
+                    -(-n // len(data.text_only.bow)) + 1)
             sums, count = {}, 0
             for start in range(0, n, cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
@@ -271,6 +276,13 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
                 h_t = cached_h_t["train"][idx] if cached_h_t else None
                 out = model(data.train.h_v[idx], data.train.bow[idx], h_t=h_t)
                 terms = dagnn_loss(out, data.train.y[idx], cfg)
+                if use_text_only and cfg.use_cla:
+                    # Text without an image still teaches the text branch and the classifiers (L_cla, text half).
+                    jdx = extra_order[start:start + cfg.batch_size]
+                    t_x = model.text_common(data.text_only.bow[jdx],
+                                            cached_h_t["text_only"][jdx] if cached_h_t else None)
+                    terms["cla_text_only"] = classification_loss(model.scores(t_x, out["z"]), data.text_only.y[jdx])
+                    terms["total"] = terms["total"] + terms["cla_text_only"]
                 opt.zero_grad()
                 terms["total"].backward()
                 opt.step()

@@ -174,10 +174,13 @@ def test_reusing_a_pretrained_text_mlp(run, subset, tmp_path):
 
     data, feats = subset
     cfg = make_config(data=str(data), features=str(feats), seed=1, text_mlp_init=str(run), epochs=1,
-                      gnn_layers=1, common_dim=64, text_hidden=512, gt2_hidden=64, batch_size=50, lr=1e-3)
+                      gnn_layers=1, common_dim=64, text_hidden=512, gt2_hidden=64, batch_size=50, lr=1e-3,
+                      text_only_in_training=True)
     metrics = train_run(cfg, tmp_path / "reuse", progress=False, log=lambda *_: None)
     assert metrics["epochs_run"] == 1
-    assert json.loads((tmp_path / "reuse" / "history.json").read_text())["text_pretraining"] == []
+    history = json.loads((tmp_path / "reuse" / "history.json").read_text())
+    assert history["text_pretraining"] == []
+    assert history["epochs"][0]["cla_text_only"] > 0  # the text-only pairs took part in joint training
     source, reused = load_run(run)[0], load_run(tmp_path / "reuse")[0]
     for key, value in source.text_mlp.state_dict().items():
         torch.testing.assert_close(reused.text_mlp.state_dict()[key], value)  # frozen: unchanged by training
