@@ -210,7 +210,7 @@ def retrieval_scores(model: DAGNN, part: Part, h_t=None) -> dict:
 def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    return Progress(BarColumn(bar_width=10), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("{task.fields[info]}"), disable=not enabled, transient=False)
 
 
@@ -260,7 +260,7 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
     best = {"val_avg": -1.0, "epoch": 0, "state": None}
     history, bad = [], 0
     with _progress(progress) as bar:
-        task = bar.add_task("training", total=cfg.epochs, info="")
+        task = bar.add_task("epoch", total=cfg.epochs, info="")
         for epoch in range(1, cfg.epochs + 1):
             t_epoch = time.time()
             model.train()
@@ -298,11 +298,11 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
                 bad = 0
             else:
                 bad += 1
-            info = "  ".join(f"{k} {row[k]:.4f}" for k in ("total", "cla", "mdi", "adv") if k in row)
-            info += f"  val mAP {val['avg']:.4f} (best {best['val_avg']:.4f} @ {best['epoch']})"
+            info = " ".join(f"{k} {row[k]:.2f}" for k in ("cla", "mdi", "adv") if k in row)
+            info += f" | val mAP {val['avg']:.3f} best {best['val_avg']:.3f}@{best['epoch']}"
             bar.update(task, advance=1, info=info)
             if log and not progress:
-                log(f"epoch {epoch}: {info}")
+                log(f"epoch {epoch}: total {row['total']:.3f} {info}")
             if bad >= cfg.patience:
                 break
     model.load_state_dict(best["state"])
