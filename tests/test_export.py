@@ -197,9 +197,14 @@ def test_archive_round_trip(setup, bundle, tmp_path):
     assert dr.load(tmp_path / "b.dagnn").embedding_space == dr.load(both).embedding_space
 
 
-def test_int8_static_quantisation(setup, tmp_path):
+@pytest.mark.parametrize("normalisation", ["imagenet", "lite"])
+def test_int8_static_quantisation(setup, tmp_path, normalisation):
     onnx = pytest.importorskip("onnx")
+    from dagnn_export.backbones import LITE_MEAN, LITE_STD, ImageBackbone
+
     dataset, splits, model, backbone, config = setup
+    if normalisation == "lite":  # (x - 127) / 128: the pixels themselves become the quantised conv input
+        backbone = ImageBackbone("tiny", backbone.body, backbone.feature_dim, mean=LITE_MEAN, std=LITE_STD)
     out = tmp_path / "int8"
     export_bundle(model, backbone, config, dataset, splits, out, quantize="int8", calibration_size=16,
                   min_int8_cosine=0.9)
@@ -209,11 +214,19 @@ def test_int8_static_quantisation(setup, tmp_path):
     q = m["parity"]["int8_vs_fp32"]
     assert 0.9 <= q["image_embedding_cosine_mean"] <= 1.0 and q["samples"] == len(splits.val)
     assert set(m["metrics"]) >= {"test", "test_fp32"}
-    ops = {n.op_type for n in onnx.load(str(out / "image_encoder.onnx")).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    graph = onnx.load(str(out / "image_encoder.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    assert {"QuantizeLinear", "DequantizeLinear"} <= set(ops)
+    direct = m["quantization"]["first_conv_input"].startswith("uint8 pixels")
+    assert direct == (normalisation == "lite")
+    assert ("Mul" in ops and "Cast" in ops) == (not direct)  # the float pass over the pixels is gone
     loaded = dr.load(out, providers="cpu")
-    emb = loaded.encode_images([dataset.image_path(i) for i in splits.val[:2]])
+    paths = [dataset.image_path(i) for i in splits.val[:2]]
+    emb = loaded.encode_images(paths)
     assert emb.shape == (2, config["common_dim"]) and np.isfinite(emb).all()
+    with torch.no_grad():
+        ref = model.image_common(backbone(torch.from_numpy(load_batch(paths)))).numpy()
+    assert np.sum(emb * l2_normalize(ref), axis=1).min() > 0.9
 
 
 def test_cli_exports_a_run_directory(setup, tmp_path):
