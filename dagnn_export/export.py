@@ -15,13 +15,9 @@ A failed export therefore leaves nothing at the target.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
-import uuid
 import warnings
 import zipfile
 from datetime import datetime, timezone
@@ -33,7 +29,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dagnn_runtime.bundle import FORMAT, MANIFEST, embedding_space_id
+from dagnn_runtime import load
+from dagnn_runtime.atomic import atomic_write, replace_dir, temp_dir_beside
+from dagnn_runtime.bundle import FORMAT, MANIFEST, embedding_space_id, file_sha256
 from dagnn_runtime.dataset import Dataset, Splits
 from dagnn_runtime.metrics import calibrate_thresholds, cross_modal_map, l2_normalize, tagging_metrics
 from dagnn_runtime.preprocess import RESIZE_MODE, load_batch
@@ -110,14 +108,6 @@ def ort_session(path: Path, threads: int = 2):
 
 
 # ------------------------------------------------------------------------------------------------ files
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def embedding_space(files: dict) -> str:
     """The id of the space the embeddings live in, computed exactly as the runtime checks it."""
     return embedding_space_id(files, (IMAGE_GRAPH, TEXT_GRAPH), CLASSIFIERS)
@@ -137,38 +127,24 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n", encoding="utf-8")
 
 
-def _replace_dir(tmp: Path, out: Path, force: bool) -> None:
-    """Rename a finished bundle directory into place; an existing one is only replaced with ``force``."""
-    if out.exists() or out.is_symlink():
-        if not force:
-            raise ExportError(f"{out} already exists; pass --force to replace it")
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        os.replace(tmp, out)
+def _refuse_existing(out: Path, force: bool) -> None:
+    if (out.exists() or out.is_symlink()) and not force:
+        raise ExportError(f"{out} already exists; pass --force to replace it")
 
 
 def write_archive(bundle_dir: Path, out: Path, force: bool = False, check=None) -> Path:
-    """Zip a bundle directory into one ``.dagnn`` file, atomically (temp file in the same dir, then rename);
-    ``check(path)`` may vet the finished temporary archive before it replaces anything."""
-    if out.exists() and not force:
-        raise ExportError(f"{out} already exists; pass --force to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    """Zip a bundle directory into one ``.dagnn`` file, atomically; ``check(path)`` may vet the finished
+    temporary archive before it replaces anything."""
+    _refuse_existing(out, force)
+
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for name in sorted(p.name for p in bundle_dir.iterdir() if p.is_file()):
                 zf.write(bundle_dir / name, arcname=name)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private to its owner; a bundle is meant to be shared
         if check is not None:
-            check(Path(tmp))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+            check(tmp)
+
+    return atomic_write(out, write)
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -411,33 +387,17 @@ def _maps(image_emb, text_emb, labels) -> dict:
 
 # --------------------------------------------------------------------------------------------- reopening
 def verify_bundle(path: Path, images: list, bow: np.ndarray, expected: dict, tol: float = 1e-5,
-                  threads: int = 2) -> str:
+                  threads: int = 2) -> None:
     """Open the finished bundle from disk with the runtime loader (which verifies digests, format and
     dimensions) and check that it answers like the graphs the metrics were measured with: ``expected``
-    holds the raw image / text embeddings of ``images`` (paths) and ``bow``. Returns the loader used."""
-    try:
-        from dagnn_runtime import load
-    except ImportError:  # a runtime without its loader: check digests here and query onnxruntime directly
-        load = None
-    if load is not None:
-        model = load(path, providers="cpu", threads=threads)
-        got = {"image": model.encode_images(images), "text": model.encode_bow(bow)}
-        loader = "dagnn_runtime.load"
-    else:
-        manifest = json.loads((path / MANIFEST).read_text())
-        for name, digest in manifest["files"].items():
-            if sha256_file(path / name) != digest:
-                raise ExportError(f"{name}: digest differs from the manifest right after writing")
-        size = manifest["preprocessing"]["size"]
-        got = {"image": _run(ort_session(path / IMAGE_GRAPH, threads), "pixels", load_batch(images, size))[0],
-               "text": _run(ort_session(path / TEXT_GRAPH, threads), "bow", bow)[0]}
-        loader = "onnxruntime"
+    holds the raw image / text embeddings of ``images`` (paths) and ``bow``."""
+    model = load(path, providers="cpu", threads=threads)
+    got = {"image": model.encode_images(images), "text": model.encode_bow(bow)}
     for key in ("image", "text"):
         diff = _max_abs(l2_normalize(got[key]), l2_normalize(expected[key]))
         if not diff <= tol:
             raise ExportError(f"bundle {path} re-opened from disk answers differently "
                               f"({key} embeddings differ by {diff:.3g})")
-    return loader
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -481,7 +441,7 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
     z_unit = F.normalize(z, dim=1, eps=1e-12)
     image_enc, text_enc = ImageEncoder(backbone, model, z_unit).eval(), TextEncoder(model, z_unit).eval()
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         bundle = tmp / "bundle"
         work = tmp / "work"
@@ -602,10 +562,10 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
         }
         if quant_info:
             manifest["quantization"] = quant_info
-        files = {name: sha256_file(bundle / name) for name in (IMAGE_GRAPH, TEXT_GRAPH, CLASSIFIERS, VOCAB)}
+        files = {name: file_sha256(bundle / name) for name in (IMAGE_GRAPH, TEXT_GRAPH, CLASSIFIERS, VOCAB)}
         manifest["embedding_space"] = embedding_space(files)
         (bundle / CARD).write_text(render_model_card(manifest), encoding="utf-8")
-        files[CARD] = sha256_file(bundle / CARD)
+        files[CARD] = file_sha256(bundle / CARD)
         manifest["files"] = files
         manifest["embedding_space"] = manifest.pop("embedding_space")  # keep the doc's key order
         _write_json(bundle / MANIFEST, manifest)
@@ -614,16 +574,16 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
         k = min(4, len(val_paths))
         probe = (val_paths[:k], val_bow[:k], {"image": val["image"][0][:k], "text": val_t[:k]})
         shutil.rmtree(work)
-        loader = verify_bundle(bundle, *probe, threads=threads)
+        verify_bundle(bundle, *probe, threads=threads)
         written = None
         if archive_path is not None:
-            # (the onnxruntime fallback cannot read archives; the runtime loader can)
-            check = (lambda p: verify_bundle(p, *probe, threads=threads)) if loader == "dagnn_runtime.load" else None
-            written = write_archive(bundle, archive_path, force=force, check=check)
+            written = write_archive(bundle, archive_path, force=force,
+                                    check=lambda p: verify_bundle(p, *probe, threads=threads))
         if not archive_only:
-            _replace_dir(bundle, out, force)
+            _refuse_existing(out, force)
+            replace_dir(bundle, out)
             written = out
-        log(f"bundle verified with {loader}: {written}")
+        log(f"bundle verified with dagnn_runtime.load: {written}")
         return written
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

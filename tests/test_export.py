@@ -13,7 +13,8 @@ ort = pytest.importorskip("onnxruntime")
 import dagnn_runtime as dr  # noqa: E402
 from dagnn_export.backbones import build_backbone  # noqa: E402
 from dagnn_export.config import make_config  # noqa: E402
-from dagnn_export.export import ExportError, embedding_space, export_bundle, sha256_file  # noqa: E402
+from dagnn_export.export import ExportError, embedding_space, export_bundle  # noqa: E402
+from dagnn_runtime.bundle import file_sha256  # noqa: E402
 from dagnn_export.graph import correlation_matrices, propagation_matrix  # noqa: E402
 from dagnn_export.model import build_model  # noqa: E402
 from dagnn_runtime.dataset import Dataset  # noqa: E402
@@ -87,7 +88,7 @@ def test_bundle_files_manifest_and_digests(bundle, setup):
     assert m["format"] == "dagnn-bundle" and m["format_version"] == 1
     assert m["labels"] == dataset.labels and m["vocabulary"]["size"] == len(dataset.vocab)
     assert (bundle / "vocab.txt").read_text().split() == dataset.vocab
-    assert m["files"] == {name: sha256_file(bundle / name) for name in names if name != "manifest.json"}
+    assert m["files"] == {name: file_sha256(bundle / name) for name in names if name != "manifest.json"}
     assert m["embedding_space"] == embedding_space(m["files"])
     assert m["model"]["precision"] == "fp32" and m["config"]["backbone"] == "tiny"
     assert m["graphs"]["image_encoder"]["output_shapes"]["label_scores"] == ["N", len(dataset.labels)]
