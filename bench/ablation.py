@@ -62,7 +62,7 @@ def run_one(key, seed, args, extra, text_mlp_from=None) -> dict:
 
 def table(results: dict) -> str:
     def ms(values):
-        return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+        return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
     lines = ["| setting | I2T | T2I | average | val average | selected epoch | seconds/run |",
              "|---|---|---|---|---|---|---|"]

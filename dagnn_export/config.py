@@ -74,7 +74,7 @@ class TrainConfig:
     feature_dim: int | None = None
     vocab_size: int | None = None
     num_labels: int | None = None
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # free-form notes a script wants kept with the run
 
     def resolved_tau(self) -> float:
         return DEFAULT_TAU[self.gnn] if self.tau is None else float(self.tau)
