@@ -11,7 +11,6 @@ import copy
 import json
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from dagnn_runtime.atomic import atomic_write, atomic_write_text
 from dagnn_runtime.dataset import Dataset, Splits
 from dagnn_runtime.metrics import cross_modal_map
 
@@ -37,33 +37,16 @@ class RunError(ValueError):
 
 
 # -- small file helpers (atomic writes) ------------------------------------------------------------------
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(path: Path, obj) -> None:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-    _atomic_write(path, write)
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def write_lines(path: Path, lines) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text("".join(f"{x}\n" for x in lines), encoding="utf-8"))
+    atomic_write_text(path, "".join(f"{x}\n" for x in lines))
 
 
 def save_state(path: Path, state: dict) -> None:
-    _atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def pick_threads(requested: int = 0) -> int:
