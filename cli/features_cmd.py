@@ -26,7 +26,7 @@ def features(
     try:
         from dagnn_export.backbones import BackboneError
         from dagnn_export.features import FeatureError, extract_features
-        from dagnn_runtime.dataset import DatasetError
+        from dagnn_runtime.errors import DatasetError
     except ImportError as exc:
         fail(f"`dagnn features` needs the [train] extra (torch): {exc}")
     try:

@@ -26,7 +26,7 @@ def user_errors(func):
     propagate so that ``main()`` shows the traceback."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from dagnn_runtime.dataset import DatasetError
+        from dagnn_runtime.errors import DatasetError
         from dagnn_runtime.errors import DagnnError
 
         try:

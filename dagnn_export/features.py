@@ -22,7 +22,8 @@ import numpy as np
 from dagnn_runtime.atomic import atomic_write
 from dagnn_runtime.bundle import file_sha256
 from dagnn_runtime.dataset import Dataset
-from dagnn_runtime.preprocess import ImageError, load_batch
+from dagnn_runtime.errors import ImageInputError
+from dagnn_runtime.preprocess import load_batch
 
 CHECKPOINT_SECONDS = 60.0
 _KEYS = ("rows", "features", "sha256", "backbone", "image_size")
@@ -217,7 +218,7 @@ def extract_features(dataset_dir, backbone_name: str, out_path, weights=None, ba
         def decode(batch):
             try:
                 return load_batch([path for _, path, _ in batch], size)
-            except ImageError as exc:
+            except ImageInputError as exc:
                 return exc
 
         last_save = time.monotonic()
@@ -227,7 +228,7 @@ def extract_features(dataset_dir, backbone_name: str, out_path, weights=None, ba
                 pixels = pending.result()
                 if k + 1 < len(batches):
                     pending = pool.submit(decode, batches[k + 1])
-                if isinstance(pixels, ImageError):
+                if isinstance(pixels, ImageInputError):
                     bar.close()
                     snapshot(partial)  # keep what was computed: the rerun after fixing the file resumes
                     raise FeatureError(f"cannot use an image of data set {dataset.root}: {pixels}") from pixels

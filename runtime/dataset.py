@@ -18,9 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class DatasetError(ValueError):
-    """The data set folder is missing a file or holds a malformed record; the message says where."""
+from .errors import DatasetError
 
 
 @dataclass(frozen=True)

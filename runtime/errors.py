@@ -1,11 +1,13 @@
-"""The runtime's exceptions: one hierarchy, every message names the file, input or index concerned."""
-from __future__ import annotations
+"""Every error dagnn raises on purpose derives from ``DagnnError``; messages name the file, input or index.
 
-from .preprocess import ImageError
+A leaf module: it imports nothing from the package, so any module can raise these without a cycle.
+The training side's errors derive from ``dagnn_export.errors.TrainingError``, itself a ``DagnnError``.
+"""
+from __future__ import annotations
 
 
 class DagnnError(Exception):
-    """Base class of every error the runtime raises on purpose."""
+    """Base class of every error dagnn raises on purpose; callers turn it into one line for the user."""
 
 
 class BundleError(DagnnError):
@@ -13,15 +15,19 @@ class BundleError(DagnnError):
 
 
 class InputError(DagnnError, ValueError):
-    """An input (image, text, vector, id) cannot be used as given."""
+    """An input (image, text, vector, id, option) cannot be used as given."""
 
 
-class ImageInputError(InputError, ImageError):
-    """An image could not be decoded; also a ``preprocess.ImageError`` so either can be caught."""
+class ImageInputError(InputError):
+    """An image could not be used: missing, undecodable, too large, or of an unsupported kind."""
+
+
+class DatasetError(DagnnError, ValueError):
+    """A data set folder is missing files or holds malformed records."""
 
 
 class IndexFileError(DagnnError):
-    """An index folder is missing, incomplete or corrupt."""
+    """An index is missing, incomplete or corrupt."""
 
 
 class MismatchError(DagnnError):

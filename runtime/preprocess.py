@@ -15,14 +15,14 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import ImageInputError
+
 DEFAULT_SIZE = 224
 RESIZE_MODE = "shorter_side_bicubic_center_crop"
 
 ImageLike = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
 
 
-class ImageError(ValueError):
-    """An input could not be turned into an image; the message names the input."""
 
 
 def _describe(item: ImageLike) -> str:
@@ -40,7 +40,7 @@ def open_image(item: ImageLike) -> Image.Image:
             img = item
         elif isinstance(item, np.ndarray):
             if item.dtype != np.uint8 or item.ndim not in (2, 3) or (item.ndim == 3 and item.shape[2] not in (1, 3, 4)):
-                raise ImageError(
+                raise ImageInputError(
                     f"{_describe(item)}: expected a uint8 array of shape (H, W), (H, W, 1|3|4); "
                     f"got {item.dtype} {item.shape}"
                 )
@@ -51,22 +51,22 @@ def open_image(item: ImageLike) -> Image.Image:
         elif isinstance(item, (str, os.PathLike)):
             path = Path(item)
             if not path.is_file():
-                raise ImageError(f"{_describe(item)}: no such file")
+                raise ImageInputError(f"{_describe(item)}: no such file")
             img = Image.open(path)
             img.load()
         else:
-            raise ImageError(f"{_describe(item)}: unsupported input type (use a path, bytes, PIL image or uint8 array)")
+            raise ImageInputError(f"{_describe(item)}: unsupported input type (use a path, bytes, PIL image or uint8 array)")
         img = ImageOps.exif_transpose(img) or img
         return _to_rgb(img, item)
-    except ImageError:
+    except ImageInputError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{_describe(item)}: cannot decode ({exc})") from exc
+        raise ImageInputError(f"{_describe(item)}: cannot decode ({exc})") from exc
 
 
 def _to_rgb(img: Image.Image, item: ImageLike) -> Image.Image:
     if img.width < 1 or img.height < 1:
-        raise ImageError(f"{_describe(item)}: empty image ({img.width}x{img.height})")
+        raise ImageInputError(f"{_describe(item)}: empty image ({img.width}x{img.height})")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         # Composite transparent pixels onto white rather than whatever colour hides under alpha = 0.
         rgba = img.convert("RGBA")

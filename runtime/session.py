@@ -19,7 +19,7 @@ from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle
 from .dataset import bag_of_words, tokenize
 from .errors import BundleError, ImageInputError, InputError
 from .metrics import l2_normalize
-from .preprocess import ImageError, load_image
+from .preprocess import load_image
 
 GPU_PROVIDERS = ("CUDAExecutionProvider",)
 
@@ -177,7 +177,7 @@ class Model:
         for i, item in enumerate(items):
             try:
                 arrays.append(load_image(item, self.image_size))
-            except ImageError as exc:
+            except ImageInputError as exc:
                 raise ImageInputError(str(exc) if len(items) == 1 else f"item {i}: {exc}") from exc
         if not arrays:
             return np.zeros((0, self.image_size, self.image_size, 3), dtype=np.uint8)

@@ -10,7 +10,8 @@ from PIL import Image
 
 import dagnn_runtime as dr
 from dagnn_runtime.metrics import l2_normalize
-from dagnn_runtime.preprocess import ImageError, load_image
+from dagnn_runtime.errors import ImageInputError
+from dagnn_runtime.preprocess import load_image
 from bundle_factory import bundle_dir, data_dir, model  # noqa: F401
 
 
@@ -120,7 +121,7 @@ def test_unreadable_images_are_named(model, tmp_path, images):
     broken.write_bytes(images[0].read_bytes()[:100])
     with pytest.raises(dr.ImageInputError, match="broken.jpg.*cannot decode"):
         model.encode_images([broken])
-    with pytest.raises(ImageError, match="item 1: image .*missing.jpg.*no such file"):
+    with pytest.raises(ImageInputError, match="item 1: image .*missing.jpg.*no such file"):
         model.encode_images([images[0], tmp_path / "missing.jpg"])
     with pytest.raises(dr.InputError, match="batch_size"):
         model.encode_images(images, batch_size=0)
