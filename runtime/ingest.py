@@ -136,7 +136,7 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
            on_progress: Callable[[int], None] | None = None) -> IngestReport:
     """Add the items of ``source`` that ``index`` does not hold yet, then save it. ``on_progress(n)`` is
     called as items are done (those already present first, in one call). Raises ``InputError`` only when
-    items were to be added and none could be."""
+    none of the source's items could be added and the index held none of them before."""
     if source.modality not in MODALITIES:
         raise InputError(f"source modality must be image or text, not {source.modality!r}")
     if index.modality and index.modality != source.modality:
@@ -173,7 +173,7 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
             unsaved = 0
         if on_progress:
             on_progress(len(chunk))
-    if todo and not added:
+    if todo and not added and not present:
         raise InputError(f"nothing could be added to {index.location}: {len(skipped)} unusable items "
                          f"(first: {skipped[0]})")
     index.save()
