@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import dagnn_runtime as dr
-from dagnn_runtime.indexes.hnsw import GRAPH_FILE, META_FILE, HnswIndex
+from dagnn_runtime.indexes.hnsw import HnswIndex
+from dagnn_runtime.indexes.hnsw_files import GRAPH_FILE, META_FILE
 from dagnn_runtime.metrics import l2_normalize
 from bundle_factory import build_bundle, bundle_dir, model  # noqa: F401
 

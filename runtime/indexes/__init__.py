@@ -14,7 +14,7 @@ __all__ = ["Hit", "VectorIndex", "locate_index", "open_index", "BACKENDS"]
 
 
 def _is_hnsw(path: Path) -> bool:
-    from .hnsw import META_FILE
+    from .hnsw_files import META_FILE
 
     return (path / META_FILE).is_file()
 

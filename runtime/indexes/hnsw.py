@@ -1,34 +1,22 @@
-"""The hnswlib backend: cosine k-NN in memory, saved as one folder.
+"""The hnswlib backend: cosine k-NN in memory, saved as one folder (``hnsw_files``).
 
-Capacity grows on its own; removal marks items deleted. On disk, a folder written atomically (temporary
-folder + rename), so readers see the old index or the new one, never a mix::
-
-    graph.hnsw    hnswlib's graph (vectors stored L2-normalised, inner-product space)
-    index.json    format, dim, space, embedding_space, modality, HNSW parameters, the graph's SHA-256
-                  and ``items``: per internal label ``[id, metadata]``, or null for a removed item
+Capacity grows on its own; removal marks items deleted.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import threading
 from pathlib import Path
 
 import hnswlib
 import numpy as np
 
-from ..atomic import replace_dir, temp_dir_beside
-from ..bundle import file_sha256
 from ..constants import MODALITIES
 from ..errors import IndexFileError, InputError, MismatchError
 from .base import Hit
+from .hnsw_files import GRAPH_FILE, META_FILE, read_folder, stamp, write_folder
 
-FORMAT = "dagnn-index"
-FORMAT_VERSION = 1
-GRAPH_FILE = "graph.hnsw"
-META_FILE = "index.json"
 LABEL_KEYS = ("labels", "predicted_labels")  # metadata fields the ``labels`` search filter looks at
 
 log = logging.getLogger(__name__)
@@ -295,32 +283,19 @@ class HnswIndex:
         folder = Path(self.location)
         if not self._dirty and (folder / META_FILE).is_file():
             return
-        if folder.exists() and not (folder / META_FILE).is_file() and (not folder.is_dir() or any(folder.iterdir())):
-            raise IndexFileError(f"refusing to replace {folder}: it exists and is not an index folder")
-        tmp = temp_dir_beside(folder)
-        try:
-            with self._lock:
-                self._g.save_index(str(tmp / GRAPH_FILE))
-                meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "dim": self.dim, "space": "cosine",
-                        "modality": self.modality, "embedding_space": self.embedding_space, "M": self.M,
-                        "ef_construction": self.ef_construction, "ef": self.ef, "count": len(self._labels),
-                        "graph": {"file": GRAPH_FILE, "sha256": file_sha256(tmp / GRAPH_FILE)},
-                        "items": [None if it is None else [it[0], json.loads(it[1])] for it in self._items]}
-                with open(tmp / META_FILE, "w", encoding="utf-8") as f:
-                    json.dump(meta, f, ensure_ascii=False)
-                    f.flush()
-                    os.fsync(f.fileno())
-                replace_dir(tmp, folder)
-                self._dirty, self._stamp = False, _stamp(folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with self._lock:
+            meta = {"dim": self.dim, "space": "cosine", "modality": self.modality,
+                    "embedding_space": self.embedding_space, "M": self.M, "ef_construction": self.ef_construction,
+                    "ef": self.ef, "count": len(self._labels),
+                    "items": [None if it is None else [it[0], json.loads(it[1])] for it in self._items]}
+            self._stamp = write_folder(folder, lambda path: self._g.save_index(str(path)), meta)
+            self._dirty = False
         log.info("saved %d items to %s", len(self), folder)
 
     def refresh(self) -> None:
         """Re-read the index when another writer saved a new version at ``location`` since this copy was
         opened or saved. Refused while this copy holds unsaved changes (one of them would be lost)."""
-        if self.location is None or _stamp(Path(self.location)) == self._stamp:
+        if self.location is None or stamp(Path(self.location)) == self._stamp:
             return
         if self._dirty:
             raise IndexFileError(f"index {self.location} changed on disk while this copy has unsaved changes")
@@ -339,19 +314,8 @@ class HnswIndex:
     def load(cls, folder, model=None) -> "HnswIndex":
         """Read an index folder; with ``model`` (a bundle or embedding_space), refuse another space."""
         folder = Path(folder)
-        meta_path, graph_path = folder / META_FILE, folder / GRAPH_FILE
-        if not folder.is_dir():
-            raise IndexFileError(f"index {folder}: no such folder")
-        if not meta_path.is_file():
-            raise IndexFileError(f"index {folder}: missing {META_FILE} (not an index folder?)")
-        stamp = _stamp(folder)
+        meta, graph_path, found = read_folder(folder)
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if meta.get("format") != FORMAT:
-                raise IndexFileError(f"index {folder}: {META_FILE} format is {meta.get('format')!r}, not {FORMAT!r}")
-            if meta.get("format_version") != FORMAT_VERSION:
-                raise IndexFileError(f"index {folder}: format_version {meta.get('format_version')!r} "
-                                     f"is not supported (supported: {FORMAT_VERSION})")
             dim, items = int(meta["dim"]), meta["items"]
             index = cls(dim, meta["embedding_space"], modality=meta.get("modality"), M=meta["M"],
                         ef_construction=meta["ef_construction"], ef=meta["ef"], capacity=None, location=folder)
@@ -367,11 +331,6 @@ class HnswIndex:
                     index._items.append(None)
         except (ValueError, KeyError, TypeError, AttributeError, InputError) as exc:
             raise IndexFileError(f"index {folder}: {META_FILE} is malformed ({exc})") from exc
-        if not graph_path.is_file():
-            raise IndexFileError(f"index {folder}: missing {GRAPH_FILE}")
-        if file_sha256(graph_path) != meta.get("graph", {}).get("sha256"):
-            raise IndexFileError(f"index {folder}: {GRAPH_FILE} does not match the SHA-256 in {META_FILE} "
-                                 "(changed or corrupt)")
         try:
             index._graph.load_index(str(graph_path), max_elements=max(len(items), 1))
         except RuntimeError as exc:
@@ -380,16 +339,8 @@ class HnswIndex:
             raise IndexFileError(f"index {folder}: {GRAPH_FILE} holds {index._graph.get_current_count()} "
                                  f"{index._graph.dim}-d vectors, {META_FILE} describes {len(items)} {dim}-d items")
         index._graph.set_ef(index.ef)
-        index._dirty, index._stamp = False, stamp
+        index._dirty, index._stamp = False, found
         if model is not None:
             index.check_space(model)
         return index
 
-
-def _stamp(folder: Path):
-    """Identity of ``folder/index.json``: a save replaces the folder, so the inode and times change."""
-    try:
-        st = (folder / META_FILE).stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
