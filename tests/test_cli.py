@@ -226,3 +226,14 @@ def test_cli_import_does_not_pull_torch():
     code = "import sys, dagnn_cli.main; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_console_entry_point_registers_every_command(tmp_path):
+    """``dagnn`` runs ``dagnn_cli.app:main``, which must register the commands itself."""
+    code = "import sys; from dagnn_cli.app import main; main(sys.argv[1:])"
+    listed = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
+    assert listed.returncode == 0
+    assert all(name in listed.stdout for name in ("index", "query", "tag", "eval", "train", "export", "demo"))
+    missing = subprocess.run([sys.executable, "-c", code, "index", "info", "--index", str(tmp_path)],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and missing.stderr.strip().startswith(f"error: no index at {tmp_path}")
