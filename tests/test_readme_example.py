@@ -11,7 +11,7 @@ PHOTOS = REPO / "dagnn_export" / "demo_data" / "mirflickr-mini" / "images"
 
 def readme_example() -> str:
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("\nPython:\n"):]
+    section = text[text.index("\n## Python API\n"):]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
