@@ -26,13 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError
+
 log = logging.getLogger(__name__)
 
 GNN4CMR_FILES = {"img": "features", "txt": "bow", "lab": "labels"}
-
-
-class DataError(ValueError):
-    """A data file is missing, unreadable or inconsistent; the message names the file."""
 
 
 @dataclass

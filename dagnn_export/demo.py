@@ -24,16 +24,14 @@ import numpy as np
 
 import dagnn_export
 
+from .errors import DemoError
+
 DATA_DIR = Path(dagnn_export.__file__).resolve().parent / "demo_data" / "mirflickr-mini"
 BACKBONE = "efficientnet_lite0"
 QUERY_PHOTO = "im8166.jpg"      # held-out lake at sunset: Image2Text and Image→Image
 TAG_PHOTO = "im13724.jpg"       # held-out flower portrait: tagging
 QUERY_TEXT = "sky, clouds, sunset"
 TOP_K = 6
-
-
-class DemoError(RuntimeError):
-    """The demo ran but its result is wrong (e.g. no better than random ranking)."""
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ def split_metrics(model, data, split: str = "test", k: int | None = None) -> dic
     from .train import embed
 
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+        raise InputError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     part = getattr(data, split)
     if len(part.bow) == 0:
-        raise ValueError(f"the {split} split is empty")
+        raise InputError(f"the {split} split is empty")
     out = embed(model, part.h_v, part.bow)
     y = part.y.numpy()
     result = {"split": split, "n": len(y), **cross_modal_map(out["v"], out["t"], y)}
@@ -45,7 +45,7 @@ def evaluate_run(run_dir, split: str = "test", k: int | None = None) -> dict:
     from dagnn_runtime.dataset import Dataset
 
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+        raise InputError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     run_dir = Path(run_dir)
     model, config = load_run(run_dir)
     splits_path = run_dir / "splits.json"

@@ -36,6 +36,7 @@ from dagnn_runtime.dataset import Dataset, Splits
 from dagnn_runtime.metrics import calibrate_thresholds, cross_modal_map, l2_normalize, tagging_metrics
 from dagnn_runtime.preprocess import RESIZE_MODE, load_batch
 
+from .errors import ExportError
 from .model_card import render_model_card
 
 FORMAT_VERSION = 1
@@ -46,10 +47,6 @@ ARCHIVE_SUFFIX = ".dagnn"
 TEXT_TOKENIZER = "lowercase, split on commas/semicolons/whitespace"
 
 Log = Callable[[str], None]
-
-
-class ExportError(RuntimeError):
-    """The export cannot be completed or a check failed; nothing was written at the target."""
 
 
 # ----------------------------------------------------------------------------------------------- graphs

@@ -25,12 +25,10 @@ from dagnn_runtime.dataset import Dataset
 from dagnn_runtime.errors import ImageInputError
 from dagnn_runtime.preprocess import load_batch
 
+from .errors import FeatureError
+
 CHECKPOINT_SECONDS = 60.0
 _KEYS = ("rows", "features", "sha256", "backbone", "image_size")
-
-
-class FeatureError(ValueError):
-    """The feature cache is missing, malformed, or lacks rows; the message names the file and rows."""
 
 
 @dataclass

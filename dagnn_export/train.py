@@ -21,19 +21,17 @@ from torch.nn import functional as F
 
 from dagnn_runtime.atomic import atomic_write, atomic_write_text
 from dagnn_runtime.dataset import Dataset, Splits
+from dagnn_runtime.errors import InputError
 from dagnn_runtime.metrics import cross_modal_map
 
 from .config import TrainConfig
+from .errors import FeatureError, RunError
 from .graph import correlation_matrices, propagation_matrix
 from .losses import classification_loss, dagnn_loss
 from .model import DAGNN, build_model
 
 RUN_FILES = ("config.json", "model.pt", "metrics.json", "history.json", "splits.json", "label_graph.json",
              "labels.txt", "vocab.txt")
-
-
-class RunError(ValueError):
-    """A run directory is missing a file or does not match what is asked of it."""
 
 
 # -- small file helpers (atomic writes) ------------------------------------------------------------------
@@ -96,7 +94,7 @@ def load_training_data(cfg: TrainConfig) -> TrainingData:
     from .features import load_features
 
     if cfg.data is None or cfg.features is None:
-        raise ValueError("the config needs both 'data' (data set folder) and 'features' (feature cache)")
+        raise InputError("the config needs both 'data' (data set folder) and 'features' (feature cache)")
     dataset = Dataset.load(cfg.data)
     splits = dataset.splits(seed=cfg.split_seed, val_fraction=cfg.val_fraction)
     cache = load_features(cfg.features)
@@ -107,7 +105,7 @@ def load_training_data(cfg: TrainConfig) -> TrainingData:
         return Part(rows, h_v, torch.from_numpy(dataset.bow(idx)), torch.from_numpy(dataset.label_matrix(idx)))
 
     if len(splits.train) < 2 or len(splits.val) < 1:
-        raise ValueError(f"{cfg.data}: too few image pairs to train ({len(splits.train)} train, {len(splits.val)} val)")
+        raise InputError(f"{cfg.data}: too few image pairs to train ({len(splits.train)} train, {len(splits.val)} val)")
     return TrainingData(dataset, splits, part(splits.train), part(splits.val), part(splits.test),
                         part(splits.text_only, with_images=False),
                         label_embeddings_or_onehot(cfg.label_embeddings, dataset.labels),
@@ -298,7 +296,7 @@ def _resolve_features(cfg: TrainConfig, out_dir: Path, progress: bool) -> None:
     """Without a feature cache, extract one with the configured backbone into the run directory."""
     if cfg.features is not None:
         if not Path(cfg.features).is_file():
-            raise FileNotFoundError(f"feature cache {cfg.features} does not exist")
+            raise FeatureError(f"feature cache {cfg.features} does not exist")
         return
     from .features import extract_features
 
