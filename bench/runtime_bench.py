@@ -167,7 +167,7 @@ def bench_torch(run, pixels, threads, rounds):
         import torch
 
         from dagnn_export.backbones import build_backbone
-        from dagnn_export.train import load_run
+        from dagnn_export.run import load_run
     except ImportError as exc:
         return None, f"torch side unavailable ({exc})"
     torch.set_num_threads(threads)
