@@ -13,7 +13,8 @@ ort = pytest.importorskip("onnxruntime")
 import dagnn_runtime as dr  # noqa: E402
 from dagnn_export.backbones import build_backbone  # noqa: E402
 from dagnn_export.config import make_config  # noqa: E402
-from dagnn_export.export import ExportError, embedding_space, export_bundle  # noqa: E402
+from dagnn_export.export import ExportError, export_bundle  # noqa: E402
+from dagnn_export.manifest import embedding_space  # noqa: E402
 from dagnn_runtime.bundle import file_sha256  # noqa: E402
 from dagnn_export.graph import correlation_matrices, propagation_matrix  # noqa: E402
 from dagnn_export.model import build_model  # noqa: E402
@@ -234,7 +235,7 @@ def test_cli_exports_a_run_directory(setup, tmp_path):
     from typer.testing import CliRunner
 
     from dagnn_cli.main import app
-    from dagnn_export.train import load_run
+    from dagnn_export.run import load_run
 
     dataset, splits, model, _, config = setup
     run = tmp_path / "run"
@@ -259,7 +260,7 @@ def test_cli_exports_a_run_directory(setup, tmp_path):
 
 
 def test_calibration_images_from_folder_data_set_or_training_split(setup, tmp_path):
-    from dagnn_export.export import calibration_images
+    from dagnn_export.quantize import calibration_images
 
     dataset, splits = setup[0], setup[1]
     folder = tmp_path / "photos" / "nested"
