@@ -22,7 +22,7 @@ from dagnn_runtime.dataset import Dataset  # noqa: E402
 from dagnn_runtime.metrics import cross_modal_map, l2_normalize  # noqa: E402
 from dagnn_runtime.preprocess import load_batch  # noqa: E402
 
-DEMO = Path(__file__).resolve().parents[1] / "dagnn_export" / "demo_data" / "mirflickr-mini"
+DEMO = Path(__file__).resolve().parents[1] / "dagnn_export" / "demo" / "data" / "mirflickr-mini"
 SMALL = dict(common_dim=32, text_hidden=64, text_dim=16, gv2_hidden=16, gt2_hidden=24, disc_hidden=12)
 N_PAIRS, N_TEST = 44, 12
 
