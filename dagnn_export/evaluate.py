@@ -2,7 +2,6 @@
 and image tagging metrics at per-label thresholds calibrated on the validation split."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from dagnn_runtime.errors import InputError
 from dagnn_runtime.metrics import calibrate_thresholds, cross_modal_map, tagging_metrics, thresholds_to_json
 
 from .errors import RunError
+from .files import read_json
 from .model import DAGNN
 from .run import Part, TrainingData, load_run, make_part
 
@@ -75,7 +75,7 @@ def evaluate_run(run_dir, split: str = "test", k: int | None = None) -> dict:
     splits_path = run_dir / "splits.json"
     if not splits_path.is_file():
         raise RunError(f"run directory {run_dir} has no splits.json")
-    rows = json.loads(splits_path.read_text(encoding="utf-8"))
+    rows = read_json(splits_path, RunError)
     for key in ("data", "features"):
         if not config.get(key) or not Path(config[key]).exists():
             raise RunError(f"{run_dir / 'config.json'}: {key} {config.get(key)!r} is not available")

@@ -17,7 +17,6 @@ module runs them in order.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from dagnn_runtime.dataset import Dataset
 from dagnn_runtime.preprocess import load_batch
 
 from .errors import ExportError
+from .files import read_json
 from .manifest import (ARCHIVE_SUFFIX, CLASSIFIERS, IMAGE_GRAPH, TEXT_GRAPH, VOCAB, build_manifest, refuse_existing,
                        write_archive, write_manifest)
 from .onnx_graphs import ImageEncoder, TextEncoder, check_graph, export_onnx
@@ -245,9 +245,9 @@ def export_run(run_dir, out, *, data=None, log: Log | None = None, **kwargs) -> 
     splits_path = run_dir / "splits.json"
     if not splits_path.is_file():
         raise ExportError(f"missing file {splits_path}")
-    splits = json.loads(splits_path.read_text())
+    splits = read_json(splits_path, ExportError)
     metrics_path = run_dir / "metrics.json"
-    run_metrics = summarize_run_metrics(json.loads(metrics_path.read_text())) if metrics_path.is_file() else None
+    run_metrics = summarize_run_metrics(read_json(metrics_path, ExportError)) if metrics_path.is_file() else None
     if not config.get("backbone"):
         raise ExportError(f"{run_dir / 'config.json'} records no backbone")
     backbone = build_backbone(config["backbone"], config.get("backbone_weights"))

@@ -27,6 +27,14 @@ def json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def read_json(path, error=TrainingError):
+    """The JSON value in ``path``; an unreadable or malformed file raises ``error`` naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: cannot read JSON ({exc})") from exc
+
+
 def write_json(path, obj) -> Path:
     try:
         text = json.dumps(obj, indent=2, default=json_default, allow_nan=False)

@@ -5,7 +5,6 @@ Kept apart from ``train`` and ``evaluate`` so that both import it and neither im
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from dagnn_runtime.errors import InputError
 
 from .config import TrainConfig
 from .errors import RunError
+from .files import read_json
 from .model import DAGNN, build_model
 
 RUN_FILES = ("config.json", "model.pt", "metrics.json", "history.json", "splits.json", "label_graph.json",
@@ -78,11 +78,16 @@ def load_run(run_dir) -> tuple[DAGNN, dict]:
     for name in ("config.json", "model.pt"):
         if not (run_dir / name).is_file():
             raise RunError(f"run directory {run_dir} has no {name}")
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    config = read_json(run_dir / "config.json", RunError)
     for key in ("feature_dim", "vocab_size"):
         if not config.get(key):
             raise RunError(f"{run_dir / 'config.json'} lacks {key!r}")
-    state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated file, not a state_dict, pickled objects...
+        raise RunError(f"{run_dir / 'model.pt'}: cannot read the weights ({exc})") from exc
+    if not isinstance(state, dict):
+        raise RunError(f"{run_dir / 'model.pt'}: expected a state_dict, got {type(state).__name__}")
     for key in ("label_embeddings", "adjacency"):
         if key not in state:
             raise RunError(f"{run_dir / 'model.pt'} has no {key!r} buffer: not a DAGNN state_dict")
