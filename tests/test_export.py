@@ -234,7 +234,8 @@ def test_int8_static_quantisation(setup, tmp_path, normalisation):
 def test_cli_exports_a_run_directory(setup, tmp_path):
     from typer.testing import CliRunner
 
-    from dagnn_cli.main import app
+    import dagnn_cli.main  # noqa: F401  (registers every command on the app)
+    from dagnn_cli.app import app
     from dagnn_export.run import load_run
 
     dataset, splits, model, _, config = setup
@@ -282,7 +283,8 @@ def test_calibration_images_from_folder_data_set_or_training_split(setup, tmp_pa
 def test_cli_refuses_bad_options_before_working(tmp_path):
     from typer.testing import CliRunner
 
-    from dagnn_cli.main import app
+    import dagnn_cli.main  # noqa: F401  (registers every command on the app)
+    from dagnn_cli.app import app
 
     runner = CliRunner()
     bad = runner.invoke(app, ["export", "--run", str(tmp_path), "--out", str(tmp_path / "b"), "--quantize", "fp16"])

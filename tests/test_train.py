@@ -43,7 +43,8 @@ def subset(mirflickr_dir, tmp_path_factory):
 def run(subset, shared_dir, tmp_path_factory):
     from typer.testing import CliRunner
 
-    from dagnn_cli.main import app
+    import dagnn_cli.main  # noqa: F401  (registers every command on the app)
+    from dagnn_cli.app import app
 
     data, feats = subset
     out = tmp_path_factory.mktemp("run") / "run"
@@ -153,7 +154,8 @@ def test_load_run_names_what_is_missing(run, tmp_path):
 def test_cli_rejects_bad_input(subset, tmp_path):
     from typer.testing import CliRunner
 
-    from dagnn_cli.main import app
+    import dagnn_cli.main  # noqa: F401  (registers every command on the app)
+    from dagnn_cli.app import app
 
     data, feats = subset
     runner = CliRunner()
