@@ -35,7 +35,8 @@ def import_(
     try:
         import scipy.io  # noqa: F401
     except ImportError as exc:
-        raise DagnnError(f"`dagnn data import` reads .mat files with scipy (pip install 'dagnn[train]'): {exc}") from exc
+        raise DagnnError(f"`dagnn data import` reads .mat files with scipy (pip install 'dagnn[train]'): "
+                         f"{exc}") from exc
     from dagnn_export.mat_import import import_mat
 
     done = import_mat(fmt, src, out, labels=labels, vocab=vocab, force=force)

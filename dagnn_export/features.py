@@ -93,7 +93,8 @@ def _write_npz(path: Path, **arrays) -> None:
     atomic_write(path, write)
 
 
-def write_feature_cache(path: Path, rows, features, sha, backbone: str, image_size: int, weights: str, dim: int) -> None:
+def write_feature_cache(path: Path, rows, features, sha, backbone: str, image_size: int, weights: str,
+                        dim: int) -> None:
     """Write a feature cache atomically; ``sha`` holds, per row, the digest of what the features were made from."""
     _write_npz(path, rows=np.asarray(rows, dtype=np.int64),
                features=np.asarray(features, dtype=np.float32).reshape(len(rows), dim),
@@ -180,7 +181,8 @@ def extract_features(dataset_dir, backbone_name: str, out_path, weights=None, ba
     def snapshot(target: Path) -> None:
         done = [(row, sha) for (row, _), sha in zip(items, shas) if sha in known]
         feats = np.stack([known[sha] for _, sha in done]) if done else np.zeros((0, dim), np.float32)
-        write_feature_cache(target, [r for r, _ in done], feats, [s for _, s in done], backbone.name, size, weights_id, dim)
+        write_feature_cache(target, [r for r, _ in done], feats, [s for _, s in done], backbone.name, size,
+                            weights_id, dim)
 
     encode = _make_encoder(backbone, threads) if todo else None
     log = log or logger.info
