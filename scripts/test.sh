@@ -29,6 +29,8 @@ else:
     sys.exit("base install unexpectedly has torch")
 PY
 
+echo "== import layers (import-linter contracts in pyproject.toml)"
+.venv/bin/lint-imports --no-cache
 echo "== tests, full install"
 .venv/bin/python -m pytest -q "$@"
 echo "== tests, torch-free base install"
