@@ -1,0 +1,49 @@
+"""A writer process for the index store's concurrency and crash tests (and bench/index_writers.py).
+
+    python tests/index_writer.py FOLDER add PREFIX COUNT [BATCH]   add PREFIX0.. in batches; print each id
+    python tests/index_writer.py FOLDER remove ID...                remove ids one at a time; print each id
+
+An id is printed (and flushed) only after the call that wrote it returned: it is acknowledged. Vectors are
+derived from the id, so any process can recompute what an item must hold.
+"""
+import hashlib
+import sys
+
+import numpy as np
+
+from dagnn_runtime.indexes.store import Store
+
+DIM = 8
+META = {"dim": DIM, "embedding_space": "s" * 64, "modality": "image"}
+
+
+def vector_of(item_id: str) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(item_id.encode()).digest()[:8], "little")
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def main(argv) -> int:
+    folder, action, *args = argv
+    store = Store.create(folder, META)
+    try:
+        if action == "add":
+            prefix, count = args[0], int(args[1])
+            batch = int(args[2]) if len(args) > 2 else 1
+            for start in range(0, count, batch):
+                ids = [f"{prefix}{i}" for i in range(start, min(start + batch, count))]
+                store.add(ids, np.stack([vector_of(i) for i in ids]), [f'{{"n": "{i}"}}' for i in ids])
+                print("\n".join(ids), flush=True)
+        elif action == "remove":
+            for item_id in args:
+                store.remove([item_id])
+                print(item_id, flush=True)
+        else:
+            raise SystemExit(f"unknown action {action!r}")
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
