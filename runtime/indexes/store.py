@@ -135,8 +135,10 @@ class Store:
         return cls(folder, **kwargs)
 
     @staticmethod
-    def _create_db(folder: Path, meta: dict) -> None:
-        """Build the database under a temporary name, then link it into place (never half-made)."""
+    def _create_db(folder: Path, meta: dict, rows=()) -> None:
+        """Build the database with ``meta`` and ``rows`` (batches of (id, metadata JSON, float32 vector
+        bytes)) under a temporary name, then link it into place: no one ever sees it half-made. The caller
+        holds the folder lock."""
         if not (folder / DB_FILE).exists():
             fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{DB_FILE}.tmp-")
             os.close(fd)
@@ -145,9 +147,13 @@ class Store:
                 conn = sqlite3.connect(tmp, isolation_level=None)
                 try:
                     conn.executescript(_SCHEMA)
-                    rows = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION}
+                    version = {"format": FORMAT, "format_version": FORMAT_VERSION}
                     conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                                     [(k, json.dumps(v)) for k, v in rows.items()])
+                                     [(k, json.dumps(v)) for k, v in {**meta, **version}.items()])
+                    conn.execute("BEGIN")
+                    for batch in rows:
+                        conn.executemany("INSERT INTO items (id, metadata, vector) VALUES (?, ?, ?)", batch)
+                    conn.execute("COMMIT")
                     conn.execute("PRAGMA journal_mode=WAL")  # persistent in the file
                 finally:
                     conn.close()
@@ -159,7 +165,7 @@ class Store:
                 except FileExistsError:
                     pass
                 _fsync_dir(folder)
-            except OSError as exc:
+            except (OSError, sqlite3.Error) as exc:
                 raise IndexFileError(f"index {folder}: cannot create {DB_FILE} ({exc})") from exc
             finally:
                 tmp.unlink(missing_ok=True)
