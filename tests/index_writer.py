@@ -3,8 +3,9 @@
     python tests/index_writer.py FOLDER add PREFIX COUNT [BATCH]   add PREFIX0.. in batches; print each id
     python tests/index_writer.py FOLDER remove ID...                remove ids one at a time; print each id
 
-An id is printed (and flushed) only after the call that wrote it returned: it is acknowledged. Vectors are
-derived from the id, so any process can recompute what an item must hold.
+An id is printed (and flushed) only after the call that wrote it returned: it is acknowledged. A writer
+started again after a kill resumes: it skips ids already added (or already removed). Vectors are derived
+from the id, so any process can recompute what an item must hold.
 """
 import hashlib
 import sys
@@ -32,10 +33,14 @@ def main(argv) -> int:
             batch = int(args[2]) if len(args) > 2 else 1
             for start in range(0, count, batch):
                 ids = [f"{prefix}{i}" for i in range(start, min(start + batch, count))]
+                have = set(store.present(ids))
+                ids = [i for i in ids if i not in have]
+                if not ids:
+                    continue
                 store.add(ids, np.stack([vector_of(i) for i in ids]), [f'{{"n": "{i}"}}' for i in ids])
                 print("\n".join(ids), flush=True)
         elif action == "remove":
-            for item_id in args:
+            for item_id in store.present(args):
                 store.remove([item_id])
                 print(item_id, flush=True)
         else:
