@@ -8,6 +8,7 @@ started again after a kill resumes: it skips ids already added (or already remov
 from the id, so any process can recompute what an item must hold.
 """
 import hashlib
+import json
 import sys
 
 import numpy as np
@@ -24,29 +25,40 @@ def vector_of(item_id: str) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+def open_writer_index(folder):
+    return Store.create(folder, META)
+
+
+def add_ids(index, ids) -> None:
+    index.add(list(ids), np.stack([vector_of(i) for i in ids]), [json.dumps({"n": i}) for i in ids])
+
+
+def present(index, ids) -> list:
+    return index.present(list(ids))
+
+
 def main(argv) -> int:
     folder, action, *args = argv
-    store = Store.create(folder, META)
+    index = open_writer_index(folder)
     try:
         if action == "add":
             prefix, count = args[0], int(args[1])
             batch = int(args[2]) if len(args) > 2 else 1
             for start in range(0, count, batch):
                 ids = [f"{prefix}{i}" for i in range(start, min(start + batch, count))]
-                have = set(store.present(ids))
+                have = set(present(index, ids))
                 ids = [i for i in ids if i not in have]
-                if not ids:
-                    continue
-                store.add(ids, np.stack([vector_of(i) for i in ids]), [f'{{"n": "{i}"}}' for i in ids])
-                print("\n".join(ids), flush=True)
+                if ids:
+                    add_ids(index, ids)
+                    print("\n".join(ids), flush=True)
         elif action == "remove":
-            for item_id in store.present(args):
-                store.remove([item_id])
+            for item_id in present(index, args):
+                index.remove([item_id])
                 print(item_id, flush=True)
         else:
             raise SystemExit(f"unknown action {action!r}")
     finally:
-        store.close()
+        index.close()
     return 0
 
 

@@ -68,7 +68,7 @@ def _rows(graph, live):
         part = live[start:start + BATCH]
         vectors = np.asarray(graph.get_items([lab for lab, _, _ in part], return_type="numpy"), dtype="<f4")
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # stored normalised already; stay exact
-        yield [(key, record, v.tobytes()) for (_, key, record), v in zip(part, vectors)]
+        yield [(None, key, record, v.tobytes()) for (_, key, record), v in zip(part, vectors)]
 
 
 def _remove_v1_files(folder: Path) -> None:

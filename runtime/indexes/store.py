@@ -135,40 +135,44 @@ class Store:
         return cls(folder, **kwargs)
 
     @staticmethod
-    def _create_db(folder: Path, meta: dict, rows=()) -> None:
-        """Build the database with ``meta`` and ``rows`` (batches of (id, metadata JSON, float32 vector
-        bytes)) under a temporary name, then link it into place: no one ever sees it half-made. The caller
-        holds the folder lock."""
-        if not (folder / DB_FILE).exists():
-            fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{DB_FILE}.tmp-")
-            os.close(fd)
-            tmp = Path(tmp_name)
+    def _create_db(folder: Path, meta: dict, rows=(), last_seq: int = 0) -> bool:
+        """Build the database with ``meta`` and ``rows`` (batches of (seq or None, id, metadata JSON,
+        float32 vector bytes); later items get seqs above ``last_seq``) under a temporary name, then link
+        it into place: no one ever sees it half-made. The caller holds the folder lock. Returns whether
+        this call created it (False: it existed already)."""
+        if (folder / DB_FILE).exists():
+            return False
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{DB_FILE}.tmp-")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
             try:
-                conn = sqlite3.connect(tmp, isolation_level=None)
-                try:
-                    conn.executescript(_SCHEMA)
-                    version = {"format": FORMAT, "format_version": FORMAT_VERSION}
-                    conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                                     [(k, json.dumps(v)) for k, v in {**meta, **version}.items()])
-                    conn.execute("BEGIN")
-                    for batch in rows:
-                        conn.executemany("INSERT INTO items (id, metadata, vector) VALUES (?, ?, ?)", batch)
-                    conn.execute("COMMIT")
-                    conn.execute("PRAGMA journal_mode=WAL")  # persistent in the file
-                finally:
-                    conn.close()
-                with open(tmp, "rb+") as f:
-                    os.fsync(f.fileno())
-                os.chmod(tmp, 0o644)
-                try:
-                    os.link(tmp, folder / DB_FILE)  # no-replace: a concurrent creator may have won
-                except FileExistsError:
-                    pass
-                _fsync_dir(folder)
-            except (OSError, sqlite3.Error) as exc:
-                raise IndexFileError(f"index {folder}: cannot create {DB_FILE} ({exc})") from exc
+                conn.executescript(_SCHEMA)
+                version = {"format": FORMAT, "format_version": FORMAT_VERSION}
+                conn.executemany("INSERT INTO meta VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in {**meta, **version}.items()])
+                conn.execute("BEGIN")
+                for batch in rows:
+                    conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", batch)
+                if last_seq:  # sqlite_sequence is where AUTOINCREMENT keeps the last seq it gave
+                    conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'items'", (last_seq,))
+                    conn.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'items', ? WHERE NOT EXISTS "
+                                 "(SELECT 1 FROM sqlite_sequence WHERE name = 'items')", (last_seq,))
+                conn.execute("COMMIT")
+                conn.execute("PRAGMA journal_mode=WAL")  # persistent in the file
             finally:
-                tmp.unlink(missing_ok=True)
+                conn.close()
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.link(tmp, folder / DB_FILE)  # no-replace; the folder lock keeps other creators out
+            _fsync_dir(folder)
+        except (OSError, sqlite3.Error) as exc:
+            raise IndexFileError(f"index {folder}: cannot create {DB_FILE} ({exc})") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
 
     # ---- plumbing ------------------------------------------------------------------------------------
     @contextmanager
@@ -300,13 +304,25 @@ class Store:
             changed, self._seen_version = version != self._seen_version, version
             return changed
 
-    def replay(self, after: tuple, on_items: Callable, on_removals: Callable, batch: int = 2048) -> tuple:
+    def replay(self, after: tuple, on_items: Callable, on_removals: Callable, on_known: Callable | None = None,
+               batch: int = 2048) -> tuple:
         """Feed what is newer than ``after`` = (item seq, removal seq), from one consistent snapshot:
         ``on_items(seqs, ids, records, vectors)`` per batch of added items still present, then
-        ``on_removals(item_seqs)`` for removals of items at or below ``after[0]``. Returns the new marks."""
+        ``on_removals(item_seqs)`` for removals of items at or below ``after[0]``. ``on_known(seqs, ids,
+        records)`` first gets the items at or below ``after[0]`` still present (a graph checkpoint holds
+        their vectors, not their ids). Returns the new marks."""
         after_item, after_removal = int(after[0]), int(after[1])
         with self._transaction("reading changes", write=False) as conn:
             marks = self._marks(conn)
+            last = 0
+            while on_known is not None:
+                rows = conn.execute("SELECT seq, id, metadata FROM items WHERE seq > ? AND seq <= ? "
+                                    "ORDER BY seq LIMIT ?", (last, after_item, batch)).fetchall()
+                if not rows:
+                    break
+                on_known(np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows],
+                         [r[2] for r in rows])
+                last = rows[-1][0]
             last = after_item
             while True:
                 rows = conn.execute("SELECT seq, id, metadata, vector FROM items WHERE seq > ? AND seq <= ? "
