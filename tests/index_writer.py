@@ -8,15 +8,17 @@ started again after a kill resumes: it skips ids already added (or already remov
 from the id, so any process can recompute what an item must hold.
 """
 import hashlib
-import json
 import sys
 
 import numpy as np
 
-from dagnn_runtime.indexes.store import Store
+from dagnn_runtime.indexes.hnsw import HnswIndex
+from dagnn_runtime.indexes.store import is_store
 
 DIM = 8
-META = {"dim": DIM, "embedding_space": "s" * 64, "modality": "image"}
+SPACE = "s" * 64
+META = {"dim": DIM, "embedding_space": SPACE, "modality": "image"}
+CHECKPOINT_MIN = 40  # small, so that kills also land while a graph checkpoint is being written
 
 
 def vector_of(item_id: str) -> np.ndarray:
@@ -26,15 +28,22 @@ def vector_of(item_id: str) -> np.ndarray:
 
 
 def open_writer_index(folder):
-    return Store.create(folder, META)
+    """The index at ``folder``, or a new one there (created by its first add; concurrent creators agree)."""
+    if is_store(folder):
+        index = HnswIndex.load(folder)
+    else:
+        index = HnswIndex(DIM, SPACE, modality="image", M=8, ef_construction=40, location=folder)
+    index.checkpoint_min = CHECKPOINT_MIN
+    return index
 
 
 def add_ids(index, ids) -> None:
-    index.add(list(ids), np.stack([vector_of(i) for i in ids]), [json.dumps({"n": i}) for i in ids])
+    index.add(np.stack([vector_of(i) for i in ids]), list(ids), [{"n": i} for i in ids])
 
 
 def present(index, ids) -> list:
-    return index.present(list(ids))
+    index.refresh()
+    return [i for i in ids if i in index]
 
 
 def main(argv) -> int:

@@ -95,8 +95,9 @@ def load(store: Store) -> tuple | None:
         log.warning("index %s: graph checkpoint %s %s; rebuilding the graph from %s",
                     store.folder, record["file"], why, DB_FILE)
         try:
-            store.forget_checkpoint(record)
-        except IndexFileError as exc:  # e.g. a read-only index: the next writer will replace it
+            if store.forget_checkpoint(record):
+                path.unlink(missing_ok=True)
+        except (IndexFileError, OSError) as exc:  # e.g. a read-only index: the next writer replaces it
             log.info("%s", exc)
         return None
     return graph, tuple(record["marks"])

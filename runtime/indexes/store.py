@@ -114,11 +114,13 @@ class Store:
                                  f"is not supported (supported: {FORMAT_VERSION}); a newer dagnn wrote it?")
         self.dim = int(self.meta["dim"])
         self._seen_version = None
+        self.created = False
 
     @classmethod
-    def create(cls, folder, meta: dict, **kwargs) -> "Store":
-        """A new, empty store with ``meta`` (needs ``dim`` and ``embedding_space``). When another process
-        creates one at the same moment, exactly one wins and both get that one (callers check its meta)."""
+    def create(cls, folder, meta: dict, rows=(), last_seq: int = 0, **kwargs) -> "Store":
+        """A new store with ``meta`` (needs ``dim`` and ``embedding_space``), seeded with ``rows`` (see
+        ``_create_db``), or the one already in ``folder``: when several processes create one at the same
+        moment, exactly one wins and all get that one. ``created`` says which; callers check its meta."""
         folder = Path(folder)
         if not isinstance(meta.get("dim"), int) or meta["dim"] < 1 or not meta.get("embedding_space"):
             raise InputError("an index store needs a positive integer dim and an embedding_space")
@@ -131,8 +133,10 @@ class Store:
             if not (folder / DB_FILE).exists() and others:
                 raise IndexFileError(f"refusing to create an index in {folder}: it holds other files "
                                      f"({others[0]!r:.80}, ...)")
-            cls._create_db(folder, meta)
-        return cls(folder, **kwargs)
+            created = cls._create_db(folder, meta, rows, last_seq)
+        store = cls(folder, **kwargs)
+        store.created = created
+        return store
 
     @staticmethod
     def _create_db(folder: Path, meta: dict, rows=(), last_seq: int = 0) -> bool:
@@ -359,9 +363,12 @@ class Store:
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('checkpoint', ?)", (json.dumps(record),))
             return True, old
 
-    def forget_checkpoint(self, record: dict) -> None:
-        """Unregister ``record`` (found unusable) unless another process registered a newer one meanwhile."""
+    def forget_checkpoint(self, record: dict) -> bool:
+        """Unregister ``record`` (found unusable) unless another process registered a newer one meanwhile;
+        returns whether it did."""
         with self._transaction("dropping a checkpoint record") as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
-            if row is not None and json.loads(row[0]) == record:
-                conn.execute("DELETE FROM meta WHERE key = 'checkpoint'")
+            if row is None or json.loads(row[0]) != record:
+                return False
+            conn.execute("DELETE FROM meta WHERE key = 'checkpoint'")
+            return True
