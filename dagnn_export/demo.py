@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import dagnn_export
+from dagnn_runtime import locate_index
 
 DATA_DIR = Path(dagnn_export.__file__).resolve().parent / "demo_data" / "mirflickr-mini"
 BACKBONE = "efficientnet_lite0"
@@ -127,7 +128,7 @@ def _clear_indexes(index_dir: Path) -> None:
     Only folders that are dagnn indexes are removed, nothing else the user may keep there."""
     for modality in ("image", "text"):
         folder = index_dir / modality
-        if (folder / "index.json").is_file():
+        if locate_index(folder) is not None:
             shutil.rmtree(folder)
 
 
