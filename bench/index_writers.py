@@ -69,11 +69,9 @@ def writers(args) -> None:
                 procs[rng.choice(running)].send_signal(signal.SIGKILL)
                 kills += 1
         took = time.perf_counter() - start
-        from dagnn_runtime.indexes.store import Store
-        store = Store(folder)
-        found = set(store.rows(range(1, store.marks()[0] + 1)).values())
-        found = {item_id for item_id, _ in found}
-        store.close()
+        index = open_writer_index(folder)
+        found = set(index.ids)
+        index.close()
         expected = {f"w{w}-{i}" for w in range(4) for i in range(args.per_writer)}
         leftovers = sorted(p.name for p in folder.iterdir()
                            if not (p.name.startswith("index.db") and "tmp" not in p.name or p.name.startswith("graph-")))
@@ -88,6 +86,84 @@ def writers(args) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def clustered(n: int, dim: int, seed: int, centers: int = 100):
+    """Unit vectors around ``centers`` random directions: closer to real embeddings than uniform noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centers, dim)).astype(np.float32)
+    v = c[rng.integers(0, centers, n)] + 0.5 * rng.standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _written() -> int:
+    return int(dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())["write_bytes"])
+
+
+def _sizes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+
+def bytes_child(args) -> None:
+    """In a fresh process: open the index, add ``--add`` items one call each, then ``--add`` in one call."""
+    import json
+
+    from dagnn_runtime.indexes.hnsw import HnswIndex
+
+    folder = Path(args.folder)
+    index = HnswIndex.load(folder)
+    extra = clustered(2 * args.add, args.dim, seed=2)
+    out = {}
+    for name, batches in (("one call per item", [[i] for i in range(args.add)]),
+                          ("one call for all", [list(range(args.add, 2 * args.add))])):
+        before, size, start = _written(), _sizes(folder), time.perf_counter()
+        for batch in batches:
+            index.add(extra[batch], [f"new{i}" for i in batch], [{"path": f"new/{i}.jpg"} for i in batch])
+        out[name] = {"written": _written() - before, "grown": _sizes(folder) - size,
+                     "seconds": time.perf_counter() - start}
+    out["checkpoint_bytes"] = (folder / index._store.checkpoint()["file"]).stat().st_size
+    out["db_bytes"] = (folder / "index.db").stat().st_size
+    out["pending"] = index.info()["pending_checkpoint"]
+    index._store.close()  # no close(): it would checkpoint, which is not what one add costs
+    print(json.dumps(out))
+
+
+def bytes_written(args) -> None:
+    import json
+
+    from dagnn_runtime.indexes.hnsw import HnswIndex
+
+    root = Path(tempfile.mkdtemp(prefix="dagnn-bytes-"))
+    try:
+        start = time.perf_counter()
+        vectors = clustered(args.items, args.dim, seed=1)
+        index = HnswIndex.build(vectors, [f"p{i}" for i in range(args.items)],
+                                [{"path": f"photos/{i}.jpg"} for i in range(args.items)],
+                                embedding_space="bench", modality="image", ef_construction=args.ef_construction)
+        index.save(root / "ix")  # the store and a graph checkpoint
+        index.close()
+        built = time.perf_counter() - start
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        child = subprocess.run([sys.executable, __file__, "bytes-child", "--folder", str(root / "ix"),
+                                "--add", str(args.add), "--dim", str(args.dim)],
+                               env=env, capture_output=True, text=True, check=True)
+        got = json.loads(child.stdout)
+        print(f"index: {args.items} items x {args.dim}-d, built and saved in {built:.0f} s; index.db "
+              f"{got['db_bytes'] / 1e6:.0f} MB, graph checkpoint {got['checkpoint_bytes'] / 1e6:.0f} MB "
+              "(what every save wrote before the store)")
+        print(f"| adding {args.add} items | bytes written (write_bytes) | per item | files grew | time |")
+        print("|---|---|---|---|---|")
+        for name in ("one call per item", "one call for all"):
+            r = got[name]
+            print(f"| {name} | {r['written'] / 1e6:.1f} MB | {r['written'] / args.add / 1e3:.1f} kB | "
+                  f"{r['grown'] / 1e6:.1f} MB | {r['seconds']:.1f} s |")
+        print(f"changes since the last checkpoint: {got['pending']} (one is written at >= max(1000, 10% of "
+              f"the items), i.e. every {max(1000, args.items // 10)} changes here: amortised "
+              f"{got['checkpoint_bytes'] / max(1000, args.items // 10) / 1e3:.1f} kB per change)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -95,8 +171,17 @@ def main() -> None:
     w.add_argument("--kills", type=int, default=50)
     w.add_argument("--per-writer", type=int, default=500)
     w.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("bytes")
+    b.add_argument("--items", type=int, default=100_000)
+    b.add_argument("--add", type=int, default=1000)
+    b.add_argument("--dim", type=int, default=1024)
+    b.add_argument("--ef-construction", type=int, default=100)
+    c = sub.add_parser("bytes-child")
+    c.add_argument("--folder", required=True)
+    c.add_argument("--add", type=int, required=True)
+    c.add_argument("--dim", type=int, required=True)
     args = parser.parse_args()
-    {"writers": writers}[args.what](args)
+    {"writers": writers, "bytes": bytes_written, "bytes-child": bytes_child}[args.what](args)
 
 
 if __name__ == "__main__":
