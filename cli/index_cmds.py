@@ -48,6 +48,7 @@ def _run_ingest(bundle, out, data, images, texts, modality, batch_size, threads,
             raise InputError(f"no index at {folder}: create it with `dagnn index build`")
         index = dr.open_index(folder, model=model, modality=src.modality, create=create,
                               capacity=max(len(src.ids), 16), **index_options)
+        render.conversions([index])
         with render.progress(f"{src.modality} → {folder}", len(src.ids), quiet) as on_progress:
             reports.append(dr.ingest(model, src, index, batch_size=batch_size, save_every=save_every,
                                      on_progress=on_progress))
@@ -102,7 +103,7 @@ def _all_indexes(path: Path) -> list:
     single = locate_index(path)
     found = [single] if single else [path / m for m in MODALITIES if locate_index(path, m)]
     if not found:
-        raise InputError(f"no index at {path} (expected index.json there or in {path}/image, {path}/text)")
+        raise InputError(f"no index at {path} (expected index.db there or in {path}/image, {path}/text)")
     return found
 
 
@@ -115,6 +116,7 @@ def index_remove(
     from dagnn_runtime import open_index
 
     opened = {folder: open_index(folder) for folder in _all_indexes(index)}
+    render.conversions(opened.values())
     unknown = [i for i in ids if not any(i in ix for ix in opened.values())]
     if unknown:
         raise InputError(f"id {unknown[0]!r} is not in {index} ({len(unknown)} unknown ids); nothing removed")
@@ -134,5 +136,6 @@ def index_info(
     """Size, dimension, modality, embedding space and HNSW parameters of an index."""
     from dagnn_runtime import open_index
 
-    render.index_infos([dict(path=str(folder), **open_index(folder).info()) for folder in _all_indexes(index)],
-                       as_json)
+    opened = [open_index(folder) for folder in _all_indexes(index)]
+    render.conversions(opened)
+    render.index_infos([dict(path=str(ix.location), **ix.info()) for ix in opened], as_json)

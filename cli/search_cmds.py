@@ -38,9 +38,10 @@ def query(
     if locate_index(index) is None:  # a parent holding image/ and text/: the other modality unless told
         target = target or ("text" if image is not None else "image")
         if locate_index(index, target) is None:
-            raise InputError(f"no {target} index at {index} (expected {index}/index.json or "
-                             f"{index}/{target}/index.json)")
+            raise InputError(f"no {target} index at {index} (expected {index}/index.db or "
+                             f"{index}/{target}/index.db)")
     searcher = Searcher.open(bundle, index, threads=threads)
+    render.conversions(searcher.indexes.values())
     try:
         result = searcher.search(image=image, text=text, target=target, k=k, ef=ef, exact=exact)
         if result.ignored_tags:

@@ -14,9 +14,11 @@ __all__ = ["Hit", "VectorIndex", "locate_index", "open_index", "BACKENDS"]
 
 
 def _is_hnsw(path: Path) -> bool:
-    from .hnsw_files import META_FILE
+    """A folder with an index store, or a version-1 index folder (converted when opened)."""
+    from .legacy import is_v1
+    from .store import is_store
 
-    return (path / META_FILE).is_file()
+    return is_store(path) or is_v1(path)
 
 
 def locate_index(location, modality: str | None = None) -> Path | None:
@@ -61,7 +63,7 @@ def open_index(location, *, model=None, modality: str | None = None, create: boo
         return index
     path = Path(location)
     if not create:
-        expected = f"{path}/index.json" + (f" or {path}/{modality}/index.json" if modality else "")
+        expected = f"{path}/index.db" + (f" or {path}/{modality}/index.db" if modality else "")
         raise IndexFileError(f"no {modality + ' ' if modality else ''}index at {path} (expected {expected})")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise IndexFileError(f"refusing to create an index at {path}: it exists and is not an index folder")
