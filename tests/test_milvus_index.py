@@ -98,7 +98,8 @@ def test_awkward_ids_add_remove_and_persist(db, model):  # noqa: F811
     again = MilvusIndex.open(db, modality="text", model=model)
     assert len(again) == 2 and odd[0] in again and odd[1] not in again
     assert [h.id for h in again.search(v[2], k=1, labels=["sea"])[0]] == [odd[2]]
-    assert again.info()["collection"] == "dagnn_text" and again.info()["items"] == 2
+    info = again.info()
+    assert (info["collection"], info["items"], info["index_params"]) == ("dagnn_text", 2, {"M": 16, "efConstruction": 200})
     again.close()
 
 

@@ -1,8 +1,8 @@
-"""The Milvus backend of ``VectorIndex``: one collection per modality in Milvus Lite (a local ``*.db`` file) or
+"""The Milvus backend of ``VectorIndex``: one collection per modality in Milvus Lite (a local ``*.db`` path) or
 a Milvus server/cluster (``http(s)://`` or ``tcp://`` URI, optional token). Both take the same code path.
 
 Why: past a few million photos the vectors (4 KB each at 1024-d) no longer fit one machine's memory, and
-such users already run a vector database. Collection schema::
+such users already run a vector database. Collection schema (``milvus_schema.create``)::
 
     id                VARCHAR primary key (at most 1024 bytes)
     vector            FLOAT_VECTOR(dim), L2-normalised; COSINE metric; HNSW index (M=16, efConstruction=200)
@@ -11,61 +11,27 @@ such users already run a vector database. Collection schema::
     labels            ARRAY<VARCHAR>: metadata["labels"]           } so that a ``labels`` filter runs inside
     predicted_labels  ARRAY<VARCHAR>: metadata["predicted_labels"] } Milvus (ARRAY_CONTAINS_ANY)
 
-The bundle identity (``embedding_space``) and the modality are collection properties. pymilvus is imported
-lazily (it is the ``[milvus]`` extra). Filter expressions are built here with JSON string escaping, because
-Milvus Lite does not accept pymilvus' filter templates and pymilvus' own ``ids=`` helpers do not escape
-quotes. Writes are checked and then inserted; Milvus has no multi-request transaction, so a failure in a
-later insert batch deletes the earlier batches of the same ``add`` before raising.
+The bundle identity (``embedding_space``), the modality and the index parameters are collection
+properties. Writes are checked and then inserted; Milvus has no multi-request transaction, so a failure in
+a later insert batch deletes the earlier batches of the same ``add`` before raising. Milvus refuses nothing
+on a duplicate primary key (it overwrites), so ids are looked up before an insert; two writers adding the
+same id at the same moment are not caught.
 """
 from __future__ import annotations
 
 import json
 import logging
-import re
-from contextlib import contextmanager
 
 import numpy as np
 
 from ..errors import DagnnError, IndexFileError, InputError, MismatchError
 from .base import Hit
+from .milvus_schema import (BATCH, FORMAT, FORMAT_VERSION, MAX_K, collection_name, connect, create_collection,
+                            is_milvus_location, item_key, label_filter, literal, shown, to_row, wrapped)
 
 log = logging.getLogger(__name__)
 
-FORMAT = "dagnn-milvus-index"
-FORMAT_VERSION = "1"
-MAX_ID_BYTES = 1024
-MAX_LABELS, MAX_LABEL_BYTES = 256, 256
-MAX_K = 16384                # Milvus' limit on top-k
-BATCH = 1000                 # rows per insert/query request (4 MB of vectors at 1024-d)
-INDEX_TYPES = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}}
-LABEL_FIELDS = ("labels", "predicted_labels")
-_PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
-
-
-def is_milvus_location(location) -> bool:
-    """A Milvus Lite file (``*.db``) or a server URI: the locations that pick this backend."""
-    text = str(location)
-    return text.endswith(".db") or text.startswith(("http://", "https://", "tcp://"))
-
-
-def collection_name(prefix: str = "dagnn", modality: str | None = None) -> str:
-    if not isinstance(prefix, str) or not _PREFIX.match(prefix):
-        raise InputError(f"collection prefix must be letters, digits or '_' (not first a digit), got {prefix!r:.80}")
-    return f"{prefix}_{modality or 'items'}"
-
-
-def _literal(values) -> str:
-    """A Milvus expression list literal of strings (JSON escaping is what Milvus' parser reads)."""
-    return json.dumps(list(values), ensure_ascii=False)
-
-
-def _one_line(exc: Exception) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return re.sub(r"\s+", " ", str(text)).strip()[:200]
-
-
-def _shown(uri: str) -> str:
-    return re.sub(r"//[^@/]*@", "//", uri)  # never show user:password@ of a URI
+__all__ = ["MilvusIndex", "is_milvus_location"]
 
 
 class MilvusIndex:
@@ -76,27 +42,31 @@ class MilvusIndex:
         self._client, self.uri, self.collection = client, uri, collection
         self.modality, self.embedding_space, self.dim = modality, embedding_space, dim
         self.index_type, self.ef = index_type, ef
-        self.location = f"{_shown(uri)}#{collection}"
+        self.index_params: dict = {}
+        self.location = f"{shown(uri)}#{collection}"
 
     # ---- opening -------------------------------------------------------------------------------------
     @classmethod
     def open(cls, uri, *, modality: str | None = None, model=None, create: bool = False, token: str | None = None,
              prefix: str = "dagnn", embedding_space: str | None = None, dim: int | None = None,
-             index_type: str = "HNSW", ef: int = 128, timeout: float = 10.0) -> "MilvusIndex":
+             index_type: str = "HNSW", M: int = 16, ef_construction: int = 200, ef: int = 128,
+             timeout: float = 10.0, capacity=None) -> "MilvusIndex":
         """Open (or with ``create``, make) the collection ``<prefix>_<modality>`` at ``uri``; with ``model``
-        (a bundle or an embedding_space string), refuse a collection of another space."""
+        (a bundle or an embedding_space string), refuse a collection of another space. ``M`` and
+        ``ef_construction`` apply to a new HNSW collection; ``capacity`` is accepted for the hnsw backend's
+        sake and unused (Milvus grows on its own)."""
         uri = str(uri)
         if not is_milvus_location(uri):
             raise InputError(f"not a Milvus location: {uri!r:.80} (use a *.db file or an http(s):// URI)")
         name = collection_name(prefix, modality)
-        where = f"Milvus {_shown(uri)} collection {name}"
+        where = f"Milvus {shown(uri)} collection {name}"
         if uri.endswith(".db") and not create:
             from pathlib import Path
             if not Path(uri).exists():  # Milvus Lite keeps a folder (older releases: a file) at this path
                 raise IndexFileError(f"{where}: no such Milvus Lite database")
-        client = _connect(uri, token, timeout, where)
+        client = connect(uri, token, timeout, where)
         try:
-            with _wrapped(where, "open"):
+            with wrapped(where, "open"):
                 exists = client.has_collection(name)
             if not exists:
                 if not create:
@@ -105,10 +75,11 @@ class MilvusIndex:
                 dim = dim or getattr(model, "embedding_dim", None)
                 if not isinstance(space, str) or not space or not dim:
                     raise InputError(f"{where}: creating a collection needs the bundle (embedding space and dim)")
-                _create(client, name, where, modality, space, int(dim), index_type)
+                params = {"M": int(M), "efConstruction": int(ef_construction)} if index_type == "HNSW" else None
+                create_collection(client, name, where, modality, space, int(dim), index_type, params)
             index = cls._from_collection(client, uri, name, where, ef)
             if modality is not None and index.modality not in (None, modality):
-                raise MismatchError(f"{where} holds {index.modality} items, not {modality}")
+                raise InputError(f"{where} holds {index.modality} items, not {modality} items")
             if model is not None:
                 index.check_space(model)
             return index
@@ -118,7 +89,7 @@ class MilvusIndex:
 
     @classmethod
     def _from_collection(cls, client, uri, name, where, ef) -> "MilvusIndex":
-        with _wrapped(where, "describe"):
+        with wrapped(where, "describe"):
             desc = client.describe_collection(name)
             index_desc = client.describe_index(name, "vector") or {}
         props = desc.get("properties") or {}
@@ -129,9 +100,11 @@ class MilvusIndex:
             raise IndexFileError(f"{where}: format_version {props.get('dagnn.format_version')!r} is not "
                                  f"supported (supported: {FORMAT_VERSION})")
         dim = int(fields["vector"]["params"]["dim"])
-        return cls(client, uri, name, modality=props.get("dagnn.modality") or None,
-                   embedding_space=props["dagnn.embedding_space"], dim=dim,
-                   index_type=index_desc.get("index_type", "HNSW"), ef=int(ef))
+        index = cls(client, uri, name, modality=props.get("dagnn.modality") or None,
+                    embedding_space=props["dagnn.embedding_space"], dim=dim,
+                    index_type=index_desc.get("index_type", "HNSW"), ef=int(ef))
+        index.index_params = json.loads(props.get("dagnn.index_params") or "{}")
+        return index
 
     # ---- contents ------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -140,21 +113,21 @@ class MilvusIndex:
         return int(rows[0]["count(*)"])
 
     def __contains__(self, item_id) -> bool:
-        return bool(self._present([_key(item_id)]))
+        return bool(self._present([item_key(item_id)]))
 
     def metadata(self, item_id) -> dict:
-        key = _key(item_id)
+        key = item_key(item_id)
         with self._wrapped("read metadata"):
-            rows = self._client.query(self.collection, filter=f"id in {_literal([key])}", output_fields=["metadata"])
+            rows = self._client.query(self.collection, filter=f"id in {literal([key])}", output_fields=["metadata"])
         if not rows:
             raise InputError(f"id {key!r} is not in the index")
         return dict(rows[0]["metadata"] or {})
 
     def info(self) -> dict:
-        return {"backend": "milvus", "uri": _shown(self.uri), "collection": self.collection, "items": len(self),
+        return {"backend": "milvus", "uri": shown(self.uri), "collection": self.collection, "items": len(self),
                 "dim": self.dim, "space": "cosine", "modality": self.modality,
                 "embedding_space": self.embedding_space, "index_type": self.index_type,
-                "index_params": INDEX_TYPES.get(self.index_type, {}), "ef": self.ef}
+                "index_params": self.index_params, "ef": self.ef}
 
     def check_space(self, model_or_space, what: str = "bundle") -> None:
         """Refuse a bundle (or embedding_space string) whose embeddings live in another space."""
@@ -167,7 +140,7 @@ class MilvusIndex:
     def add(self, vectors, ids, metadata=None) -> None:
         """Add items; a wrong dimension, a duplicate id or bad metadata is refused before anything is sent."""
         v = self._vectors(vectors, "vectors to add")
-        keys = [_key(i) for i in ([ids] if isinstance(ids, (str, int)) else ids)]
+        keys = [item_key(i) for i in ([ids] if isinstance(ids, (str, int)) else ids)]
         if len(keys) != len(v):
             raise InputError(f"{len(v)} vectors but {len(keys)} ids")
         metadata = [{}] * len(keys) if metadata is None else list(metadata)
@@ -176,7 +149,7 @@ class MilvusIndex:
         if len(set(keys)) != len(keys):
             dup = next(k for k in keys if keys.count(k) > 1)
             raise InputError(f"id {dup!r} appears twice in the items to add")
-        rows = [_row(key, vec, meta) for key, vec, meta in zip(keys, v, metadata)]
+        rows = [to_row(key, vec, meta) for key, vec, meta in zip(keys, v, metadata)]
         present = self._present(keys)
         if present:
             raise InputError(f"id {present[0]!r} is already in the index ({len(present)} duplicate ids); "
@@ -195,7 +168,7 @@ class MilvusIndex:
 
     def remove(self, ids) -> None:
         """Delete items; unknown ids are refused, changing nothing."""
-        keys = list(dict.fromkeys(_key(i) for i in ([ids] if isinstance(ids, (str, int)) else ids)))
+        keys = list(dict.fromkeys(item_key(i) for i in ([ids] if isinstance(ids, (str, int)) else ids)))
         present = set(self._present(keys))
         unknown = [k for k in keys if k not in present]
         if unknown:
@@ -220,7 +193,7 @@ class MilvusIndex:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
             raise InputError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
         q = self._vectors(vectors, "query vectors")
-        expr = _label_filter(labels)
+        expr = label_filter(labels)
         if exact:
             return self._exact(q, int(k), expr)
         breadth = max(int(ef or self.ef), int(k))
@@ -277,7 +250,7 @@ class MilvusIndex:
         found = []
         for start in range(0, len(keys), BATCH):
             with self._wrapped("look up ids"):
-                rows = self._client.query(self.collection, filter=f"id in {_literal(keys[start:start + BATCH])}",
+                rows = self._client.query(self.collection, filter=f"id in {literal(keys[start:start + BATCH])}",
                                           output_fields=["id"])
             found += [r["id"] for r in rows]
         return found
@@ -285,98 +258,7 @@ class MilvusIndex:
     def _delete(self, keys: list) -> None:
         for start in range(0, len(keys), BATCH):
             with self._wrapped("delete"):
-                self._client.delete(self.collection, filter=f"id in {_literal(keys[start:start + BATCH])}")
+                self._client.delete(self.collection, filter=f"id in {literal(keys[start:start + BATCH])}")
 
     def _wrapped(self, action: str):
-        return _wrapped(f"Milvus {_shown(self.uri)} collection {self.collection}", action)
-
-
-@contextmanager
-def _wrapped(where: str, action: str):
-    """pymilvus errors (and gRPC ones under them) become one-line IndexFileErrors naming URI and collection."""
-    try:
-        yield
-    except DagnnError:
-        raise
-    except Exception as exc:  # pymilvus raises MilvusException and lets gRPC/OS errors through
-        raise IndexFileError(f"{where}: {action} failed ({_one_line(exc)})") from exc
-
-
-def _connect(uri: str, token, timeout: float, where: str):
-    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # it logs every failed RPC; we raise instead
-    try:
-        from pymilvus import MilvusClient
-    except ImportError as exc:
-        raise DagnnError(f"the Milvus backend needs the [milvus] extra (pip install 'dagnn[milvus]'): {exc}") from exc
-    with _wrapped(where, "connect"):
-        return MilvusClient(uri=uri, token=token or "", timeout=timeout)
-
-
-def _create(client, name: str, where: str, modality, space: str, dim: int, index_type: str) -> None:
-    from pymilvus import DataType, MilvusClient
-
-    if index_type not in INDEX_TYPES:
-        raise InputError(f"index type must be one of {sorted(INDEX_TYPES)}, got {index_type!r:.80}")
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-    schema.add_field("metadata", DataType.JSON)
-    for field in LABEL_FIELDS:
-        schema.add_field(field, DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_LABELS,
-                         max_length=MAX_LABEL_BYTES)
-    params = client.prepare_index_params()
-    params.add_index(field_name="vector", index_type=index_type, metric_type="COSINE", params=INDEX_TYPES[index_type])
-    props = {"dagnn.format": FORMAT, "dagnn.format_version": FORMAT_VERSION, "dagnn.embedding_space": space,
-             "dagnn.modality": modality or ""}
-    with _wrapped(where, "create"):
-        client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong",
-                                 description=f"dagnn {modality or 'items'} embeddings of space {space}",
-                                 properties=props)
-
-
-def _key(item_id) -> str:
-    if isinstance(item_id, bool) or not isinstance(item_id, (str, int, np.integer)):
-        raise InputError(f"ids must be strings (or integers), got {type(item_id).__name__}")
-    key = str(item_id)
-    if not key:
-        raise InputError("ids must not be empty")
-    if len(key.encode()) > MAX_ID_BYTES:
-        raise InputError(f"id {key[:80]!r}… is longer than {MAX_ID_BYTES} bytes")
-    return key
-
-
-def _row(key: str, vector: np.ndarray, meta) -> dict:
-    if not isinstance(meta, dict):
-        raise InputError(f"metadata of id {key!r} must be a dict, got {type(meta).__name__}")
-    try:
-        meta = json.loads(json.dumps(meta, ensure_ascii=False, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"metadata of id {key!r} is not plain JSON ({exc})") from exc
-    row = {"id": key, "vector": vector.tolist(), "metadata": meta}
-    for field in LABEL_FIELDS:
-        values = [_label_name(x) for x in (meta.get(field) or [])] if isinstance(meta.get(field) or [], list) else None
-        if values is None or None in values:
-            raise InputError(f"metadata {field!r} of id {key!r} must be a list of labels (or [label, score])")
-        if len(values) > MAX_LABELS or any(len(x.encode()) > MAX_LABEL_BYTES for x in values):
-            raise InputError(f"metadata {field!r} of id {key!r}: at most {MAX_LABELS} labels of "
-                             f"{MAX_LABEL_BYTES} bytes each")
-        row[field] = values
-    return row
-
-
-def _label_name(item):
-    """A label as stored in metadata: its name, or a ``[name, score]`` pair / ``{"label": name}`` record."""
-    if isinstance(item, (list, tuple)) and item:
-        item = item[0]
-    elif isinstance(item, dict):
-        item = item.get("label")
-    return item if isinstance(item, str) else None
-
-
-def _label_filter(labels) -> str:
-    if not labels:
-        return ""
-    labels = [labels] if isinstance(labels, str) else list(labels)
-    if not all(isinstance(x, str) for x in labels):
-        raise InputError("labels to filter by must be strings")
-    return " or ".join(f"ARRAY_CONTAINS_ANY({f}, {_literal(labels)})" for f in LABEL_FIELDS)
+        return wrapped(f"Milvus {shown(self.uri)} collection {self.collection}", action)
