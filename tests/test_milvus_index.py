@@ -9,7 +9,7 @@ pytest.importorskip("pymilvus", reason="needs the [milvus] extra (pymilvus, milv
 pytest.importorskip("milvus_lite", reason="needs the [milvus] extra (milvus-lite)")
 
 from dagnn_runtime.errors import IndexFileError, InputError, MismatchError  # noqa: E402
-from dagnn_runtime.indexes.milvus import MilvusIndex, is_milvus_location  # noqa: E402
+from dagnn_runtime.indexes.milvus import MilvusIndex, collection_exists, is_milvus_location  # noqa: E402
 from bundle_factory import build_bundle, bundle_dir, model  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +95,7 @@ def test_awkward_ids_add_remove_and_persist(db, model):  # noqa: F811
     index.remove([odd[1]])
     index.save()
     index.close()
+    assert collection_exists(db, "text") and not collection_exists(db) and not collection_exists(db + "x.db")
     again = MilvusIndex.open(db, modality="text", model=model)
     assert len(again) == 2 and odd[0] in again and odd[1] not in again
     assert [h.id for h in again.search(v[2], k=1, labels=["sea"])[0]] == [odd[2]]

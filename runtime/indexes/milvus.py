@@ -1,5 +1,6 @@
 """The Milvus backend of ``VectorIndex``: one collection per modality in Milvus Lite (a local ``*.db`` path) or
-a Milvus server/cluster (``http(s)://`` or ``tcp://`` URI, optional token). Both take the same code path.
+a Milvus server/cluster (``http(s)://`` or ``tcp://`` URI; its token from ``token`` or $DAGNN_MILVUS_TOKEN).
+Both take the same code path.
 
 Why: past a few million photos the vectors (4 KB each at 1024-d) no longer fit one machine's memory, and
 such users already run a vector database. Collection schema (``milvus_schema.create``)::
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +34,28 @@ from .milvus_schema import (BATCH, FORMAT, FORMAT_VERSION, MAX_K, collection_nam
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MilvusIndex", "is_milvus_location"]
+__all__ = ["MilvusIndex", "is_milvus_location", "collection_exists"]
+TOKEN_ENV = "DAGNN_MILVUS_TOKEN"   # where a server token is read from when none is given
+
+
+def _token(token):
+    return token if token is not None else os.environ.get(TOKEN_ENV)
+
+
+def collection_exists(uri, modality: str | None = None, *, token: str | None = None, prefix: str = "dagnn",
+                      timeout: float = 10.0) -> bool:
+    """Whether ``uri`` holds the collection of ``modality`` (a missing Milvus Lite path holds none)."""
+    uri = str(uri)
+    name = collection_name(prefix, modality)
+    if uri.endswith(".db") and not Path(uri).exists():
+        return False
+    where = f"Milvus {shown(uri)} collection {name}"
+    client = connect(uri, _token(token), timeout, where)
+    try:
+        with wrapped(where, "look up"):
+            return bool(client.has_collection(name))
+    finally:
+        client.close()
 
 
 class MilvusIndex:
@@ -61,10 +85,9 @@ class MilvusIndex:
         name = collection_name(prefix, modality)
         where = f"Milvus {shown(uri)} collection {name}"
         if uri.endswith(".db") and not create:
-            from pathlib import Path
             if not Path(uri).exists():  # Milvus Lite keeps a folder (older releases: a file) at this path
                 raise IndexFileError(f"{where}: no such Milvus Lite database")
-        client = connect(uri, token, timeout, where)
+        client = connect(uri, _token(token), timeout, where)
         try:
             with wrapped(where, "open"):
                 exists = client.has_collection(name)
