@@ -12,5 +12,5 @@ def fail(message: str, code: int = 1) -> None:
     raise InputError(message)
 
 
-from . import (demo_cmd, eval_cmd, export_cmd, features_cmd, index_cmds, search_cmds,  # noqa: E402,F401
-               train_cmds)
+from . import (demo_cmd, embed_cmd, eval_cmd, export_cmd, features_cmd, index_cmds,  # noqa: E402,F401
+               search_cmds, train_cmds)

@@ -118,11 +118,13 @@ def test_data_folder_labels_reach_the_index(model, tmp_path):  # noqa: F811
     data = build_dataset(tmp_path / "data", n_images=12)
     embed(model, items_from_data(data), tmp_path / "emb", shard_size=5)
     index = MilvusIndex.open(str(tmp_path / "x.db"), modality="image", model=model, create=True)
-    assert load_into(index, tmp_path / "emb") == 12
-    meta = index.metadata("images/im0.jpg")
+    report = load_into(index, tmp_path / "emb")
+    assert (report.added, report.already_present, report.items) == (12, 0, 12)
+    assert load_into(index, tmp_path / "emb").already_present == 12   # a rerun adds nothing twice
+    meta = index.metadata("0")
     assert meta["labels"] and set(meta["labels"]) <= set(model.labels) and "predicted_labels" in meta
     vec = model.encode_images([data / "images" / "im3.jpg"])
-    assert index.search(vec, k=1)[0][0].id == "images/im3.jpg"
+    assert index.search(vec, k=1)[0][0].id == "3"  # the row, as `dagnn index build --data` names it
     index.close()
 
 

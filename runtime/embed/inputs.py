@@ -1,25 +1,22 @@
 """What to embed: a folder of photos, a list file of paths, or a dagnn data set folder → ``Item``s.
 
-Ids are stable strings (relative paths) so that a shard's items, and hence the resume, do not depend on
-where the folder is mounted. Missing or unreadable files are not refused here: they become error rows.
+Ids are the ones ``dagnn index build`` gives the same items (``ingest``'s sources: relative paths for a
+folder, the row for a data set), so shards load into an index under the same ids. Missing or unreadable
+files are not refused here: they become error rows.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..constants import IMAGE_SUFFIXES
-from ..errors import DatasetError, InputError
+from ..errors import InputError
+from ..ingest import source_from_images, sources_from_data
 from .shards import Item
 
 
-def items_from_images(folder) -> list:
-    """Every image file under ``folder`` (recursive); id = its path relative to ``folder``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"images folder {str(folder)[:80]} does not exist")
-    files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-    return [Item(p.relative_to(folder).as_posix(), str(p.resolve())) for p in files]
+def items_from_images(paths) -> list:
+    """Image files, or folders searched recursively; id = the path relative to the folder given."""
+    src = source_from_images(paths)
+    return [Item(i, str(Path(p).resolve())) for i, p in zip(src.ids, src.items)]
 
 
 def items_from_list(list_file) -> list:
@@ -38,19 +35,6 @@ def items_from_list(list_file) -> list:
 
 
 def items_from_data(data_dir) -> list:
-    """The rows of a data set folder that have an image; id = the image path, labels = the row's labels."""
-    data_dir = Path(data_dir)
-    pairs = data_dir / "pairs.jsonl"
-    if not pairs.is_file():
-        raise DatasetError(f"data folder {str(data_dir)[:80]} has no pairs.jsonl")
-    items = []
-    with open(pairs, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            try:
-                rec = json.loads(line)
-                if rec.get("image"):
-                    items.append(Item(str(rec["image"]), str((data_dir / rec["image"]).resolve()),
-                                      tuple(str(x) for x in rec.get("labels") or ())))
-            except (ValueError, AttributeError, TypeError) as exc:
-                raise DatasetError(f"{pairs}: line {n} is not a JSON record with 'image' ({exc})") from exc
-    return items
+    """The rows of a data set folder that have an image; id = the row, labels = the row's labels."""
+    src = sources_from_data(data_dir, ["image"])[0]
+    return [Item(i, str(Path(p).resolve()), tuple(m.get("labels", ()))) for i, p, m in zip(src.ids, src.items, src.meta)]

@@ -216,13 +216,20 @@ def _matrix(column) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, width)
 
 
-def load_into(index, folder, batch_rows: int = 10000, on_progress=None) -> int:
-    """Add every embedded item of ``folder`` to ``index`` (either backend); returns the number added."""
-    added = 0
+def load_into(index, folder, batch_rows: int = 10000, on_progress=None):
+    """Add the embedded items of ``folder`` to ``index`` (either backend) without re-encoding; ids already
+    in the index are skipped, so an interrupted load can be rerun. Returns an ``IngestReport``."""
+    from ..ingest import IngestReport
+
+    report = IngestReport(str(index.location), index.modality or "image", 0, 0, [], 0, 0)
     for batch in read_embeddings(folder, model=index.embedding_space, batch_rows=batch_rows):
-        index.add(batch.vectors, batch.ids, batch.metadata)
-        added += len(batch.ids)
+        new = [j for j, item_id in enumerate(batch.ids) if item_id not in index]
+        report.already_present += len(batch.ids) - len(new)
+        if new:
+            index.add(batch.vectors[new], [batch.ids[j] for j in new], [batch.metadata[j] for j in new])
+            index.save()
+        report.added += len(new)
         if on_progress:
-            on_progress(added)
-    index.save()
-    return added
+            on_progress(report.added + report.already_present)
+    report.items = len(index)
+    return report

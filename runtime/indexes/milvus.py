@@ -150,7 +150,8 @@ class MilvusIndex:
         return {"backend": "milvus", "uri": shown(self.uri), "collection": self.collection, "items": len(self),
                 "dim": self.dim, "space": "cosine", "modality": self.modality,
                 "embedding_space": self.embedding_space, "index_type": self.index_type,
-                "index_params": self.index_params, "ef": self.ef}
+                "index_params": self.index_params, "ef": self.ef,
+                "M": self.index_params.get("M", "-"), "removed": 0}  # Milvus compacts deletions itself
 
     def check_space(self, model_or_space, what: str = "bundle") -> None:
         """Refuse a bundle (or embedding_space string) whose embeddings live in another space."""
