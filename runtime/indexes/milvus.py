@@ -114,6 +114,7 @@ class MilvusIndex:
     def _from_collection(cls, client, uri, name, where, ef) -> "MilvusIndex":
         with wrapped(where, "describe"):
             desc = client.describe_collection(name)
+            client.load_collection(name)  # a collection is released when its last client process ended
             index_desc = client.describe_index(name, "vector") or {}
         props = desc.get("properties") or {}
         fields = {f["name"]: f for f in desc.get("fields", [])}
