@@ -17,7 +17,8 @@ from .index_cmds import bundle_opt, threads_opt
 @app.command()
 def query(
     bundle: Path = bundle_opt,
-    index: Path = typer.Option(..., "--index", help="Index folder, or a parent holding image/ and text/."),
+    index: str = typer.Option(..., "--index", help="Index folder, a parent holding image/ and text/, or a "
+                                                  "Milvus *.db path or http(s):// URI."),
     image: Optional[Path] = typer.Option(None, "--image", help="Query with this image."),
     text: Optional[str] = typer.Option(None, "--text", help="Query with these tags, e.g. 'sky, clouds'."),
     k: int = typer.Option(10, "--k", min=1, help="Number of results."),

@@ -1,5 +1,6 @@
 """Index backends behind one protocol (``base.VectorIndex``), and the two ways in: ``locate_index`` and
-``open_index``. A folder is an hnswlib index (``hnsw.HnswIndex``)."""
+``open_index``. A folder is an hnswlib index (``hnsw.HnswIndex``); a ``*.db`` Milvus Lite path or an
+``http(s)://``/``tcp://`` URI is a Milvus server's collections (``milvus.MilvusIndex``, one per modality)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ from ..constants import MODALITIES
 from ..errors import IndexFileError, InputError
 from .base import Hit, VectorIndex
 
-BACKENDS = ("hnsw",)
+BACKENDS = ("hnsw", "milvus")
 
 __all__ = ["Hit", "VectorIndex", "locate_index", "open_index", "BACKENDS"]
 
@@ -21,8 +22,19 @@ def _is_hnsw(path: Path) -> bool:
     return is_store(path) or is_v1(path)
 
 
-def locate_index(location, modality: str | None = None) -> Path | None:
-    """``location`` itself when it is an index, else ``location/<modality>`` when that is one, else None."""
+def _is_milvus(location) -> bool:
+    from .milvus_schema import is_milvus_location
+
+    return is_milvus_location(location)
+
+
+def locate_index(location, modality: str | None = None) -> Path | str | None:
+    """``location`` itself when it is an index, else ``location/<modality>`` when that is one, else None.
+    A Milvus location holds one collection per modality (token: $DAGNN_MILVUS_TOKEN)."""
+    if _is_milvus(location):
+        from .milvus import collection_exists
+
+        return str(location) if collection_exists(location, modality) else None
     path = Path(location)
     if _is_hnsw(path):
         return path
@@ -37,8 +49,11 @@ def _backend_of(location, backend: str | None) -> str:
             raise InputError(f"unknown index backend {backend!r} (available: {', '.join(BACKENDS)})")
         return backend
     text = str(location)
-    if "://" in text or text.endswith(".db"):
-        raise InputError(f"no index backend for {text[:80]!r}: a folder holds an hnsw index")
+    if _is_milvus(text):
+        return "milvus"
+    if "://" in text:
+        raise InputError(f"no index backend for {text[:80]!r}: use a folder (hnsw), a *.db path or an "
+                         "http(s):// URI (milvus)")
     return "hnsw"
 
 
@@ -50,9 +65,13 @@ def open_index(location, *, model=None, modality: str | None = None, create: boo
     with ``modality``, an index of the other modality is refused."""
     from .hnsw import HnswIndex
 
-    _backend_of(location, backend)
+    chosen = _backend_of(location, backend)
     if modality is not None and modality not in MODALITIES:
         raise InputError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
+    if chosen == "milvus":  # options: token, prefix, index_type, M, ef_construction, ef
+        from .milvus import MilvusIndex
+
+        return MilvusIndex.open(str(location), modality=modality, model=model, create=create, **options)
     found = locate_index(location, modality)
     if found is not None:
         index = HnswIndex.load(found)
