@@ -49,10 +49,16 @@ def gat_mask(binary: np.ndarray) -> np.ndarray:
     return mask
 
 
-def propagation_matrix(graph: dict[str, np.ndarray], gnn: str) -> np.ndarray:
-    """What the GNN layers are given: the normalised A for GCN, the binary attention mask for GAT."""
+def propagation_matrix(graph: dict[str, np.ndarray], gnn: str, direction: str = "given") -> np.ndarray:
+    """What the GNN layers are given: the normalised A for GCN, the binary attention mask for GAT.
+
+    Row i of the result is what node i aggregates from. ``direction="given"`` uses A and B as built (i reads
+    j when P(L_i|L_j) >= tau); ``"transposed"`` uses their transposes (i reads j when P(L_j|L_i) >= tau)."""
+    if direction not in ("given", "transposed"):
+        raise ValueError(f"unknown graph direction {direction!r}")
+    flip = (lambda m: m.T) if direction == "transposed" else (lambda m: m)
     if gnn == "gcn":
-        return gcn_normalize(graph["A"])
+        return gcn_normalize(flip(graph["A"]))
     if gnn == "gat":
-        return gat_mask(graph["B"])
+        return gat_mask(flip(graph["B"]))
     raise ValueError(f"unknown gnn {gnn!r}")

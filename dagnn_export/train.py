@@ -116,7 +116,7 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
     tau = cfg.resolved_tau()
     graph = correlation_matrices(data.train.y.numpy(), tau, cfg.p)
     model = build_model(cfg, data.train.h_v.shape[1], data.train.bow.shape[1], data.label_embeddings,
-                        propagation_matrix(graph, cfg.gnn))
+                        propagation_matrix(graph, cfg.gnn, cfg.graph_direction))
 
     # 1) text MLP pretraining on all training text (never validation/test text).
     pre_bow = torch.cat([data.train.bow, data.text_only.bow])
