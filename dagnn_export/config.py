@@ -49,7 +49,7 @@ class TrainConfig:
     # Which way the graph's edges point (the paper leaves it open): "given" lets label i aggregate from j
     # when P(L_i|L_j) >= tau (B and A as in Eq. 6-8); "transposed" when P(L_j|L_i) >= tau (B^T, A^T).
     graph_direction: str = "given"
-    dropout: float = 0.0              # on the common representations v, t during training
+    dropout: float = 0.0              # on the z-scored inputs of Gv1/Gt1 (h_v, h_t) during training
     standardize_inputs: bool = True   # z-score h_v and h_t with training statistics before Gv1/Gt1
     # objective (Eq. 9-12) and its ablation switches (set by ``variant``)
     alpha: float = 0.2
