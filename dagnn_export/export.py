@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from dagnn_runtime import load
 from dagnn_runtime.atomic import atomic_write, replace_dir, temp_dir_beside
-from dagnn_runtime.bundle import FORMAT, MANIFEST, embedding_space_id, file_sha256
+from dagnn_runtime.bundle import DIGEST_FIELD, FORMAT, MANIFEST, bundle_digest, embedding_space_id, file_sha256
 from dagnn_runtime.dataset import Dataset, Splits
 from dagnn_runtime.metrics import calibrate_thresholds, cross_modal_map, l2_normalize, tagging_metrics
 from dagnn_runtime.preprocess import RESIZE_MODE, load_batch
@@ -568,6 +568,7 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
         files[CARD] = file_sha256(bundle / CARD)
         manifest["files"] = files
         manifest["embedding_space"] = manifest.pop("embedding_space")  # keep the doc's key order
+        manifest[DIGEST_FIELD] = bundle_digest(manifest, default=_json_default)  # lets load() detect edits
         _write_json(bundle / MANIFEST, manifest)
 
         # 5. re-open from disk and smoke-query, then move into place

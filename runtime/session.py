@@ -17,11 +17,32 @@ from PIL import Image
 
 from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle
 from .dataset import bag_of_words, tokenize
-from .errors import BundleError, ImageInputError, InputError
+from .errors import BundleError, ImageInputError, InputError, shorten
 from .metrics import l2_normalize
 from .preprocess import load_image
 
 GPU_PROVIDERS = ("CUDAExecutionProvider",)
+MAX_TEXT_CHARS = 10_000
+MAX_TAGS = 512
+THREADS_ENV = "DAGNN_FORCE_THREADS"
+
+
+def check_threads(threads, force: bool = False) -> int | None:
+    """A thread count for onnxruntime: ``None`` (its own choice) or 1 … the number of cores. More threads than
+    cores only adds contention (2000 threads ran for minutes); ``force=True`` or ``DAGNN_FORCE_THREADS=1``
+    allows it for experiments, up to 1024."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise InputError(f"threads must be a positive integer, got {shorten(threads)}")
+    cores = os.cpu_count() or 1
+    forced = force or os.environ.get(THREADS_ENV, "").strip().lower() in ("1", "true", "yes")
+    limit = 1024 if forced else cores
+    if threads > limit:
+        hint = "" if forced else f" (force=True or {THREADS_ENV}=1 allows up to 1024)"
+        raise InputError(f"threads={int(threads)} is more than the {limit} "
+                         f"{'allowed' if forced else 'cores of this machine'}{hint}")
+    return int(threads)
 
 
 def resolve_providers(providers="auto") -> list:
@@ -52,11 +73,12 @@ def _dims_ok(shape, expected) -> bool:
 class Model:
     """Encode images and texts into the bundle's common space, score labels and tag images."""
 
-    def __init__(self, bundle: Bundle, providers="auto", threads: int | None = None):
+    def __init__(self, bundle: Bundle, providers="auto", threads: int | None = None, force_threads: bool = False):
         self._bundle = bundle
+        threads = check_threads(threads, force_threads)
         opts = ort.SessionOptions()
         if threads:
-            opts.intra_op_num_threads = int(threads)
+            opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # onnxruntime's own warnings would otherwise go to stderr unasked
         chosen = resolve_providers(providers)
@@ -113,6 +135,11 @@ class Model:
     @property
     def embedding_space(self) -> str:
         return self._bundle.embedding_space
+
+    @property
+    def bundle_digest(self) -> str:
+        """The bundle's identity: SHA-256 of its canonical manifest, which lists every file's digest."""
+        return self._bundle.digest
 
     @property
     def embedding_dim(self) -> int:
@@ -186,12 +213,19 @@ class Model:
     def parse_text(self, item) -> tuple[list, list]:
         """A string (``"sky, clouds"``) or a list of tags → (tags in the vocabulary, tags not in it)."""
         if isinstance(item, str):
-            tags = tokenize(item)
+            parts = [item]
         elif isinstance(item, (list, tuple)) and all(isinstance(t, str) for t in item):
-            tags = [tok for t in item for tok in tokenize(t)]
+            parts = item
         else:
             raise InputError(f"a text must be a string or a list of tag strings, got {type(item).__name__}")
-        tags = list(dict.fromkeys(tags))
+        length = sum(len(p) for p in parts) + max(0, len(parts) - 1)
+        if length > MAX_TEXT_CHARS or len(parts) > MAX_TAGS:
+            raise InputError(f"text {shorten(item if isinstance(item, str) else ', '.join(parts[:MAX_TAGS + 1]))} "
+                             f"is too long: at most {MAX_TEXT_CHARS} characters and {MAX_TAGS} tags")
+        tags = list(dict.fromkeys(tok for p in parts for tok in tokenize(p)))
+        if len(tags) > MAX_TAGS:
+            raise InputError(f"text {shorten(', '.join(tags[:MAX_TAGS + 1]))} has {len(tags)} distinct tags, "
+                             f"more than the limit of {MAX_TAGS}")
         known = [t for t in tags if t in self._vocab_index]
         return known, [t for t in tags if t not in self._vocab_index]
 
@@ -204,14 +238,17 @@ class Model:
         tag_lists = []
         for i, item in enumerate(items):
             known, unknown = self.parse_text(item)
-            where = f"text {item!r}" if len(items) == 1 else f"text {i} ({item!r})"
+            where = f"text {shorten(item)}" if len(items) == 1 else f"text {i} ({shorten(item)})"
             if not known and not unknown:
                 raise InputError(f"{where} is empty: give at least one tag, e.g. 'sky, clouds'")
             if not known:
                 hints = []
                 for tag in unknown[:5]:
-                    close = self.closest_tags(tag)
-                    hints.append(f"{tag!r} (closest: {', '.join(close)})" if close else f"{tag!r} (no close tag)")
+                    close = self.closest_tags(tag[:100])
+                    shown = shorten(tag, 40)
+                    hints.append(f"{shown} (closest: {', '.join(close)})" if close else f"{shown} (no close tag)")
+                if len(unknown) > 5:
+                    hints.append(f"and {len(unknown) - 5} more")
                 raise InputError(f"{where}: no tag is in the bundle vocabulary of {len(self.vocab)} tags: "
                                  + "; ".join(hints))
             tag_lists.append(known)
@@ -287,6 +324,12 @@ def _image_list(items) -> list:
                      f"got {type(items).__name__}")
 
 
-def load(bundle_path, providers="auto", threads: int | None = None) -> Model:
-    """Open a bundle (folder or ``.dagnn`` archive), verify every file and dimension, build the sessions."""
-    return Model(read_bundle(bundle_path), providers=providers, threads=threads)
+def load(bundle_path, providers="auto", threads: int | None = None, *, expect_digest: str | None = None,
+         force_threads: bool = False) -> Model:
+    """Open a bundle (folder or ``.dagnn`` archive), verify every file and dimension, build the sessions.
+
+    ``expect_digest``: the ``bundle_digest`` the bundle must have (pins one exact bundle). ``threads``: at
+    most the number of cores unless ``force_threads`` (or ``DAGNN_FORCE_THREADS=1``)."""
+    check_threads(threads, force_threads)  # before the (slow) verification
+    return Model(read_bundle(bundle_path, expect_digest=expect_digest), providers=providers, threads=threads,
+                 force_threads=force_threads)
