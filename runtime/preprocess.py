@@ -112,8 +112,13 @@ def _reduce_big(img: Image.Image, size: int) -> Image.Image:
     factor = min(img.size) // (2 * size)
     if factor < 2:
         return img
-    if img.mode in _SIXTEEN_BIT or img.mode == "1":
-        img = _to_8bit(img) if img.mode != "1" else img.convert("L")
+    if img.mode in _SIXTEEN_BIT:  # Pillow cannot reduce these: box-average in numpy, still 16-bit
+        a = np.asarray(img)
+        h, w = (a.shape[0] // factor) * factor, (a.shape[1] // factor) * factor
+        a = a[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+        return Image.fromarray(np.rint(a).astype(np.uint16))
+    if img.mode == "1":
+        img = img.convert("L")
     elif img.mode in ("P", "PA"):
         img = img.convert("RGBA")
     return img.reduce(factor)
@@ -123,7 +128,10 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     """16-bit, 32-bit integer and float grey images → "L", scaled by their range (Pillow would clip)."""
     a = np.asarray(img)
     if img.mode in _SIXTEEN_BIT or (img.mode == "I" and a.size and a.min() >= 0 and a.max() <= 65535):
-        out = (a.astype(np.uint32) * 255 + 32767) // 65535          # 0..65535 → 0..255, exact for v * 257
+        out = a.astype(np.uint32)                                     # 0..65535 → 0..255, exact for v * 257
+        out *= 255
+        out += 32767
+        out //= 65535
     elif img.mode == "F" and a.size and np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1:
         out = np.rint(a * 255)                                        # the usual 0..1 float image
     else:                                                             # any other range: stretch min..max

@@ -219,13 +219,12 @@ class Model:
         else:
             raise InputError(f"a text must be a string or a list of tag strings, got {type(item).__name__}")
         length = sum(len(p) for p in parts) + max(0, len(parts) - 1)
+        shown = shorten(item if isinstance(item, str) else ", ".join(parts[:MAX_TAGS + 1]))
         if length > MAX_TEXT_CHARS or len(parts) > MAX_TAGS:
-            raise InputError(f"text {shorten(item if isinstance(item, str) else ', '.join(parts[:MAX_TAGS + 1]))} "
-                             f"is too long: at most {MAX_TEXT_CHARS} characters and {MAX_TAGS} tags")
+            raise InputError(f"text {shown} is too long: at most {MAX_TEXT_CHARS} characters and {MAX_TAGS} tags")
         tags = list(dict.fromkeys(tok for p in parts for tok in tokenize(p)))
         if len(tags) > MAX_TAGS:
-            raise InputError(f"text {shorten(', '.join(tags[:MAX_TAGS + 1]))} has {len(tags)} distinct tags, "
-                             f"more than the limit of {MAX_TAGS}")
+            raise InputError(f"text {shown} has {len(tags)} distinct tags, more than the limit of {MAX_TAGS}")
         known = [t for t in tags if t in self._vocab_index]
         return known, [t for t in tags if t not in self._vocab_index]
 
