@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from hostile import make_images, tampered_bundles  # noqa: E402
 
-import dagnn_runtime as dr  # noqa: E402
 from dagnn_runtime.errors import DagnnError  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
