@@ -43,7 +43,7 @@ ImageLike = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
 def describe(item: ImageLike) -> str:
     """How messages name an image: its path (undecodable bytes escaped, long names cut) or its kind."""
     if isinstance(item, (str, os.PathLike)):
-        return f"image {shorten(os.fsdecode(item))}"
+        return f"image {shorten(os.fsdecode(item), 120, path=True)}"
     if isinstance(item, (bytes, bytearray)):
         return f"image bytes ({len(item)} bytes)"
     return f"image {type(item).__name__}"
