@@ -64,10 +64,10 @@ def split_metrics(model, data: TrainingData, split: str = "test", k: int | None 
     return result
 
 
-def evaluate_run(run_dir, split: str = "test", k: int | None = None, plots=None) -> dict:
+def evaluate_run(run_dir, split: str = "test", k: int | None = None, plots=None, figures=None) -> dict:
     """Evaluate a run directory's model on one of its splits (``splits.json``), from the cached features
     (``config["features"]``) and the data set's bag of words. Keys: i2t, t2i, avg, map_at_k (with k), tagging;
-    with ``plots`` (a folder) also the figures written there (``plots``)."""
+    with ``plots`` (a folder) also the figures written there (``plots``; ``figures``: which, default all)."""
     from .features import load_features
 
     if split not in SPLITS:
@@ -102,7 +102,7 @@ def evaluate_run(run_dir, split: str = "test", k: int | None = None, plots=None)
         inputs = run_plot_inputs(model, config, run_dir, getattr(data, split), dataset.labels,
                                  thresholds_from_json(result["tagging"]["thresholds"]),
                                  f"{run_dir.name}, {split} split ({result['n']} pairs)")
-        result["plots"] = {name: str(path) for name, path in write_plots(inputs, plots).items()}
+        result["plots"] = {name: str(path) for name, path in write_plots(inputs, plots, figures).items()}
     return result
 
 

@@ -195,19 +195,28 @@ def tagging_confusion(inputs: PlotInputs, path: Path) -> Path:
     return _save(fig, path)
 
 
-def write_plots(inputs: PlotInputs, out_dir) -> dict:
-    """Write every figure that ``inputs`` allows into ``out_dir``; returns {name: path}."""
+FIGURES = ("per_label_ap", "pr_curve", "map_at_k", "tsne", "training", "tagging_confusion")
+
+
+def write_plots(inputs: PlotInputs, out_dir, only=None) -> dict:
+    """Write every figure that ``inputs`` allows (or those named in ``only``, see ``FIGURES``) into
+    ``out_dir``; returns {name: path}."""
+    wanted = set(FIGURES if only is None else only)
+    if wanted - set(FIGURES):
+        raise InputError(f"unknown figures {sorted(wanted - set(FIGURES))}; choose from {', '.join(FIGURES)}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"plots folder {str(out_dir)[:80]} is a file, not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    curves = cross_modal_curves(inputs.image_emb, inputs.text_emb, inputs.y)
-    written = {
-        "per_label_ap": per_label_ap(inputs, curves, out_dir / "per_label_ap.png"),
-        "pr_curve": pr_curve(inputs, curves, out_dir / "pr_curve.png"),
-        "map_at_k": map_at_k(inputs, curves, out_dir / "map_at_k.png"),
-        "tsne": tsne(inputs, out_dir / "tsne_classifiers.png"),
-        "training": training(inputs, out_dir / "training.png"),
-        "tagging_confusion": tagging_confusion(inputs, out_dir / "tagging_confusion.png"),
+    needs_curves = wanted & {"per_label_ap", "pr_curve", "map_at_k"}
+    curves = cross_modal_curves(inputs.image_emb, inputs.text_emb, inputs.y) if needs_curves else {}
+    draw = {
+        "per_label_ap": lambda: per_label_ap(inputs, curves, out_dir / "per_label_ap.png"),
+        "pr_curve": lambda: pr_curve(inputs, curves, out_dir / "pr_curve.png"),
+        "map_at_k": lambda: map_at_k(inputs, curves, out_dir / "map_at_k.png"),
+        "tsne": lambda: tsne(inputs, out_dir / "tsne_classifiers.png"),
+        "training": lambda: training(inputs, out_dir / "training.png"),
+        "tagging_confusion": lambda: tagging_confusion(inputs, out_dir / "tagging_confusion.png"),
     }
+    written = {name: draw[name]() for name in FIGURES if name in wanted}
     return {name: path for name, path in written.items() if path is not None}
