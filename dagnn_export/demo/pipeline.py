@@ -300,9 +300,12 @@ def run_demo(out_dir, quick: bool = False, console=None, plan: Plan | None = Non
             "stages": list(stages.done),
             "next_command": f"# from the folder `dagnn demo` ran in\n{q_cmd}\n{t_cmd}\n{tag_cmd}",
         }
+        t_figures = time.perf_counter()
         results["figures"] = _figures(out, console)
+        t_figures = time.perf_counter() - t_figures
         report = write_report(results, out)
-        st["detail"] = f"{report.name} + {len(list((out / 'report_files').glob('*.jpg')))} thumbnails"
+        st["detail"] = (f"{report.name} + {len(list((out / 'report_files').glob('*.jpg')))} thumbnails, "
+                        f"{len(results['figures'])} figures ({t_figures:.1f} s)")
 
     total = time.perf_counter() - started
     summary = {"plan": plan.name, "seconds": round(total, 1), "cpu_seconds": round(time.process_time(), 1),
