@@ -14,7 +14,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .curves import cross_modal_curves
-from .errors import DagnnError, InputError
+from .errors import DagnnError, InputError, shorten
 from .metrics import confusion_counts
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def write_plots(inputs: PlotInputs, out_dir, only=None) -> dict:
         raise InputError(f"unknown figures {sorted(wanted - set(FIGURES))}; choose from {', '.join(FIGURES)}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"plots folder {str(out_dir)[:80]} is a file, not a folder")
+        raise InputError(f"plots folder {shorten(str(out_dir), path=True)} is a file, not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     needs_curves = wanted & {"per_label_ap", "pr_curve", "map_at_k"}
     curves = cross_modal_curves(inputs.image_emb, inputs.text_emb, inputs.y) if needs_curves else {}
