@@ -27,17 +27,21 @@ def eval_cmd(
     expect_digest: Optional[str] = expect_digest_opt,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Also write the evaluation figures (PNG) "
+                                         "into this folder (needs the [plots] extra)."),
 ):
     """Cross-modal mAP (I2T, T2I, average) and tagging metrics, from a bundle or a training run."""
     if split not in SPLITS:
         raise InputError(f"--split must be one of {', '.join(SPLITS)}, not {shorten(split)}")
+    if plots is not None and plots.exists() and not plots.is_dir():
+        raise InputError(f"--plots {shorten(str(plots), path=True)} is a file, not a folder")
     if run is not None:
         if bundle is not None or data is not None or expect_digest is not None:
             raise InputError("give either --run RUN or --bundle B --data DIR (--expect-digest), not both")
         needs_train_extra("eval --run")
         from dagnn_export.evaluate import evaluate_run
 
-        result = evaluate_run(run, split, k)
+        result = evaluate_run(run, split, k, plots=plots)
         claimed = {}
     else:
         if bundle is None or data is None:
@@ -47,7 +51,7 @@ def eval_cmd(
 
         model = load_model(bundle, threads, force_threads, expect_digest)
         with render.progress(f"encoding {split} images", None, quiet) as on_progress:
-            result = dr.evaluate_bundle(model, data, split, k, batch_size, on_progress=on_progress)
+            result = dr.evaluate_bundle(model, data, split, k, batch_size, on_progress=on_progress, plots=plots)
         claimed = claimed_metrics(model, split)
     title = f"{run or bundle}: {result.get('split', split)} split, {result.get('n', '?')} pairs"
     render.eval_result(result, claimed, title, as_json)

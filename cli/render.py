@@ -173,3 +173,5 @@ def eval_result(result: dict, claimed: dict, title: str, as_json: bool) -> None:
     for name, value, claim in rows:
         table.add_row(name, f"{value:.4f}", *([f"{claim:.4f}" if claim is not None else ""] if claimed else []))
     console().print(table)
+    for name, path in result.get("plots", {}).items():
+        console().print(f"figure {name}: {path}")
