@@ -21,7 +21,8 @@ import hnswlib
 
 from ..bundle import file_sha256
 from ..errors import IndexFileError
-from .store import DB_FILE, Store, _fsync_dir, folder_lock
+from .store import Store
+from .store_file import DB_FILE, folder_lock, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def write(graph: hnswlib.Index, store: Store, marks: tuple) -> bool:
                       "count": graph.get_current_count(), "dim": graph.dim}
             os.chmod(tmp, 0o644)
             os.replace(tmp, folder / name)
-            _fsync_dir(folder)
+            fsync_dir(folder)
             registered, old = store.register_checkpoint(record)
         except BaseException:
             tmp.unlink(missing_ok=True)
