@@ -27,6 +27,15 @@ from .store_file import DB_FILE, folder_lock, fsync_dir
 log = logging.getLogger(__name__)
 
 TMP_PREFIXES = (".graph.tmp-", f".{DB_FILE}.tmp-")
+# A checkpoint is due once the changes since the last one reach MIN_CHANGES and this fraction of the items:
+# the bytes written for checkpoints stay proportional to the changes (amortised), and opening replays at
+# most about that fraction of the index.
+MIN_CHANGES, FRACTION = 1000, 0.1
+
+
+def due(pending: int, items: int, min_changes: int = MIN_CHANGES) -> bool:
+    """Whether ``pending`` changes since the last checkpoint of an index of ``items`` call for a new one."""
+    return pending >= max(min_changes, FRACTION * items)
 
 
 def _is_graph(name: str) -> bool:
