@@ -187,11 +187,6 @@ class Store:
         with self._transaction("counting items", write=False) as conn:
             return conn.execute("SELECT count(*) FROM items").fetchone()[0]
 
-    def metadata_json(self, item_id: str) -> str | None:
-        with self._transaction("reading metadata", write=False) as conn:
-            row = conn.execute("SELECT metadata FROM items WHERE id = ?", (item_id,)).fetchone()
-        return None if row is None else row[0]
-
     def rows(self, seqs) -> dict:
         """seq -> (id, metadata JSON) of those ``seqs`` still in the store (e.g. search hits)."""
         out = {}
