@@ -11,7 +11,7 @@ from dagnn_runtime.errors import InputError, shorten
 
 from . import render
 from .app import index_app
-from .options import bundle_opt, expect_digest_opt, force_threads_opt, load_model, threads_opt  # noqa: F401
+from .options import bundle_opt, expect_digest_opt, force_threads_opt, load_model, threads_opt
 
 _data_opt = typer.Option(None, "--data", help="Data set folder: indexes its photos (INDEX/image) and tag texts (INDEX/text).")
 _images_opt = typer.Option(None, "--images", help="Image folder (searched recursively) or file; repeatable.")
