@@ -1,8 +1,10 @@
 """Reading and verifying a bundle (see docs/bundle-format.md) — a directory or a ``.dagnn`` zip archive.
 
-Every file the manifest lists is read into memory and checked against its SHA-256 before anything uses
-it, so what runs is exactly what was exported. Graph input/output checks happen in ``session.py`` once
-onnxruntime has parsed the graphs.
+Every file is checked against its SHA-256 before anything uses it, so what runs is exactly what was
+exported. The manifest and the small files are read and verified when the bundle is opened; every listed
+file must be present then. A graph (tens of MB) is read and verified only when ``Bundle.read_graph`` asks
+for it, so that a command needing one encoder neither reads nor hashes the other. Graph input/output checks
+happen in ``session.py`` once onnxruntime has parsed a graph.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import numpy as np
 from .errors import BundleError
 
 FORMAT = "dagnn-bundle"
-FORMAT_VERSIONS = (1,)
+FORMAT_VERSIONS = (1, 2)  # 2: the text graph takes padded tag ids (docs/bundle-format.md)
 MANIFEST = "manifest.json"
 GRAPHS = ("image_encoder", "text_encoder")
 MAX_MANIFEST_BYTES = 64 << 20
@@ -59,6 +61,10 @@ class _DirReader:
         self.root = root
         self.resolved = root.resolve()
 
+    def size(self, name: str) -> int | None:
+        path = self.root / name
+        return path.stat().st_size if path.is_file() else None
+
     def read(self, name: str, limit: int) -> bytes | None:
         path = self.root / name
         if not path.is_file():
@@ -96,6 +102,10 @@ class _ZipReader:
             prefix = nested[0][: -len(MANIFEST)]
         self.members = {n[len(prefix):]: info for n, info in members.items() if n.startswith(prefix)}
 
+    def size(self, name: str) -> int | None:
+        info = self.members.get(name)
+        return None if info is None else info.file_size
+
     def read(self, name: str, limit: int) -> bytes | None:
         info = self.members.get(name)
         if info is None:
@@ -114,6 +124,14 @@ class _ZipReader:
 
     def close(self):
         self.zf.close()
+
+
+def _open_reader(path: Path):
+    if path.is_dir():
+        return _DirReader(path)
+    if path.is_file():
+        return _ZipReader(path)
+    raise BundleError(f"bundle {path}: no such file or directory")
 
 
 def _field(manifest: dict, dotted: str, kind, source: str):
@@ -138,27 +156,43 @@ class Bundle:
     vocab: tuple
     classifiers: np.ndarray          # Z, (c, d) float32
     thresholds: np.ndarray           # (c,) float32, +inf = never predicted
-    graph_bytes: dict                # "image_encoder"/"text_encoder" -> ONNX bytes
+    graph_files: dict                # "image_encoder"/"text_encoder" -> file name in the bundle
     embedding_dim: int
     image_size: int
     embedding_space: str
 
+    def read_graph(self, graph: str) -> bytes:
+        """The ONNX bytes of ``graph``, read now and verified against the manifest's SHA-256 (the file may
+        have changed since the bundle was opened; a changed one is refused, naming it)."""
+        name = self.graph_files[graph]
+        reader = _open_reader(Path(self.source))
+        try:
+            return _read_verified(reader, name, self.manifest["files"][name], self.source)
+        finally:
+            if isinstance(reader, _ZipReader):
+                reader.close()
+
 
 def read_bundle(path) -> Bundle:
-    """Open, verify and parse the bundle at ``path``; raises ``BundleError`` naming the problem."""
+    """Open the bundle at ``path``: parse and verify the manifest and the small files, check that every listed
+    file is there; raises ``BundleError`` naming the problem. Graphs are verified by ``Bundle.read_graph``."""
     path = Path(path)
-    source = str(path)
-    if path.is_dir():
-        reader = _DirReader(path)
-    elif path.is_file():
-        reader = _ZipReader(path)
-    else:
-        raise BundleError(f"bundle {source}: no such file or directory")
+    reader = _open_reader(path)
     try:
-        return _read(reader, source)
+        return _read(reader, str(path))
     finally:
         if isinstance(reader, _ZipReader):
             reader.close()
+
+
+def _read_verified(reader, name: str, digest, source: str) -> bytes:
+    data = reader.read(name, MAX_FILE_BYTES)
+    if data is None:
+        raise BundleError(f"bundle {source}: missing file {name!r} (listed in {MANIFEST})")
+    if not isinstance(digest, str) or sha256_hex(data) != digest.lower():
+        raise BundleError(f"bundle {source}: file {name!r} does not match its SHA-256 in {MANIFEST} "
+                          "(the file was changed or is corrupt)")
+    return data
 
 
 def _read(reader, source: str) -> Bundle:
@@ -186,19 +220,23 @@ def _read(reader, source: str) -> Bundle:
         if name not in listed:
             raise BundleError(f"bundle {source}: {MANIFEST} 'files' does not list {name!r}, so it cannot be verified")
 
-    # Verify every listed file before using any of them.
+    # Every listed file must be there; all but the graphs are verified now, before any of them is used.
     content = {}
     for name, digest in listed.items():
         _check_member_name(name, source)
         if name == MANIFEST:
             raise BundleError(f"bundle {source}: {MANIFEST} cannot list itself in 'files'")
-        data = reader.read(name, MAX_FILE_BYTES)
-        if data is None:
-            raise BundleError(f"bundle {source}: missing file {name!r} (listed in {MANIFEST})")
-        if not isinstance(digest, str) or sha256_hex(data) != digest.lower():
-            raise BundleError(f"bundle {source}: file {name!r} does not match its SHA-256 in {MANIFEST} "
-                              "(the file was changed or is corrupt)")
-        content[name] = data
+        if not isinstance(digest, str):
+            raise BundleError(f"bundle {source}: {MANIFEST} gives no SHA-256 string for {name!r}")
+        if name in graph_files:
+            size = reader.size(name)
+            if size is None:
+                raise BundleError(f"bundle {source}: missing file {name!r} (listed in {MANIFEST})")
+            if size > MAX_FILE_BYTES:
+                raise BundleError(f"bundle {source}: {name!r} is {size} bytes, more than the "
+                                  f"{MAX_FILE_BYTES}-byte limit")
+            continue
+        content[name] = _read_verified(reader, name, digest, source)
 
     space = embedding_space_id(listed, graph_files, classifiers_file)
     if manifest.get("embedding_space") != space:
@@ -251,5 +289,5 @@ def _read(reader, source: str) -> Bundle:
     thresholds.flags.writeable = False
 
     return Bundle(source=source, manifest=manifest, labels=tuple(labels), vocab=tuple(vocab), classifiers=z,
-                  thresholds=thresholds, graph_bytes={g: content[f] for g, f in zip(GRAPHS, graph_files)},
+                  thresholds=thresholds, graph_files=dict(zip(GRAPHS, graph_files)),
                   embedding_dim=d, image_size=size, embedding_space=space)
