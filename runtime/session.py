@@ -10,18 +10,17 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import sys
 import threading
 from typing import Iterable, Sequence
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
 
 from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle
 from .dataset import tokenize
 from .errors import BundleError, ImageInputError, InputError
 from .metrics import l2_normalize
-from .preprocess import load_image
 
 GPU_PROVIDERS = ("CUDAExecutionProvider",)
 
@@ -188,6 +187,8 @@ class Model:
 
     def preprocess(self, items: Sequence) -> np.ndarray:
         """Images → the uint8 ``(n, S, S, 3)`` batch the image graph takes (``preprocess.load_image``)."""
+        from .preprocess import load_image  # Pillow only when images are used
+
         arrays = []
         for i, item in enumerate(items):
             try:
@@ -328,8 +329,13 @@ def _positive(value, name: str) -> int:
     return int(value)
 
 
+def _is_pil_image(item) -> bool:
+    pil = sys.modules.get("PIL.Image")  # not imported yet: then nothing can be a PIL image
+    return pil is not None and isinstance(item, pil.Image)
+
+
 def _image_list(items) -> list:
-    if isinstance(items, (str, os.PathLike, bytes, bytearray, Image.Image)):
+    if isinstance(items, (str, os.PathLike, bytes, bytearray)) or _is_pil_image(items):
         return [items]
     if isinstance(items, np.ndarray):
         if items.ndim == 4:
