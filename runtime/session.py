@@ -48,6 +48,25 @@ def resolve_providers(providers="auto") -> list:
 MAX_TAG_SLOTS = 2048
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which containers and ``taskset`` narrow),
+    not the machine's count that onnxruntime would otherwise size its thread pool by."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Done:
+    """A job run on the spot, with the ``result()`` of a future (so that one code path serves both)."""
+
+    def __init__(self, fn, *args):
+        self._args, self._fn = args, fn
+
+    def result(self):
+        return self._fn(*self._args)
+
+
 def _dims_ok(shape, expected) -> bool:
     """Static dims must equal the expected ones; symbolic/unknown dims (str/None) and expected None pass."""
     if shape is None or len(shape) != len(expected):
@@ -63,6 +82,7 @@ class Model:
         self._providers = resolve_providers(providers)
         self._threads = int(threads) if threads else None
         self._sessions: dict = {}
+        self._pool = None  # image decoding threads, made on first batch use
         self._lock = threading.Lock()
         self._text_input = bundle.manifest["graphs"]["text_encoder"].get("input")
         self._vocab_index = {t: j for j, t in enumerate(bundle.vocab)}
@@ -89,8 +109,7 @@ class Model:
     def _build(self, g: str):
         bundle = self._bundle
         opts = ort.SessionOptions()
-        if self._threads:
-            opts.intra_op_num_threads = self._threads
+        opts.intra_op_num_threads = self._threads or usable_cores()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # onnxruntime's own warnings would otherwise go to stderr unasked
         data = bundle.read_graph(g)
@@ -166,14 +185,61 @@ class Model:
         """Paths, bytes, PIL images or uint8 arrays → L2-normalised float32 ``(n, d)``.
 
         A single path/bytes/PIL image/(H, W, 3) array counts as a list of one; a 4-D uint8 array is a batch.
+        The next batch is decoded while the encoder runs on this one (see ``iter_pixels``).
         """
         items = _image_list(items)
-        batch_size = _positive(batch_size, "batch_size")
         out = np.empty((len(items), self.embedding_dim), dtype=np.float32)
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            out[start:start + len(chunk)] = self.encode_pixels(self.preprocess(chunk))
+        for positions, pixels, errors in self.iter_pixels(items, batch_size):
+            if errors:
+                i, exc = errors[0]
+                raise ImageInputError(str(exc) if len(items) == 1 else f"item {i}: {exc}") from exc
+            out[positions] = self.encode_pixels(pixels)
         return out
+
+    def iter_pixels(self, items: Sequence, batch_size: int = 32):
+        """Decode ``items`` batch by batch → yields ``(positions, pixels, errors)``: the positions in ``items``
+        that decoded, their uint8 ``(n, S, S, 3)`` batch, and ``(position, ImageInputError)`` for the others.
+
+        Images are decoded by a small thread pool (Pillow releases the GIL while decoding and resizing), and
+        the next batch is already being decoded while the caller encodes this one; at most two batches of
+        pixels are in memory."""
+        from .preprocess import load_image  # Pillow only when images are used
+
+        batch_size = _positive(batch_size, "batch_size")
+        size = self.image_size
+        starts = range(0, len(items), batch_size)
+        if len(items) <= 1:  # one query image: a thread hand-off would only add latency
+            pool = None
+        else:
+            pool = self._decode_pool()
+
+        def submit(start):
+            chunk = range(start, min(start + batch_size, len(items)))
+            if pool is None:
+                return [(i, _Done(load_image, items[i], size)) for i in chunk]
+            return [(i, pool.submit(load_image, items[i], size)) for i in chunk]
+
+        pending = submit(starts[0]) if len(starts) else []
+        for k in range(len(starts)):
+            current, pending = pending, (submit(starts[k + 1]) if k + 1 < len(starts) else [])
+            positions, arrays, errors = [], [], []
+            for i, job in current:
+                try:
+                    arrays.append(job.result())
+                    positions.append(i)
+                except ImageInputError as exc:
+                    errors.append((i, exc))
+            pixels = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), dtype=np.uint8)
+            yield positions, pixels, errors
+
+    def _decode_pool(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="dagnn-decode")
+        return self._pool
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """An already preprocessed uint8 batch ``(n, S, S, 3)`` (see ``preprocess``) → L2-normalised ``(n, d)``."""
