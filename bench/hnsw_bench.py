@@ -29,6 +29,8 @@ def recall(approx_scores, exact_scores, tol=1e-5):
     return float(np.mean((approx_scores >= kth - tol).sum(1) / exact_scores.shape[1]))
 
 
+def scores_of(hits):
+    return np.array([[h.score for h in row] for row in hits], dtype=np.float32)
 
 
 def synthetic_vectors(kind, items, queries, dim, seed=2):
@@ -51,30 +53,29 @@ def synthetic_vectors(kind, items, queries, dim, seed=2):
 
 
 def bench_hnsw(items, dim, queries, k, threads, efs, data_kind):
-    import dagnn_runtime as dr
+    from dagnn_runtime.indexes.hnsw import HnswIndex
 
     v, q = synthetic_vectors(data_kind, items, queries, dim)
-    index = dr.Index(dim, "bench", capacity=items, M=16, ef_construction=200)
+    index = HnswIndex(dim, "bench", capacity=items, M=16, ef_construction=200)
     index._graph.set_num_threads(threads)
     t = time.perf_counter()
     for start in range(0, items, 20000):
         index.add(v[start:start + 20000], [str(i) for i in range(start, min(start + 20000, items))])
     build_s = time.perf_counter() - t
     del v
-    index.query(q[:1], k=k, exact=True)  # builds the exact search's vector cache outside the timing
+    index.search(q[:1], k=k, exact=True)  # builds the exact search's vector cache outside the timing
     t = time.perf_counter()
-    exact = np.concatenate([index.query(q[i], k=k, exact=True)[1] for i in range(len(q))])
+    exact = np.concatenate([scores_of(index.search(q[i], k=k, exact=True)) for i in range(len(q))])
     exact_qps = len(q) / (time.perf_counter() - t)
     rows = []
     for ef in efs:
-        index.query(q[:5], k=k, ef=ef)
+        index.search(q[:5], k=k, ef=ef)
         t = time.perf_counter()
-        got = np.concatenate([index.query(q[i], k=k, ef=ef)[1] for i in range(len(q))])
+        got = np.concatenate([scores_of(index.search(q[i], k=k, ef=ef)) for i in range(len(q))])
         qps = len(q) / (time.perf_counter() - t)
         rows.append({"ef": ef, "recall": recall(got, exact), "qps": qps, "speedup": qps / exact_qps})
     return {"items": items, "dim": dim, "queries": len(q), "data": data_kind, "build_s": build_s,
             "exact_qps": exact_qps, "rows": rows}
-
 
 
 def main(argv=None):

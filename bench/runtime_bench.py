@@ -151,7 +151,7 @@ def text_parity(model, run, texts, table):
 def bench_image_query(model, photos, text_index, k, table, precision):
     """decode → encode → HNSW top-k per photo; p50 over the photos after a warm-up."""
     for p in photos[:5]:
-        text_index.query(model.encode_images([p]), k=k)
+        text_index.search(model.encode_images([p]), k=k)
     stages = {"decode": [], "encode": [], "search": [], "total": []}
     for p in photos:
         t0 = time.perf_counter()
@@ -159,7 +159,7 @@ def bench_image_query(model, photos, text_index, k, table, precision):
         t1 = time.perf_counter()
         vec = model.encode_pixels(pixels)
         t2 = time.perf_counter()
-        text_index.query(vec, k=k)
+        text_index.search(vec, k=k)
         t3 = time.perf_counter()
         for key, v in (("decode", t1 - t0), ("encode", t2 - t1), ("search", t3 - t2), ("total", t3 - t0)):
             stages[key].append(v)
@@ -265,7 +265,9 @@ def main(argv=None):
     try:
         index_parent = root / "index"
         index_parent.mkdir()
-        text_index = dr.Index.for_model(model, "text", capacity=len(texts))
+        from dagnn_runtime.indexes.hnsw import HnswIndex
+
+        text_index = HnswIndex.for_model(model, "text", capacity=len(texts))
         text_index.add(model.encode_texts(texts), [str(i) for i in range(len(texts))])
         text_index.save(index_parent / "text")
         if "build" not in args.skip:
