@@ -137,7 +137,7 @@ def text_parity(model, run, texts, table):
     """Max abs difference of the runtime's (L2-normalised) text embeddings to the torch model's."""
     import torch
 
-    from dagnn_export.train import load_run
+    from dagnn_export.run import load_run
     from dagnn_runtime.metrics import l2_normalize
 
     torch_model, _ = load_run(run)
@@ -178,7 +178,7 @@ def bench_torch(model, run, photos, threads, rounds, table):
         import torch
 
         from dagnn_export.backbones import build_backbone
-        from dagnn_export.train import load_run
+        from dagnn_export.run import load_run
     except ImportError as exc:
         table.add("onnxruntime vs torch eager", f"not measured: torch side unavailable ({exc})")
         return

@@ -87,7 +87,8 @@ def test_rerun_replaces_outputs_and_fails_loudly_below_random(demo_run, torch):
 def test_demo_command_refuses_an_out_path_that_is_a_file(tmp_path):
     from typer.testing import CliRunner
 
-    from dagnn_cli.main import app
+    import dagnn_cli.main  # noqa: F401  (registers every command on the app)
+    from dagnn_cli.app import app
 
     target = tmp_path / "taken"
     target.write_text("x")

@@ -6,7 +6,7 @@ from pathlib import Path
 from bundle_factory import build_bundle
 
 REPO = Path(__file__).resolve().parents[1]
-PHOTOS = REPO / "dagnn_export" / "demo_data" / "mirflickr-mini" / "images"
+PHOTOS = REPO / "dagnn_export" / "demo" / "data" / "mirflickr-mini" / "images"
 
 
 def readme_example() -> str:
