@@ -67,6 +67,28 @@ class _Done:
         return self._fn(*self._args)
 
 
+def tag_id_batches(ids: list, pad: int, batch_size: int = 256, max_slots: int | None = None):
+    """Tag-id lists → yields ``(rows, chunk)``: positions in ``ids`` and their int64 ``(len(rows), longest)``
+    matrix padded with ``pad`` (the vocabulary size), the input of a format-2 text graph. Texts are sorted
+    by length so that padding stays small, and a chunk holds at most ``batch_size`` texts and
+    ``max_slots`` (default ``MAX_TAG_SLOTS``) id slots."""
+    max_slots = MAX_TAG_SLOTS if max_slots is None else max_slots
+    lengths = np.fromiter((len(r) for r in ids), dtype=np.int64, count=len(ids))
+    order = np.argsort(lengths, kind="stable")
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and stop - start < batch_size \
+                and (stop + 1 - start) * max(1, lengths[order[stop]]) <= max_slots:
+            stop += 1
+        rows = order[start:stop]
+        chunk = np.full((len(rows), max(1, int(lengths[rows[-1]]))), pad, dtype=np.int64)
+        for k, r in enumerate(rows):
+            chunk[k, :lengths[r]] = ids[r]
+        yield rows, chunk
+        start = stop
+
+
 def _dims_ok(shape, expected) -> bool:
     """Static dims must equal the expected ones; symbolic/unknown dims (str/None) and expected None pass."""
     if shape is None or len(shape) != len(expected):
@@ -334,25 +356,10 @@ class Model:
         return l2_normalize(out)
 
     def _encode_tag_ids(self, ids: list, batch_size: int) -> np.ndarray:
-        """Tag-id lists → embeddings through the tag-id text graph (format 2). Texts are sorted by length and
-        run in chunks of padded ``(rows, longest)`` id matrices (pad id = vocabulary size), so that padding
-        stays small and a chunk holds at most ``MAX_TAG_SLOTS`` slots."""
-        pad = len(self.vocab)
-        lengths = np.fromiter((len(r) for r in ids), dtype=np.int64, count=len(ids))
-        order = np.argsort(lengths, kind="stable")
+        """Tag-id lists → embeddings through the tag-id text graph (format 2), see ``tag_id_batches``."""
         out = np.empty((len(ids), self.embedding_dim), dtype=np.float32)
-        start = 0
-        while start < len(order):
-            stop = start + 1
-            while stop < len(order) and stop - start < batch_size \
-                    and (stop + 1 - start) * max(1, lengths[order[stop]]) <= MAX_TAG_SLOTS:
-                stop += 1
-            rows = order[start:stop]
-            chunk = np.full((len(rows), max(1, int(lengths[rows[-1]]))), pad, dtype=np.int64)
-            for k, r in enumerate(rows):
-                chunk[k, :lengths[r]] = ids[r]
+        for rows, chunk in tag_id_batches(ids, len(self.vocab), batch_size):
             out[rows] = self._run("text_encoder", chunk)[0]
-            start = stop
         return l2_normalize(out)
 
     # ---- labels --------------------------------------------------------------------------------------
