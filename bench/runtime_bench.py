@@ -242,7 +242,7 @@ def main(argv=None):
     ap.add_argument("--compare-bundle", type=Path, help="another bundle of the same model (e.g. format 1) for A/B")
     ap.add_argument("--threads", type=int, default=min(2, usable_cores()))
     ap.add_argument("--queries", type=int, default=100, help="photos for the image query latency")
-    ap.add_argument("--photos", type=int, default=500, help="photos for dagnn index build")
+    ap.add_argument("--photos", type=int, default=1000, help="photos for dagnn index build")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--process-rounds", type=int, default=5, help="whole-process runs per command")
     ap.add_argument("--k", type=int, default=10)

@@ -40,6 +40,7 @@ def query(
         if locate_index(index, target) is None:
             raise InputError(f"no {target} index at {index} (expected {index}/index.json or "
                              f"{index}/{target}/index.json)")
+        index = locate_index(index, target)  # open only the index this query searches
     searcher = Searcher.open(bundle, index, threads=threads)
     try:
         result = searcher.search(image=image, text=text, target=target, k=k, ef=ef, exact=exact)
