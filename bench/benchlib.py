@@ -82,16 +82,37 @@ def alternate(sides: dict, rounds: int, warmup: int = 3, inner: int = 1) -> dict
     return {name: Stat(v) for name, v in samples.items()}
 
 
+# A child's peak memory is read from its own /proc/self/status (VmHWM) at exit: getrusage's ru_maxrss of a
+# child counts the parent's memory at fork, and this script's parent process holds torch and the models.
+_HWM = ("def _dagnn_bench_hwm():\n"
+        "    import sys\n"
+        "    kb = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
+        "    sys.stderr.write(f'\\nBENCH_VMHWM_KB {kb[0] if kb else 0}\\n')\n"
+        "import atexit; atexit.register(_dagnn_bench_hwm)\n")
+
+
+def py_code(code: str) -> list:
+    """A fresh interpreter running ``code`` (its peak memory reported at exit)."""
+    return [sys.executable, "-c", _HWM + code]
+
+
+def py_module(module: str, *args) -> list:
+    """``python -m module args`` in a fresh interpreter (its peak memory reported at exit)."""
+    code = _HWM + f"import runpy, sys; sys.argv = [{module!r}, *sys.argv[1:]]; " \
+                  f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    return [sys.executable, "-c", code, *map(str, args)]
+
+
 def run_process(argv, env=None) -> tuple[float, int, int, str]:
-    """Run ``argv`` to completion: (wall seconds, exit status, peak resident memory in bytes, stderr tail)."""
+    """Run ``argv`` to completion: (wall seconds, exit status, peak resident memory in bytes or 0 when the
+    command is not made by ``py_code``/``py_module``, last stderr line)."""
     t = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     wall = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    tail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
-    return wall, proc.returncode, usage.ru_maxrss * 1024, tail[0]
+    lines = proc.stderr.decode(errors="replace").strip().splitlines()
+    peak = [int(x.split()[1]) * 1024 for x in lines if x.startswith("BENCH_VMHWM_KB ")]
+    other = [x for x in lines if not x.startswith("BENCH_VMHWM_KB ") and x.strip()]
+    return wall, proc.returncode, peak[-1] if peak else 0, other[-1] if other else ""
 
 
 def alternate_processes(commands: dict, rounds: int, warmup: int = 1, env=None) -> dict:

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (Stat, Table, alternate, alternate_processes, check_load, command_line,  # noqa: E402
-                      load_average, usable_cores)
+                      load_average, py_code, py_module, usable_cores)
 
 TARGETS = {"query_text_s": 0.45, "query_image_s": 0.6, "startup_ratio": 0.10, "text_one_ms": 0.3,
            "image_query_ms": {"fp32": 15.0, "int8": 10.0}, "build_photos_s": {"fp32": 90.0, "int8": 150.0},
@@ -39,7 +39,7 @@ MAX_SPREAD = 2.0  # a comparison whose torch side varies more than this (max/min
 
 
 def cli(*args) -> list:
-    return [sys.executable, "-m", "dagnn_cli", *map(str, args)]
+    return py_module("dagnn_cli", *args)
 
 
 def sample(data: Path, n: int, seed: int = 0):
@@ -78,7 +78,7 @@ def bench_build(bundle, photos, work: Path, threads, rounds, table, precision):
 def bench_startup(bundle, index_parent, photo, text, threads, rounds, table):
     load_code = ("import dagnn_runtime as dr; "
                  f"dr.load({str(bundle)!r}, threads={threads})")
-    cmds = {"runtime": [sys.executable, "-c", load_code], "torch": [sys.executable, "-c", "import torch"]}
+    cmds = {"runtime": py_code(load_code), "torch": py_code("import torch")}
     if index_parent is not None:
         cmds["query_text"] = cli("query", "--bundle", bundle, "--index", index_parent, "--text", text,
                                  "--threads", threads)
