@@ -3,5 +3,5 @@ commands. Torch-side modules are imported lazily inside the commands that need t
 from __future__ import annotations
 
 from .app import app, main  # noqa: F401
-from . import (data_cmd, demo_cmd, eval_cmd, export_cmd, features_cmd, index_cmds, search_cmds,  # noqa: E402,F401
-               train_cmds)
+from . import (data_cmd, demo_cmd, embed_cmd, eval_cmd, export_cmd, features_cmd, index_cmds, info_cmd,  # noqa: E402,F401
+               search_cmds, train_cmds)

@@ -7,11 +7,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dagnn_runtime.atomic import atomic_write
-from dagnn_runtime.bundle import FORMAT, MANIFEST, embedding_space_id, file_sha256
+from dagnn_runtime.bundle import DIGEST_FIELD, FORMAT, MANIFEST, bundle_digest, embedding_space_id, file_sha256
 from dagnn_runtime.preprocess import RESIZE_MODE
 
 from .errors import ExportError
-from .files import write_json
+from .files import json_default, write_json
 from .model_card import render_model_card
 from .onnx_graphs import OUTPUTS
 
@@ -71,6 +71,7 @@ def write_manifest(bundle: Path, manifest: dict) -> None:
     files[CARD] = file_sha256(bundle / CARD)
     manifest["files"] = files
     manifest["embedding_space"] = manifest.pop("embedding_space")  # keep the doc's key order
+    manifest[DIGEST_FIELD] = bundle_digest(manifest, default=json_default)  # last change: load() detects edits
     write_json(bundle / MANIFEST, manifest)
 
 

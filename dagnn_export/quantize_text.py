@@ -53,7 +53,7 @@ class _TagReader:
     """onnxruntime CalibrationDataReader over bags of words, fed as the text graph's tag-id batches."""
 
     def __init__(self, bow: np.ndarray, batch_size: int = 256):
-        from dagnn_runtime.session import tag_id_batches
+        from dagnn_runtime.text_ids import tag_id_batches
 
         ids = [np.flatnonzero(row) for row in bow]
         self._batches = iter([chunk for _, chunk in tag_id_batches(ids, bow.shape[1], batch_size)])

@@ -15,7 +15,7 @@ from dagnn_runtime.dataset import Dataset, Splits
 from dagnn_runtime.metrics import (calibrate_thresholds, cross_modal_map, l2_normalize, tagging_metrics,
                                    thresholds_from_json, thresholds_to_json)
 from dagnn_runtime.preprocess import load_batch
-from dagnn_runtime.session import tag_id_batches
+from dagnn_runtime.text_ids import tag_id_batches
 
 from .errors import ExportError
 from .onnx_graphs import OUTPUTS

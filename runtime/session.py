@@ -19,42 +19,13 @@ import onnxruntime as ort
 
 from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle
 from .dataset import tokenize
-from .errors import BundleError, ImageInputError, InputError
+from .errors import BundleError, ImageInputError, InputError, shorten
+from .execution import check_threads, resolve_providers, usable_cores
 from .metrics import l2_normalize
+from .text_ids import tag_id_batches
 
-GPU_PROVIDERS = ("CUDAExecutionProvider",)
-
-
-def resolve_providers(providers="auto") -> list:
-    """``"auto"``: CUDA when onnxruntime-gpu sees a GPU build, CPU otherwise (TensorRT builds an engine per
-    shape and takes minutes, so it is only used when asked for explicitly). Or a list of provider names."""
-    available = ort.get_available_providers()
-    if providers is None or providers == "auto":
-        return [p for p in GPU_PROVIDERS if p in available] + ["CPUExecutionProvider"]
-    if providers == "cpu":
-        return ["CPUExecutionProvider"]
-    if isinstance(providers, str):
-        providers = [providers]
-    names = [p[0] if isinstance(p, tuple) else p for p in providers]
-    unknown = [n for n in names if n not in available]
-    if unknown or not names:
-        raise InputError(f"execution providers {unknown or names} are not available in this onnxruntime "
-                         f"(available: {', '.join(available)})")
-    return list(providers)
-
-
-# At most this many padded tag slots per run of the tag-id text graph: its first layer gathers one
-# hidden-width row per slot, so this bounds that intermediate (2048 x 4096 floats = 32 MiB).
-MAX_TAG_SLOTS = 2048
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask, which containers and ``taskset`` narrow),
-    not the machine's count that onnxruntime would otherwise size its thread pool by."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not on Linux
-        return max(1, os.cpu_count() or 1)
+MAX_TEXT_CHARS = 10_000
+MAX_TAGS = 512
 
 
 class _Done:
@@ -67,28 +38,6 @@ class _Done:
         return self._fn(*self._args)
 
 
-def tag_id_batches(ids: list, pad: int, batch_size: int = 256, max_slots: int | None = None):
-    """Tag-id lists → yields ``(rows, chunk)``: positions in ``ids`` and their int64 ``(len(rows), longest)``
-    matrix padded with ``pad`` (the vocabulary size), the input of a format-2 text graph. Texts are sorted
-    by length so that padding stays small, and a chunk holds at most ``batch_size`` texts and
-    ``max_slots`` (default ``MAX_TAG_SLOTS``) id slots."""
-    max_slots = MAX_TAG_SLOTS if max_slots is None else max_slots
-    lengths = np.fromiter((len(r) for r in ids), dtype=np.int64, count=len(ids))
-    order = np.argsort(lengths, kind="stable")
-    start = 0
-    while start < len(order):
-        stop = start + 1
-        while stop < len(order) and stop - start < batch_size \
-                and (stop + 1 - start) * max(1, lengths[order[stop]]) <= max_slots:
-            stop += 1
-        rows = order[start:stop]
-        chunk = np.full((len(rows), max(1, int(lengths[rows[-1]]))), pad, dtype=np.int64)
-        for k, r in enumerate(rows):
-            chunk[k, :lengths[r]] = ids[r]
-        yield rows, chunk
-        start = stop
-
-
 def _dims_ok(shape, expected) -> bool:
     """Static dims must equal the expected ones; symbolic/unknown dims (str/None) and expected None pass."""
     if shape is None or len(shape) != len(expected):
@@ -99,10 +48,11 @@ def _dims_ok(shape, expected) -> bool:
 class Model:
     """Encode images and texts into the bundle's common space, score labels and tag images."""
 
-    def __init__(self, bundle: Bundle, providers="auto", threads: int | None = None, lazy: bool = True):
+    def __init__(self, bundle: Bundle, providers="auto", threads: int | None = None, lazy: bool = True,
+                 force_threads: bool = False):
         self._bundle = bundle
+        self._threads = check_threads(threads, force_threads)
         self._providers = resolve_providers(providers)
-        self._threads = int(threads) if threads else None
         self._sessions: dict = {}
         self._pool = None  # image decoding threads, made on first batch use
         self._lock = threading.Lock()
@@ -167,6 +117,11 @@ class Model:
     @property
     def embedding_space(self) -> str:
         return self._bundle.embedding_space
+
+    @property
+    def bundle_digest(self) -> str:
+        """The bundle's identity: SHA-256 of its canonical manifest, which lists every file's digest."""
+        return self._bundle.digest
 
     @property
     def embedding_dim(self) -> int:
@@ -290,12 +245,18 @@ class Model:
     def parse_text(self, item) -> tuple[list, list]:
         """A string (``"sky, clouds"``) or a list of tags → (tags in the vocabulary, tags not in it)."""
         if isinstance(item, str):
-            tags = tokenize(item)
+            parts = [item]
         elif isinstance(item, (list, tuple)) and all(isinstance(t, str) for t in item):
-            tags = [tok for t in item for tok in tokenize(t)]
+            parts = item
         else:
             raise InputError(f"a text must be a string or a list of tag strings, got {type(item).__name__}")
-        tags = list(dict.fromkeys(tags))
+        length = sum(len(p) for p in parts) + max(0, len(parts) - 1)
+        shown = shorten(item if isinstance(item, str) else ", ".join(parts[:MAX_TAGS + 1]))
+        if length > MAX_TEXT_CHARS or len(parts) > MAX_TAGS:
+            raise InputError(f"text {shown} is too long: at most {MAX_TEXT_CHARS} characters and {MAX_TAGS} tags")
+        tags = list(dict.fromkeys(tok for p in parts for tok in tokenize(p)))
+        if len(tags) > MAX_TAGS:
+            raise InputError(f"text {shown} has {len(tags)} distinct tags, more than the limit of {MAX_TAGS}")
         known = [t for t in tags if t in self._vocab_index]
         return known, [t for t in tags if t not in self._vocab_index]
 
@@ -308,14 +269,17 @@ class Model:
         ids = []
         for i, item in enumerate(items):
             known, unknown = self.parse_text(item)
-            where = f"text {item!r}" if len(items) == 1 else f"text {i} ({item!r})"
+            where = f"text {shorten(item)}" if len(items) == 1 else f"text {i} ({shorten(item)})"
             if not known and not unknown:
                 raise InputError(f"{where} is empty: give at least one tag, e.g. 'sky, clouds'")
             if not known:
                 hints = []
                 for tag in unknown[:5]:
-                    close = self.closest_tags(tag)
-                    hints.append(f"{tag!r} (closest: {', '.join(close)})" if close else f"{tag!r} (no close tag)")
+                    close = self.closest_tags(tag[:100])
+                    shown = shorten(tag, 40)
+                    hints.append(f"{shown} (closest: {', '.join(close)})" if close else f"{shown} (no close tag)")
+                if len(unknown) > 5:
+                    hints.append(f"and {len(unknown) - 5} more")
                 raise InputError(f"{where}: no tag is in the bundle vocabulary of {len(self.vocab)} tags: "
                                  + "; ".join(hints))
             ids.append([self._vocab_index[t] for t in known])
@@ -439,7 +403,13 @@ def _check_graph(bundle: Bundle, sess, g: str, dtype: str, in_shape: list, d: in
             raise BundleError(f"{where} output {out!r} has shape {outputs[out].shape}, expected [N, {width}]")
 
 
-def load(bundle_path, providers="auto", threads: int | None = None, lazy: bool = True) -> Model:
+def load(bundle_path, providers="auto", threads: int | None = None, *, lazy: bool = True,
+         expect_digest: str | None = None, force_threads: bool = False) -> Model:
     """Open a bundle (folder or ``.dagnn`` archive): verify the manifest, the small files and the dimensions
-    now, and each graph when its encoder is first used (``lazy=False``: every graph now)."""
-    return Model(read_bundle(bundle_path), providers=providers, threads=threads, lazy=lazy)
+    now, and each graph when its encoder is first used (``lazy=False``: every graph now).
+
+    ``expect_digest``: the ``bundle_digest`` the bundle must have (pins one exact bundle). ``threads``: at
+    most the number of cores unless ``force_threads`` (or ``DAGNN_FORCE_THREADS=1``)."""
+    check_threads(threads, force_threads)  # before the verification
+    return Model(read_bundle(bundle_path, expect_digest=expect_digest), providers=providers, threads=threads,
+                 lazy=lazy, force_threads=force_threads)

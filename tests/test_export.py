@@ -120,6 +120,14 @@ def test_onnxruntime_alone_matches_torch_with_any_batch_size(bundle, setup):
         np.testing.assert_allclose(sv, l2_normalize(v) @ l2_normalize(z).T, atol=1e-5)
 
 
+def test_the_exported_manifest_carries_its_own_digest(bundle):
+    """The exporter writes bundle_digest, so load() can tell a hand-edited manifest from an exported one."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["bundle_digest"] == dr.load(bundle, providers="cpu").bundle_digest
+    edited = dict(manifest, labels=list(reversed(manifest["labels"])))
+    assert dr.bundle.bundle_digest(edited) != manifest["bundle_digest"]
+
+
 def test_reported_map_is_that_of_the_exported_graphs(bundle, setup):
     dataset, splits, _, _, _ = setup
     model = dr.load(bundle, providers="cpu")

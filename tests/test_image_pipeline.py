@@ -2,7 +2,7 @@
 reported at their positions, threads sized by the usable cores."""
 import numpy as np
 
-from dagnn_runtime import session as session_mod
+from dagnn_runtime import execution
 from dagnn_runtime.preprocess import load_image
 from bundle_factory import bundle_dir, data_dir, model  # noqa: F401
 
@@ -33,4 +33,4 @@ def test_pipelined_batches_equal_one_by_one(model, data_dir):
 def test_usable_cores_follow_the_affinity_mask():
     import os
 
-    assert session_mod.usable_cores() == len(os.sched_getaffinity(0))
+    assert execution.usable_cores() == len(os.sched_getaffinity(0))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import dagnn_runtime as dr
-from dagnn_runtime import session as session_mod
+from dagnn_runtime import text_ids
 from bundle_factory import VOCAB, build_bundle
 
 
@@ -35,7 +35,7 @@ def test_chunking_keeps_each_text_in_its_row(pair, monkeypatch):
     bow_model, tag_model = pair
     items = texts(57, seed=1)
     expected = bow_model.encode_texts(items)
-    monkeypatch.setattr(session_mod, "MAX_TAG_SLOTS", 20)
+    monkeypatch.setattr(text_ids, "MAX_TAG_SLOTS", 20)
     for batch_size in (1, 3, 256):
         np.testing.assert_allclose(tag_model.encode_texts(items, batch_size=batch_size), expected, atol=1e-6)
 
