@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import copy
 import difflib
-import os
-import sys
 import threading
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
 
 from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle
 from .dataset import tokenize
+from .decode import image_list, iter_pixels
 from .errors import BundleError, ImageInputError, InputError, shorten
 from .execution import check_threads, resolve_providers, usable_cores
 from .metrics import l2_normalize
@@ -26,16 +25,6 @@ from .text_ids import tag_id_batches
 
 MAX_TEXT_CHARS = 10_000
 MAX_TAGS = 512
-
-
-class _Done:
-    """A job run on the spot, with the ``result()`` of a future (so that one code path serves both)."""
-
-    def __init__(self, fn, *args):
-        self._args, self._fn = args, fn
-
-    def result(self):
-        return self._fn(*self._args)
 
 
 def _dims_ok(shape, expected) -> bool:
@@ -54,7 +43,6 @@ class Model:
         self._threads = check_threads(threads, force_threads)
         self._providers = resolve_providers(providers)
         self._sessions: dict = {}
-        self._pool = None  # image decoding threads, made on first batch use
         self._lock = threading.Lock()
         self._text_input = bundle.manifest["graphs"]["text_encoder"].get("input")
         self._vocab_index = {t: j for j, t in enumerate(bundle.vocab)}
@@ -164,7 +152,7 @@ class Model:
         A single path/bytes/PIL image/(H, W, 3) array counts as a list of one; a 4-D uint8 array is a batch.
         The next batch is decoded while the encoder runs on this one (see ``iter_pixels``).
         """
-        items = _image_list(items)
+        items = image_list(items)
         out = np.empty((len(items), self.embedding_dim), dtype=np.float32)
         for positions, pixels, errors in self.iter_pixels(items, batch_size):
             if errors:
@@ -174,49 +162,9 @@ class Model:
         return out
 
     def iter_pixels(self, items: Sequence, batch_size: int = 32):
-        """Decode ``items`` batch by batch → yields ``(positions, pixels, errors)``: the positions in ``items``
-        that decoded, their uint8 ``(n, S, S, 3)`` batch, and ``(position, ImageInputError)`` for the others.
-
-        Images are decoded by a small thread pool (Pillow releases the GIL while decoding and resizing), and
-        the next batch is already being decoded while the caller encodes this one; at most two batches of
-        pixels are in memory."""
-        from .preprocess import load_image  # Pillow only when images are used
-
-        batch_size = _positive(batch_size, "batch_size")
-        size = self.image_size
-        starts = range(0, len(items), batch_size)
-        if len(items) <= 1:  # one query image: a thread hand-off would only add latency
-            pool = None
-        else:
-            pool = self._decode_pool()
-
-        def submit(start):
-            chunk = range(start, min(start + batch_size, len(items)))
-            if pool is None:
-                return [(i, _Done(load_image, items[i], size)) for i in chunk]
-            return [(i, pool.submit(load_image, items[i], size)) for i in chunk]
-
-        pending = submit(starts[0]) if len(starts) else []
-        for k in range(len(starts)):
-            current, pending = pending, (submit(starts[k + 1]) if k + 1 < len(starts) else [])
-            positions, arrays, errors = [], [], []
-            for i, job in current:
-                try:
-                    arrays.append(job.result())
-                    positions.append(i)
-                except ImageInputError as exc:
-                    errors.append((i, exc))
-            pixels = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), dtype=np.uint8)
-            yield positions, pixels, errors
-
-    def _decode_pool(self):
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with self._lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="dagnn-decode")
-        return self._pool
+        """Decode ``items`` batch by batch in threads, one batch ahead of the caller → yields ``(positions,
+        pixels, errors)`` (see ``decode.iter_pixels``)."""
+        return iter_pixels(items, self.image_size, _positive(batch_size, "batch_size"))
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """An already preprocessed uint8 batch ``(n, S, S, 3)`` (see ``preprocess``) → L2-normalised ``(n, d)``."""
@@ -364,24 +312,6 @@ def _positive(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InputError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def _is_pil_image(item) -> bool:
-    pil = sys.modules.get("PIL.Image")  # not imported yet: then nothing can be a PIL image
-    return pil is not None and isinstance(item, pil.Image)
-
-
-def _image_list(items) -> list:
-    if isinstance(items, (str, os.PathLike, bytes, bytearray)) or _is_pil_image(items):
-        return [items]
-    if isinstance(items, np.ndarray):
-        if items.ndim == 4:
-            return list(items)
-        return [items]
-    if isinstance(items, Iterable):
-        return list(items)
-    raise InputError(f"images must be a path, bytes, PIL image, uint8 array or a list of them, "
-                     f"got {type(items).__name__}")
 
 
 def _check_graph(bundle: Bundle, sess, g: str, dtype: str, in_shape: list, d: int, c: int) -> None:
