@@ -34,15 +34,15 @@ def load_time() -> float:
 
 
 # ------------------------------------------------------------------------------------------ graph cost
-def _shapes(model, batch: int) -> dict:
+def _shapes(model, batch: int, tags: int = 3) -> dict:
     """name -> shape of every input and output of the heavy nodes, found by running the graph once in
     onnxruntime with those tensors exposed as outputs (onnx's shape inference stops at some Pad nodes)."""
     import onnxruntime as ort
     from onnx import helper
 
     names = {i.name: list(i.dims) for i in model.graph.initializer}
-    wanted = [x for n in model.graph.node if n.op_type in HEAVY_OPS for x in (*n.input, *n.output)
-              if x and x not in names]
+    wanted = [x for n in model.graph.node if n.op_type in HEAVY_OPS or n.op_type == "Gather"
+              for x in (*n.input, *n.output) if x and x not in names]
     known = {o.name for o in model.graph.output}
     for name in dict.fromkeys(wanted):
         if name not in known:
@@ -52,9 +52,11 @@ def _shapes(model, batch: int) -> dict:
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     feed = {}
     for inp in sess.get_inputs():
-        shape = [batch if not isinstance(d, int) else d for d in inp.shape]
-        feed[inp.name] = np.zeros(shape, dtype=np.uint8 if "uint8" in inp.type else
-                                  np.int64 if "int64" in inp.type else np.float32)
+        # symbolic dims: the batch, except a tag-id input's length (a query of ``tags`` tags)
+        shape = [d if isinstance(d, int) else (tags if k == 1 and "int64" in inp.type else batch)
+                 for k, d in enumerate(inp.shape)]
+        feed[inp.name] = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape) if "int64" in inp.type \
+            else np.zeros(shape, dtype=np.uint8 if "uint8" in inp.type else np.float32)
     outs = [o.name for o in sess.get_outputs()]
     for name, value in zip(outs, sess.run(outs, feed)):
         names[name] = list(value.shape)
@@ -85,6 +87,11 @@ def graph_cost(path, batch: int = 1) -> dict:
     flops = weight_bytes = act_bytes = 0
     counted, by_kind, missing = set(), {}, []
     for node in model.graph.node:
+        src = weight_source(node.input[0]) if node.op_type == "Gather" else None
+        if src is not None and node.output[0] in shapes:  # a lookup table: only the rows read count
+            weight_bytes += int(np.prod(shapes[node.output[0]])) * itemsize[src]
+            counted.add(src)
+            continue
         kind = HEAVY_OPS.get(node.op_type)
         if kind is None:
             continue
