@@ -2,9 +2,8 @@
 the bytes a query reads), activations quantised with ranges calibrated on training texts.
 
 Static, not dynamic, quantisation: a dynamic quantiser takes each activation's range from the whole batch
-it runs on, so a text's embedding would depend on which other texts share its batch (measured: up to 0.015
-between a text alone and in a batch of 256); with calibrated ranges a text gets the same embedding alone or
-batched. The exporter's Gemm nodes are rewritten as MatMul + Add first; the final cosine with the label
+it runs on, so a text's embedding would depend on which other texts share its batch; with calibrated
+ranges a text gets the same embedding alone or batched (tests/test_export.py checks it). The exporter's Gemm nodes are rewritten as MatMul + Add first; the final cosine with the label
 classifiers stays fp32 (label scores feed calibrated thresholds).
 """
 from __future__ import annotations
