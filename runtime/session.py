@@ -44,7 +44,11 @@ class Model:
         self._providers = resolve_providers(providers)
         self._sessions: dict = {}
         self._lock = threading.Lock()
-        self._text_input = bundle.manifest["graphs"]["text_encoder"].get("input")
+        text = bundle.manifest["graphs"]["text_encoder"]
+        self._text_input = text.get("input")
+        if self._text_input == "tags" and text.get("pad_id", len(bundle.vocab)) != len(bundle.vocab):
+            raise BundleError(f"bundle {bundle.source}: {MANIFEST} graphs.text_encoder.pad_id is "
+                              f"{shorten(text.get('pad_id'))}, not the vocabulary size {len(bundle.vocab)}")
         self._vocab_index = {t: j for j, t in enumerate(bundle.vocab)}
         zn = l2_normalize(bundle.classifiers)
         zn.flags.writeable = False

@@ -5,7 +5,7 @@ import pytest
 
 import dagnn_runtime as dr
 from dagnn_runtime import text_ids
-from bundle_factory import VOCAB, build_bundle
+from bundle_factory import VOCAB, build_bundle, bundle_parts, resign, write_bundle
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +47,10 @@ def test_tag_model_refuses_what_it_cannot_encode(pair):
     with pytest.raises(dr.InputError, match="no tag is in the bundle vocabulary"):
         tag_model.encode_texts(["zzzz"])
     assert tag_model.encode_bow(np.zeros((0, len(VOCAB)), np.float32)).shape == (0, 16)
+
+
+def test_a_pad_id_other_than_the_vocabulary_size_is_refused(tmp_path):
+    files, manifest = bundle_parts(tag_ids=True)
+    manifest["graphs"]["text_encoder"]["pad_id"] = 3
+    with pytest.raises(dr.BundleError, match="pad_id is '3', not the vocabulary size 20"):
+        dr.load(write_bundle(tmp_path / "p", files, resign(manifest)))
