@@ -23,6 +23,11 @@ from .execution import check_threads, resolve_providers, usable_cores
 from .metrics import l2_normalize
 from .text_ids import tag_id_batches
 
+# A text batch of at most this many rows runs in a single-threaded session of the text graph: a query's
+# few-row products are too small to share between threads, whose hand-offs would cost more than they save.
+SMALL_TEXT_BATCH = 16
+SINGLE_THREAD = "1-thread "
+
 MAX_TEXT_CHARS = 10_000
 MAX_TAGS = 512
 
@@ -60,6 +65,8 @@ class Model:
         """Read, verify and load ``graphs`` now rather than at their first use (e.g. before serving)."""
         for g in graphs:
             self._session(g)
+            if g == "text_encoder" and (self._threads or usable_cores()) > 1:
+                self._session(SINGLE_THREAD + g)
 
     def _session(self, g: str):
         sess = self._sessions.get(g)
@@ -70,10 +77,10 @@ class Model:
                 self._sessions[g] = self._build(g)
             return self._sessions[g]
 
-    def _build(self, g: str):
-        bundle = self._bundle
+    def _build(self, key: str):
+        bundle, g = self._bundle, key.removeprefix(SINGLE_THREAD)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self._threads or usable_cores()
+        opts.intra_op_num_threads = 1 if key != g else self._threads or usable_cores()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # onnxruntime's own warnings would otherwise go to stderr unasked
         data = bundle.read_graph(g)
@@ -147,7 +154,10 @@ class Model:
     # ---- encoding ------------------------------------------------------------------------------------
     def _run(self, g: str, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         spec = self._bundle.manifest["graphs"][g]
-        emb, scores = self._session(g).run(["embedding", "label_scores"], {spec["input"]: array})
+        key = g
+        if g == "text_encoder" and len(array) <= SMALL_TEXT_BATCH and (self._threads or usable_cores()) > 1:
+            key = SINGLE_THREAD + g
+        emb, scores = self._session(key).run(["embedding", "label_scores"], {spec["input"]: array})
         return emb, scores
 
     def encode_images(self, items, batch_size: int = 32) -> np.ndarray:

@@ -68,6 +68,7 @@ def test_a_lazy_load_verifies_each_graph_at_its_first_use(tmp_path):
     for archive in (False, True):
         m = dr.load(write_bundle(tmp_path / ("l.dagnn" if archive else "l"), files, manifest, archive=archive))
         assert m.encode_texts(["sky, clouds"]).shape == (1, 16)
+        assert not any("image" in key for key in m._sessions)  # the image graph was never read
         with pytest.raises(dr.BundleError, match="image_encoder.onnx.*SHA-256"):
             m.encode_images(np.full((30, 30, 3), 128, np.uint8))
 
