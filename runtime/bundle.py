@@ -26,7 +26,7 @@ import numpy as np
 
 from . import bundle_io
 from .bundle_io import MANIFEST, check_member_name
-from .errors import BundleError, InputError
+from .errors import BundleError, InputError, shorten
 from .jsonio import loads as json_loads
 
 log = logging.getLogger(__name__)
@@ -124,13 +124,19 @@ class Bundle:
             reader.close()
 
 
+def expected_digest(value) -> str | None:
+    """A pinned ``bundle_digest`` as given by a user (None: no pin), checked and lower-cased."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _HEX64.match(value.strip().lower()):
+        raise InputError(f"expected digest {shorten(value)} is not a 64-digit SHA-256 hex string")
+    return value.strip().lower()
+
+
 def read_bundle(path, expect_digest: str | None = None) -> Bundle:
     """Open, verify and parse the bundle at ``path``; raises ``BundleError`` naming the problem.
     ``expect_digest``: refuse any bundle whose ``bundle_digest`` differs (pinning one exact bundle)."""
-    if expect_digest is not None:
-        if not isinstance(expect_digest, str) or not _HEX64.match(expect_digest.strip().lower()):
-            raise InputError(f"expected digest {expect_digest!r} is not a 64-digit SHA-256 hex string")
-        expect_digest = expect_digest.strip().lower()
+    expect_digest = expected_digest(expect_digest)
     path = Path(path)
     if not path.exists():
         from .atomic import recover  # a writer may have died between its two renames

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from .constants import IMAGE_SUFFIXES, MODALITIES
-from .errors import InputError
+from .errors import InputError, shorten
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def sources_from_data(data_dir, modalities=MODALITIES) -> list:
 
     unknown = [m for m in modalities if m not in MODALITIES]
     if unknown:
-        raise InputError(f"modality must be image or text, not {unknown[0]!r}")
+        raise InputError(f"modality must be image or text, not {shorten(unknown[0])}")
     ds = Dataset.load(data_dir)
     out = []
     if "image" in modalities:
@@ -131,7 +131,7 @@ def _encode_texts(model, src: Source, chunk: list):
             texts.append(known)
             ok.append(pos)
         else:
-            problems.append(f"id {src.ids[pos]!r}: no tag in the bundle vocabulary "
+            problems.append(f"id {shorten(src.ids[pos])}: no tag in the bundle vocabulary "
                             f"({', '.join(unknown[:5]) or 'empty text'})")
     return ok, model.encode_texts(texts) if texts else None, problems
 
@@ -142,7 +142,7 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
     called as items are done (those already present first, in one call). Raises ``InputError`` only when
     none of the source's items could be added and the index held none of them before."""
     if source.modality not in MODALITIES:
-        raise InputError(f"source modality must be image or text, not {source.modality!r}")
+        raise InputError(f"source modality must be image or text, not {shorten(source.modality)}")
     if index.modality and index.modality != source.modality:
         raise InputError(f"index {index.location} holds {index.modality} items, "
                          f"cannot add {source.modality} items to it")
@@ -150,7 +150,7 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
         raise InputError(f"source has {len(source.ids)} ids, {len(source.items)} items, {len(source.meta)} "
                          "metadata records: they must match")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise InputError(f"batch_size must be a positive integer, got {shorten(batch_size)}")
     index.check_space(model, what=f"bundle {model.source}")
     seen, todo, duplicates = set(), [], 0
     for pos, item_id in enumerate(source.ids):
