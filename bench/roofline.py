@@ -25,6 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import check_load, command_line  # noqa: E402
+
 HEAVY_OPS = {"Conv": "conv", "ConvInteger": "conv", "QLinearConv": "conv",
              "MatMul": "matmul", "MatMulInteger": "matmul", "QLinearMatMul": "matmul", "Gemm": "gemm"}
 
@@ -180,10 +183,11 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--rounds", type=int, default=20, help="timed runs per (threads, batch) and pass")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--load-limit", type=float, default=1.0)
+    ap.add_argument("--allow-load", action="store_true", help="measure even above --load-limit (marked)")
     args = ap.parse_args(argv)
 
-    load0 = load_time()
-    print(f"load average at start: {load0:.2f} on {len(os.sched_getaffinity(0))} usable cores", file=sys.stderr)
+    load0 = check_load(args.load_limit, args.allow_load)
     cost = graph_cost(args.graph, 1)
     peaks = {t: [] for t in args.threads}
     enc = {(t, b): [] for t in args.threads for b in args.batch}
@@ -208,7 +212,8 @@ def main(argv=None):
     intensity_w = cost["flops"] / max(1, cost["weight_bytes"])
     intensity_all = cost["flops"] / max(1, cost["weight_bytes"] + cost["activation_bytes"])
     load1 = load_time()
-    print(f"graph: {args.graph}")
+    flag = "" if max(load0, load1) <= args.load_limit else "  ** TAKEN UNDER LOAD: do not publish **"
+    print(f"$ {command_line()}\ngraph: {args.graph}")
     print(f"per item: {cost['flops'] / 1e9:.3f} GFLOP ({', '.join(f'{k} {v / 1e9:.3f}' for k, v in cost['by_op'].items())}); "
           f"weights {cost['weight_bytes'] / 1e6:.1f} MB; activations in+out of those nodes "
           f"{cost['activation_bytes'] / 1e6:.1f} MB")
@@ -216,7 +221,7 @@ def main(argv=None):
           f"{intensity_all:.1f} FLOP/B counting every activation too")
     if cost["nodes_without_shape"]:
         print(f"warning: {len(cost['nodes_without_shape'])} nodes without inferred shapes were not counted")
-    print(f"load average: {load0:.2f} at start, {load1:.2f} at end")
+    print(f"load average: {load0:.2f} at start, {load1:.2f} at end{flag}")
     print("threads  batch  ms/item median (min-max)  GFLOP/s  peak GFLOP/s (matmul, min-max)  copy GB/s  "
           "ridge FLOP/B  of peak")
     for r in rows:
