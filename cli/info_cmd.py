@@ -41,7 +41,9 @@ def info(
     """Verify a bundle and print its identity (bundle digest), sizes, precision and test metrics."""
     from dagnn_runtime.bundle import read_bundle
 
-    s = bundle_summary(read_bundle(bundle, expect_digest=expect_digest))
+    opened = read_bundle(bundle, expect_digest=expect_digest)
+    opened.verify_graphs()  # loading checks a graph only when it is used; info checks every file
+    s = bundle_summary(opened)
     if as_json:
         typer.echo(json.dumps(s, indent=2, ensure_ascii=False))
         return

@@ -44,6 +44,7 @@ def query(
         if locate_index(index, target) is None:
             raise InputError(f"no {target} index at {index} (expected {index}/index.db or "
                              f"{index}/{target}/index.db)")
+        index = locate_index(index, target)  # open only the index this query searches
     searcher = Searcher.open(bundle, index, threads=threads, force_threads=force_threads,
                              expect_digest=expect_digest)
     render.conversions(searcher.indexes.values())

@@ -148,9 +148,9 @@ class Searcher:
     def tag(self, images, top: int | None = None) -> list:
         """Per image, the labels whose score passes the bundle's calibrated threshold, best first (at most
         ``top``), and the best label even when none passes."""
-        from .session import _image_list
+        from .decode import image_list
 
-        items = _image_list(images)
+        items = image_list(images)
         scores = self.model.score_labels(self.model.encode_images(items))
         passing = self.model.labels_above_threshold(scores, top=top)
         thresholds = [None if not math.isfinite(t) else float(t) for t in self.model.thresholds.tolist()]

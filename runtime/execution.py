@@ -22,7 +22,7 @@ def check_threads(threads, force: bool = False, *, option: str = "threads", forc
         return None
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise InputError(f"{option} must be a positive integer, got {shorten(threads)}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     forced = force or os.environ.get(THREADS_ENV, "").strip().lower() in ("1", "true", "yes")
     limit = 1024 if forced else cores
     if threads > limit:
@@ -30,6 +30,15 @@ def check_threads(threads, force: bool = False, *, option: str = "threads", forc
         raise InputError(f"{option}={int(threads)} is more than the {limit} "
                          f"{'allowed' if forced else 'cores of this machine'}{hint}")
     return int(threads)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which containers and ``taskset`` narrow), not
+    the machine's count: the default size of onnxruntime's and the image decoders' thread pools."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def resolve_providers(providers="auto") -> list:

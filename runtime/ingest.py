@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from .constants import IMAGE_SUFFIXES, MODALITIES
-from .errors import ImageInputError, InputError, shorten
+from .errors import InputError, shorten
 
 log = logging.getLogger(__name__)
 
@@ -106,20 +106,24 @@ def source_from_texts(path) -> Source:
     return src
 
 
-def _encode(model, src: Source, chunk: list):
-    """Encode the items at positions ``chunk``: (positions encoded, their embeddings, problem lines)."""
-    ok, problems = [], []
+def _batches(model, src: Source, todo: list, batch_size: int):
+    """Encode the items at positions ``todo`` batch by batch: yields (items done, positions encoded, their
+    embeddings, problem lines). Images are decoded one batch ahead, in threads (``Model.iter_pixels``)."""
     if src.modality == "image":
-        import numpy as np
+        items = [src.items[pos] for pos in todo]
+        for positions, pixels, errors in model.iter_pixels(items, batch_size):
+            ok = [todo[i] for i in positions]
+            yield (len(positions) + len(errors), ok, model.encode_pixels(pixels) if ok else None,
+                   [str(exc) for _, exc in errors])
+        return
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        yield (len(chunk), *_encode_texts(model, src, chunk))
 
-        pixels = []
-        for pos in chunk:
-            try:
-                pixels.append(model.preprocess([src.items[pos]])[0])
-                ok.append(pos)
-            except ImageInputError as exc:
-                problems.append(str(exc))
-        return ok, model.encode_pixels(np.stack(pixels)) if pixels else None, problems
+
+def _encode_texts(model, src: Source, chunk: list):
+    """Encode the texts at positions ``chunk``: (positions encoded, their embeddings, problem lines)."""
+    ok, problems = [], []
     texts = []
     for pos in chunk:
         known, unknown = model.parse_text(src.items[pos])
@@ -159,9 +163,7 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
     if on_progress and len(source.ids) > len(todo):
         on_progress(len(source.ids) - len(todo))
     skipped, added, unsaved = [], 0, 0
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        ok, emb, problems = _encode(model, source, chunk)
+    for done, ok, emb, problems in _batches(model, source, todo, batch_size):
         skipped += problems
         for line in problems:
             log.debug("skipped %s", line)
@@ -172,7 +174,7 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
             index.save()
             unsaved = 0
         if on_progress:
-            on_progress(len(chunk))
+            on_progress(done)
     if todo and not added and not present:
         raise InputError(f"nothing could be added to {index.location}: {len(skipped)} unusable items "
                          f"(first: {skipped[0]})")
