@@ -92,11 +92,11 @@ def target(value) -> str | None:
     return value
 
 
-def labels(value, known, limits: Limits) -> list | None:
+def labels(value, known, limits: Limits, form: bool = False) -> list | None:
     """A label filter: a JSON list, or a comma-separated string in a form; every label must exist."""
-    if value in (None, "", []):
+    if value is None or value == [] or (form and value == ""):
         return None
-    if isinstance(value, str):
+    if form and isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise bad("labels", f"expected a list of label names, got {shorten(value)}")

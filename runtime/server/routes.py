@@ -39,7 +39,7 @@ async def search(request: Request) -> Response:
                 raise p.bad("image", "missing: send the photo as the 'image' file part")
             data = await p.upload_bytes(form["image"])
             args = dict(target=p.target(form.get("target")), k=p.k(form.get("k"), limits),
-                        labels=p.labels(form.get("labels"), service.model.labels, limits))
+                        labels=p.labels(form.get("labels"), service.model.labels, limits, form=True))
         finally:
             await form.close()
         return JSONResponse(await service.search_image(data, **args))

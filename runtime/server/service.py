@@ -60,27 +60,16 @@ class Service:
         pixels = await asyncio.get_running_loop().run_in_executor(self._decode, self.model.preprocess, [data])
         return await self.batcher.submit(pixels[0])
 
-    def _index(self, target: str | None, source: str):
-        """The index to search: ``target``, else the other modality's, else the only one there is."""
-        indexes = self.searcher.indexes
-        if target is None:
-            other = "text" if source == "image" else "image"
-            target = other if other in indexes else next(iter(indexes))
-        if target not in indexes:
-            raise ApiError(404, "no_index", f"this server has no {target} index (it has: {', '.join(indexes)})")
-        return target, indexes[target]
-
     # ---- search and tag -------------------------------------------------------------------------------
     async def search_image(self, data: bytes, *, target=None, k=10, labels=None) -> dict:
         start = time.perf_counter()
+        target, index = self.searcher._index_for("image", target)  # the engine's target default and checks
         vector = await self.embed_image(data)
-        target, index = self._index(target, "image")
         hits = await asyncio.to_thread(index.search, vector[None], k, labels=labels)
         return {"target": target, "results": [hit_json(h) for h in hits[0]], "took_ms": _ms(start)}
 
     async def search_text(self, text: str, *, target=None, k=10, labels=None) -> dict:
         start = time.perf_counter()
-        target, _ = self._index(target, "text")
         found = await asyncio.to_thread(self.searcher.search, text=text, target=target, k=k, labels=labels)
         return {"target": found.target, "query": found.query, "ignored_tags": list(found.ignored_tags),
                 "results": [hit_json(h) for h in found.hits], "took_ms": _ms(start)}
@@ -101,9 +90,10 @@ class Service:
 
     # ---- writes ---------------------------------------------------------------------------------------
     def _writable(self, modality: str):
-        if modality not in self.searcher.indexes:
+        index = self.searcher.indexes.get(modality)
+        if index is None or index.modality not in (None, modality):
             raise ApiError(404, "no_index", f"this server has no {modality} index to add {modality} items to")
-        return self.searcher.indexes[modality]
+        return index
 
     def _check_new(self, index, ids: list) -> None:
         taken = [i for i in ids if i in index]
@@ -152,7 +142,8 @@ class Service:
 
     async def remove(self, item_id: str) -> dict:
         """Remove ``item_id`` from every index that holds it (an image and its text share ids)."""
-        holding = [ix for ix in self.searcher.indexes.values() if item_id in ix]
+        distinct = {id(ix): ix for ix in self.searcher.indexes.values()}.values()  # one index may serve both
+        holding = [ix for ix in distinct if item_id in ix]
         if not holding:
             raise ApiError(404, "unknown_id", f"no item with id {item_id!r}")
         for index in holding:
