@@ -42,16 +42,22 @@ class Service:
         self.searcher, self.model, self.uploads = searcher, searcher.model, Path(uploads)
         self.batcher = Batcher(self.model.encode_pixels, max_batch=max_batch, max_wait_ms=max_wait_ms,
                                observe=observe_batch)
+        # texts cost little to encode: batch only those that queue up while the encoder is busy (no wait)
+        self.text_batcher = Batcher(self.model.encode_bow, max_batch=64, max_wait_ms=0)
         self._decode = ThreadPoolExecutor(decode_workers, thread_name_prefix="dagnn-decode")
+        self._search = ThreadPoolExecutor(2, thread_name_prefix="dagnn-search")
         self._commit = GroupCommit()
 
     async def start(self) -> None:
         self.batcher.start()
+        self.text_batcher.start()
 
     async def close(self) -> None:
         await self.batcher.close()
+        await self.text_batcher.close()
         await self._commit.close()
         self._decode.shutdown(wait=True)
+        self._search.shutdown(wait=True)
         self.searcher.close()
 
     # ---- encoding -------------------------------------------------------------------------------------
@@ -60,19 +66,30 @@ class Service:
         pixels = await asyncio.get_running_loop().run_in_executor(self._decode, self.model.preprocess, [data])
         return await self.batcher.submit(pixels[0])
 
+    async def embed_text(self, text: str) -> np.ndarray:
+        """The bag of words (``InputError`` naming close tags when none is known), encoded in a shared batch.
+        All onnxruntime calls run on the batchers' threads, so request threads never contend for it."""
+        return await self.text_batcher.submit(self.model.bow([text])[0])
+
+    async def _hits(self, index, vector: np.ndarray, k: int, labels) -> list:
+        run = lambda: index.search(vector[None], k, labels=labels)[0]  # noqa: E731
+        return [hit_json(h) for h in await asyncio.get_running_loop().run_in_executor(self._search, run)]
+
     # ---- search and tag -------------------------------------------------------------------------------
     async def search_image(self, data: bytes, *, target=None, k=10, labels=None) -> dict:
         start = time.perf_counter()
         target, index = self.searcher._index_for("image", target)  # the engine's target default and checks
-        vector = await self.embed_image(data)
-        hits = await asyncio.to_thread(index.search, vector[None], k, labels=labels)
-        return {"target": target, "results": [hit_json(h) for h in hits[0]], "took_ms": _ms(start)}
+        hits = await self._hits(index, await self.embed_image(data), k, labels)
+        return {"target": target, "results": hits, "took_ms": _ms(start)}
 
     async def search_text(self, text: str, *, target=None, k=10, labels=None) -> dict:
+        """As ``Searcher.search(text=...)``, with the encoding batched."""
         start = time.perf_counter()
-        found = await asyncio.to_thread(self.searcher.search, text=text, target=target, k=k, labels=labels)
-        return {"target": found.target, "query": found.query, "ignored_tags": list(found.ignored_tags),
-                "results": [hit_json(h) for h in found.hits], "took_ms": _ms(start)}
+        target, index = self.searcher._index_for("text", target)
+        known, unknown = self.model.parse_text(text)
+        hits = await self._hits(index, await self.embed_text(text), k, labels)
+        return {"target": target, "query": ", ".join(known), "ignored_tags": unknown, "results": hits,
+                "took_ms": _ms(start)}
 
     def label_scores(self, vector: np.ndarray) -> list:
         """Every label with its score and calibrated threshold, best first."""
@@ -121,14 +138,13 @@ class Service:
         index = self._writable("text")
         ids = [item_id for item_id, _, _ in items]
         self._check_new(index, ids)
-        texts = [text for _, text, _ in items]
-        vectors = await asyncio.to_thread(self.model.encode_texts, texts)
+        vectors = await asyncio.gather(*(self.embed_text(text) for _, text, _ in items))
         metadata = []
         for (_, text, meta), vector in zip(items, vectors):
             known, _ = self.model.parse_text(text)
             predicted = [s["label"] for s in self.label_scores(vector) if s["passes"]]
             metadata.append({**meta, "text": text, "tags": known, "predicted_labels": predicted})
-        return await self._add(index, vectors, ids, metadata)
+        return await self._add(index, np.stack(vectors), ids, metadata)
 
     async def _add(self, index, vectors, ids, metadata) -> dict:
         try:
