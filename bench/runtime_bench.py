@@ -76,7 +76,7 @@ def query_inputs(model, data, n, workdir):
 
 def query_indexes(model, data, size, batch_size):
     """A text index and an image index to search: the data set's (encoded here), else random vectors."""
-    import dagnn_runtime as dr
+    from dagnn_runtime.indexes.hnsw import HnswIndex
 
     indexes = {}
     if data:
@@ -86,7 +86,7 @@ def query_indexes(model, data, size, batch_size):
         vocab_index = {t: j for j, t in enumerate(model.vocab)}
         bow = bag_of_words([p.tags for p in ds.pairs], vocab_index)
         keep = np.flatnonzero(bow.sum(1) > 0)
-        text = dr.Index.for_model(model, "text")
+        text = HnswIndex.for_model(model, "text")
         text.add(model.encode_bow(bow[keep]), [str(ds.pairs[i].row) for i in keep])
         indexes["text"] = text
         # image index: encoding every photo would dominate the bench; random unit vectors of the same size
@@ -94,7 +94,7 @@ def query_indexes(model, data, size, batch_size):
         size = len(ds.with_images())
     for seed, modality in enumerate(("image", "text")):
         if modality not in indexes:
-            index = dr.Index.for_model(model, modality, capacity=size)
+            index = HnswIndex.for_model(model, modality, capacity=size)
             index.add(synthetic_vectors("clustered", size, 0, model.embedding_dim, seed=seed)[0],
                       [str(i) for i in range(size)])
             indexes[modality] = index
@@ -106,14 +106,14 @@ def bench_queries(model, indexes, images, texts, k, warmup=5):
     stages = {"preprocess": [], "encode": [], "search": []}
     total_image, vectors = [], []
     for path in images[:warmup]:
-        indexes["text"].query(model.encode_images([path]), k=k)
+        indexes["text"].search(model.encode_images([path]), k=k)
     for path in images:
         t0 = time.perf_counter()
         pixels = model.preprocess([path])
         t1 = time.perf_counter()
         vec = model.encode_pixels(pixels)
         t2 = time.perf_counter()
-        indexes["text"].query(vec, k=k)
+        indexes["text"].search(vec, k=k)
         t3 = time.perf_counter()
         vectors.append(vec)
         stages["preprocess"].append(t1 - t0)
@@ -122,12 +122,17 @@ def bench_queries(model, indexes, images, texts, k, warmup=5):
         total_image.append(t3 - t0)
     total_text = []
     for text in texts[:warmup]:
-        indexes["image"].query(model.encode_texts([text]), k=k)
+        indexes["image"].search(model.encode_texts([text]), k=k)
     for text in texts:
         t0 = time.perf_counter()
-        indexes["image"].query(model.encode_texts([text]), k=k)
+        indexes["image"].search(model.encode_texts([text]), k=k)
         total_text.append(time.perf_counter() - t0)
     return total_image, stages, total_text, np.concatenate(vectors)
+
+
+def scores_of(hits):
+    """The (n, k) score matrix of ``search``'s hits."""
+    return np.array([[h.score for h in row] for row in hits], dtype=np.float32)
 
 
 def recall(approx_scores, exact_scores, tol=1e-5):
@@ -142,11 +147,11 @@ def query_index_recall(index, vectors, k, efs):
     """recall@k and ms/query of the index's HNSW search at each ef against exact search, for these queries
     (image embeddings searching the text index: the cross-modal case, whose queries come from another
     distribution than the items)."""
-    exact = index.query(vectors, k=k, exact=True)[1]
+    exact = scores_of(index.search(vectors, k=k, exact=True))
     rows = []
     for ef in sorted({index.ef, *efs}):
         t = time.perf_counter()
-        got = np.concatenate([index.query(v, k=k, ef=ef)[1] for v in vectors])
+        got = np.concatenate([scores_of(index.search(v, k=k, ef=ef)) for v in vectors])
         rows.append({"ef": ef, "recall": recall(got, exact), "ms": (time.perf_counter() - t) / len(vectors) * 1e3})
     return rows
 
@@ -210,25 +215,25 @@ def synthetic_vectors(kind, items, queries, dim, seed=2):
 
 
 def bench_hnsw(items, dim, queries, k, threads, efs, data_kind):
-    import dagnn_runtime as dr
+    from dagnn_runtime.indexes.hnsw import HnswIndex
 
     v, q = synthetic_vectors(data_kind, items, queries, dim)
-    index = dr.Index(dim, "bench", capacity=items, M=16, ef_construction=200)
+    index = HnswIndex(dim, "bench", capacity=items, M=16, ef_construction=200)
     index._graph.set_num_threads(threads)
     t = time.perf_counter()
     for start in range(0, items, 20000):
         index.add(v[start:start + 20000], [str(i) for i in range(start, min(start + 20000, items))])
     build_s = time.perf_counter() - t
     del v
-    index.query(q[:1], k=k, exact=True)  # builds the exact search's vector cache outside the timing
+    index.search(q[:1], k=k, exact=True)  # builds the exact search's vector cache outside the timing
     t = time.perf_counter()
-    exact = np.concatenate([index.query(q[i], k=k, exact=True)[1] for i in range(len(q))])
+    exact = np.concatenate([scores_of(index.search(q[i], k=k, exact=True)) for i in range(len(q))])
     exact_qps = len(q) / (time.perf_counter() - t)
     rows = []
     for ef in efs:
-        index.query(q[:5], k=k, ef=ef)
+        index.search(q[:5], k=k, ef=ef)
         t = time.perf_counter()
-        got = np.concatenate([index.query(q[i], k=k, ef=ef)[1] for i in range(len(q))])
+        got = np.concatenate([scores_of(index.search(q[i], k=k, ef=ef)) for i in range(len(q))])
         qps = len(q) / (time.perf_counter() - t)
         rows.append({"ef": ef, "recall": recall(got, exact), "qps": qps, "speedup": qps / exact_qps})
     return {"items": items, "dim": dim, "queries": len(q), "data": data_kind, "build_s": build_s,

@@ -6,6 +6,7 @@ of them, so there is no import cycle. Library errors (``DagnnError``, the traini
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -55,7 +56,8 @@ def needs_train_extra(command: str) -> None:
 
 
 def main(argv=None) -> None:
-    """Console entry point."""
+    """Console entry point: registers every command (importing ``dagnn_cli.main``), then runs the app."""
+    importlib.import_module("dagnn_cli.main")
     try:
         app(args=argv, prog_name="dagnn")
     except KeyboardInterrupt:

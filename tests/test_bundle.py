@@ -14,7 +14,7 @@ from bundle_factory import (bundle_dir, build_bundle, bundle_parts, image_encode
 
 
 def test_import_does_not_pull_torch():
-    code = "import sys, dagnn_runtime, dagnn_runtime.index; print('torch' in sys.modules)"
+    code = "import sys, dagnn_runtime, dagnn_runtime.engine, dagnn_runtime.indexes.hnsw, dagnn_runtime.ingest, dagnn_runtime.evaluation; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -1,47 +1,56 @@
-"""Nearest-neighbour indexes of a bundle's embeddings (cosine similarity, HNSW via hnswlib).
+"""The hnswlib backend: cosine k-NN in memory, saved as one folder (``hnsw_files``).
 
-An index holds one modality's items: a string id and a small JSON metadata record per item (path or tags,
-labels), and the ``embedding_space`` of the bundle whose embeddings it stores, so that it cannot be
-queried with vectors of another model. Capacity grows on its own; removal marks items deleted.
-
-On disk, a folder written atomically (temporary folder + rename)::
-
-    graph.hnsw    hnswlib's graph (vectors stored L2-normalised, inner-product space)
-    index.json    format, dim, space, embedding_space, modality, HNSW parameters, the graph's SHA-256
-                  and ``items``: per internal label ``[id, metadata]``, or null for a removed item
+Capacity grows on its own; removal marks items deleted.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import logging
 import threading
 from pathlib import Path
 
 import hnswlib
 import numpy as np
 
-from .atomic import replace_dir, temp_dir_beside
-from .bundle import file_sha256
-from .errors import IndexFileError, InputError, MismatchError
+from ..constants import MODALITIES
+from ..errors import IndexFileError, InputError, MismatchError
+from .base import Hit
+from .hnsw_files import GRAPH_FILE, META_FILE, read_folder, stamp, write_folder
 
-FORMAT = "dagnn-index"
-FORMAT_VERSION = 1
-GRAPH_FILE = "graph.hnsw"
-META_FILE = "index.json"
-MODALITIES = ("image", "text")
+LABEL_KEYS = ("labels", "predicted_labels")  # metadata fields the ``labels`` search filter looks at
+
+log = logging.getLogger(__name__)
 
 
 def _space_of(model_or_space) -> str:
     return getattr(model_or_space, "embedding_space", model_or_space)
 
 
-class Index:
+def _label_names(meta: dict) -> set:
+    names = set()
+    for key in LABEL_KEYS:
+        value = meta.get(key)
+        values = [value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []
+        names.update(v for v in values if isinstance(v, str))
+    return names
+
+
+def _wanted_labels(labels) -> frozenset | None:
+    if labels is None:
+        return None
+    wanted = [labels] if isinstance(labels, str) else list(labels)
+    if not wanted or not all(isinstance(x, str) and x for x in wanted):
+        raise InputError(f"labels must be a non-empty list of label names, got {labels!r}"[:120])
+    return frozenset(wanted)
+
+
+class HnswIndex:
     """Cosine k-NN over L2-normalised vectors with ids and metadata. Safe to share between threads."""
 
     def __init__(self, dim: int, embedding_space: str, modality: str | None = None, M: int = 16,
-                 ef_construction: int = 200, ef: int = 128, capacity: int | None = 1024):
-        """``capacity`` is only a first allocation: ``add`` grows it. (``None`` is for ``load``.)"""
+                 ef_construction: int = 200, ef: int = 128, capacity: int | None = 1024, location=None):
+        """``capacity`` is only a first allocation: ``add`` grows it. (``None`` is for ``load``.)
+        ``location``: the folder ``save()`` writes; an index without one lives in memory only."""
         if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):
             raise InputError(f"capacity must be a positive integer, got {capacity!r}")
         if not isinstance(dim, int) or dim < 1:
@@ -52,22 +61,28 @@ class Index:
             raise InputError(f"modality must be one of {MODALITIES}, got {modality!r}")
         self.dim, self.embedding_space, self.modality = dim, embedding_space, modality
         self.M, self.ef_construction, self.ef = int(M), int(ef_construction), int(ef)
+        self.location = None if location is None else str(location)
         self._graph = hnswlib.Index(space="ip", dim=dim)
         if capacity is not None:  # None: ``load`` fills the graph from a file instead
             self._graph.init_index(max_elements=capacity, ef_construction=self.ef_construction, M=self.M)
         self._items: list = []        # per hnswlib label: (id, metadata JSON) or None once removed
-        self._labels: dict = {}       # live id -> label
+        self._labels: dict = {}       # live id -> hnswlib label
+        self._by_label: dict = {}     # label name (metadata labels/predicted_labels) -> set of hnswlib labels
         self._lock = threading.RLock()
         self._exact = None            # cached (labels, vectors) of live items for exact search
+        self._dirty = True            # changes not yet at ``location`` (a new index is not there at all)
+        self._stamp = None            # index.json's identity when this copy was loaded or saved
+        self._closed = False
 
     @classmethod
-    def for_model(cls, model, modality: str | None = None, **kwargs) -> "Index":
+    def for_model(cls, model, modality: str | None = None, **kwargs) -> "HnswIndex":
         """An empty index for embeddings of ``model`` (a loaded bundle)."""
         return cls(model.embedding_dim, model.embedding_space, modality=modality, **kwargs)
 
     @classmethod
     def build(cls, vectors, ids, metadata=None, *, embedding_space: str, modality: str | None = None,
-              **kwargs) -> "Index":
+              **kwargs) -> "HnswIndex":
+        """An in-memory index of these vectors (``save(location)`` writes it)."""
         vectors = np.asarray(vectors)
         if vectors.ndim != 2:
             raise InputError(f"vectors must be a (n, d) matrix, got shape {vectors.shape}")
@@ -82,6 +97,9 @@ class Index:
     def __contains__(self, item_id) -> bool:
         return self._key(item_id) in self._labels
 
+    def __repr__(self) -> str:
+        return f"<HnswIndex {self.location or '(in memory)'}: {len(self)} {self.modality or ''} items, d={self.dim}>"
+
     @property
     def ids(self) -> list:
         with self._lock:
@@ -89,7 +107,13 @@ class Index:
 
     @property
     def capacity(self) -> int:
-        return self._graph.get_max_elements()
+        return self._g.get_max_elements()
+
+    @property
+    def _g(self) -> hnswlib.Index:
+        if self._closed:
+            raise IndexFileError(f"index {self.location or '(in memory)'} is closed")
+        return self._graph
 
     def metadata(self, item_id) -> dict:
         with self._lock:
@@ -167,11 +191,17 @@ class Index:
             start = len(self._items)
             needed = start + len(keys)
             if needed > self.capacity:
-                self._graph.resize_index(max(needed, 2 * self.capacity))
-            self._graph.add_items(v, np.arange(start, needed, dtype=np.int64))
+                self._g.resize_index(max(needed, 2 * self.capacity))
+            self._g.add_items(v, np.arange(start, needed, dtype=np.int64))
             self._items.extend(zip(keys, records))
             self._labels.update({k: start + j for j, k in enumerate(keys)})
-            self._exact = None
+            for j, meta in enumerate(metadata):
+                self._index_labels(start + j, meta)
+            self._exact, self._dirty = None, True
+
+    def _index_labels(self, label: int, meta: dict) -> None:
+        for name in _label_names(meta):
+            self._by_label.setdefault(name, set()).add(label)
 
     def remove(self, ids) -> None:
         """Mark items deleted; they are never returned again. Unknown ids are refused, changing nothing."""
@@ -182,44 +212,57 @@ class Index:
                 raise InputError(f"id {unknown[0]!r} is not in the index ({len(unknown)} unknown ids)")
             for key in dict.fromkeys(keys):
                 label = self._labels.pop(key)
-                self._graph.mark_deleted(label)
+                self._g.mark_deleted(label)
+                for name in _label_names(json.loads(self._items[label][1])):
+                    self._by_label[name].discard(label)
                 self._items[label] = None
-            self._exact = None
+            self._exact, self._dirty = None, True
 
     # ---- search --------------------------------------------------------------------------------------
-    def query(self, vectors, k: int = 10, ef: int | None = None, exact: bool = False):
-        """The ``k`` most cosine-similar items of each query vector.
-
-        Returns ``(ids, scores, metadata)``: lists of lists of ids and metadata dicts, and a float32
-        ``(n, k')`` array of cosine scores, best first; ``k' = min(k, len(index))``. ``exact`` ranks by
-        brute force (numpy) instead of the HNSW graph; ``ef`` overrides the index's search breadth.
-        """
+    def search(self, vectors, k: int = 10, *, labels=None, ef: int | None = None,
+               exact: bool = False) -> list[list[Hit]]:
+        """Per query vector, the ``k`` most cosine-similar items, best first (fewer when the index holds
+        fewer). ``labels``: only items whose metadata ``labels`` or ``predicted_labels`` contain any of
+        them. ``exact`` ranks by brute force (numpy) instead of the graph; ``ef`` overrides the index's
+        search breadth."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
+        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1):
+            raise InputError(f"ef must be a positive integer, got {ef!r}")
+        wanted = _wanted_labels(labels)
         q = self._vectors(vectors, "query vectors")
         with self._lock:
-            k = min(int(k), len(self._labels))
+            allowed = None
+            if wanted is not None:
+                allowed = set().union(*(self._by_label.get(name, ()) for name in wanted))
+            k = min(int(k), len(self._labels) if allowed is None else len(allowed))
             if k == 0:
-                return [[] for _ in q], np.zeros((len(q), 0), dtype=np.float32), [[] for _ in q]
+                return [[] for _ in q]
             if exact:
-                labels, scores = self._exact_search(q, k)
+                found, scores = self._exact_search(q, k, allowed)
             else:
-                self._graph.set_ef(max(int(ef or self.ef), k))
+                self._g.set_ef(max(int(ef or self.ef), k))
                 try:
-                    labels, distances = self._graph.knn_query(q, k=k)
+                    if allowed is None:
+                        found, distances = self._g.knn_query(q, k=k)
+                    else:  # the filter is a Python callable: one thread avoids contending for the GIL
+                        found, distances = self._g.knn_query(q, k=k, num_threads=1, filter=allowed.__contains__)
                     scores = 1.0 - distances
                 except RuntimeError:  # too few reachable live items (many removed, small ef): fall back
-                    labels, scores = self._exact_search(q, k)
-            rows = [[self._items[int(lab)] for lab in row] for row in labels]
-        ids = [[item[0] for item in row] for row in rows]
-        meta = [[json.loads(item[1]) for item in row] for row in rows]
-        return ids, np.asarray(scores, dtype=np.float32), meta
+                    found, scores = self._exact_search(q, k, allowed)
+            rows = [[self._items[int(lab)] for lab in row] for row in found]
+        scores = np.asarray(scores, dtype=np.float32)
+        return [[Hit(item[0], float(s), json.loads(item[1])) for item, s in zip(row, srow)]
+                for row, srow in zip(rows, scores)]
 
-    def _exact_search(self, q: np.ndarray, k: int):
+    def _exact_search(self, q: np.ndarray, k: int, allowed: set | None = None):
         if self._exact is None:
-            labels = np.array(sorted(self._labels.values()), dtype=np.int64)
-            self._exact = (labels, np.asarray(self._graph.get_items(labels, return_type="numpy"), dtype=np.float32))
+            live = np.array(sorted(self._labels.values()), dtype=np.int64)
+            self._exact = (live, np.asarray(self._g.get_items(live, return_type="numpy"), dtype=np.float32))
         labels, vectors = self._exact
+        if allowed is not None:
+            keep = np.isin(labels, np.fromiter(allowed, dtype=np.int64, count=len(allowed)))
+            labels, vectors = labels[keep], vectors[keep]
         sims = q @ vectors.T
         if k < sims.shape[1]:  # partial selection first: O(n) instead of sorting every item
             part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
@@ -230,49 +273,52 @@ class Index:
         return labels[top], np.take_along_axis(sims, top, axis=1)
 
     # ---- persistence ---------------------------------------------------------------------------------
-    def save(self, folder) -> Path:
-        """Write the index to ``folder`` atomically: readers see the old or the new index, never a mix."""
-        folder = Path(folder)
-        if folder.exists() and not (folder / META_FILE).is_file() and (not folder.is_dir() or any(folder.iterdir())):
-            raise IndexFileError(f"refusing to replace {folder}: it exists and is not an index folder")
-        tmp = temp_dir_beside(folder)
-        try:
-            with self._lock:
-                self._graph.save_index(str(tmp / GRAPH_FILE))
-                meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "dim": self.dim, "space": "cosine",
-                        "modality": self.modality, "embedding_space": self.embedding_space, "M": self.M,
-                        "ef_construction": self.ef_construction, "ef": self.ef, "count": len(self._labels),
-                        "graph": {"file": GRAPH_FILE, "sha256": file_sha256(tmp / GRAPH_FILE)},
-                        "items": [None if it is None else [it[0], json.loads(it[1])] for it in self._items]}
-            with open(tmp / META_FILE, "w", encoding="utf-8") as f:
-                json.dump(meta, f, ensure_ascii=False)
-                f.flush()
-                os.fsync(f.fileno())
-            replace_dir(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return folder
+    def save(self, location=None) -> None:
+        """Write pending changes to ``location`` (given here or when opened) atomically: readers see the
+        old or the new index, never a mix. Nothing to write when nothing changed since the last save."""
+        if location is not None and str(location) != self.location:
+            self.location, self._dirty = str(location), True
+        if self.location is None:
+            raise InputError("this index lives in memory only: give save() a folder to write it to")
+        folder = Path(self.location)
+        if not self._dirty and (folder / META_FILE).is_file():
+            return
+        with self._lock:
+            meta = {"dim": self.dim, "space": "cosine", "modality": self.modality,
+                    "embedding_space": self.embedding_space, "M": self.M, "ef_construction": self.ef_construction,
+                    "ef": self.ef, "count": len(self._labels),
+                    "items": [None if it is None else [it[0], json.loads(it[1])] for it in self._items]}
+            self._stamp = write_folder(folder, lambda path: self._g.save_index(str(path)), meta)
+            self._dirty = False
+        log.info("saved %d items to %s", len(self), folder)
+
+    def refresh(self) -> None:
+        """Re-read the index when another writer saved a new version at ``location`` since this copy was
+        opened or saved. Refused while this copy holds unsaved changes (one of them would be lost)."""
+        if self.location is None or stamp(Path(self.location)) == self._stamp:
+            return
+        if self._dirty:
+            raise IndexFileError(f"index {self.location} changed on disk while this copy has unsaved changes")
+        fresh = type(self).load(self.location)
+        with self._lock:
+            for name in ("dim", "embedding_space", "modality", "M", "ef_construction", "ef", "_graph", "_items",
+                         "_labels", "_by_label", "_exact", "_dirty", "_stamp"):
+                setattr(self, name, getattr(fresh, name))
+
+    def close(self) -> None:
+        """Free the graph's memory; unsaved changes are dropped (call ``save`` first to keep them)."""
+        with self._lock:
+            self._closed, self._graph, self._exact = True, None, None
 
     @classmethod
-    def load(cls, folder, model=None) -> "Index":
+    def load(cls, folder, model=None) -> "HnswIndex":
         """Read an index folder; with ``model`` (a bundle or embedding_space), refuse another space."""
         folder = Path(folder)
-        meta_path, graph_path = folder / META_FILE, folder / GRAPH_FILE
-        if not folder.is_dir():
-            raise IndexFileError(f"index {folder}: no such folder")
-        if not meta_path.is_file():
-            raise IndexFileError(f"index {folder}: missing {META_FILE} (not an index folder?)")
+        meta, graph_path, found = read_folder(folder)
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if meta.get("format") != FORMAT:
-                raise IndexFileError(f"index {folder}: {META_FILE} format is {meta.get('format')!r}, not {FORMAT!r}")
-            if meta.get("format_version") != FORMAT_VERSION:
-                raise IndexFileError(f"index {folder}: format_version {meta.get('format_version')!r} "
-                                     f"is not supported (supported: {FORMAT_VERSION})")
             dim, items = int(meta["dim"]), meta["items"]
             index = cls(dim, meta["embedding_space"], modality=meta.get("modality"), M=meta["M"],
-                        ef_construction=meta["ef_construction"], ef=meta["ef"], capacity=None)
+                        ef_construction=meta["ef_construction"], ef=meta["ef"], capacity=None, location=folder)
             for label, item in enumerate(items):
                 if item is not None:
                     key, record = item
@@ -280,15 +326,11 @@ class Index:
                     if index._items[-1][0] in index._labels:
                         raise IndexFileError(f"index {folder}: duplicate id {key!r} in {META_FILE}")
                     index._labels[index._items[-1][0]] = label
+                    index._index_labels(label, record)
                 else:
                     index._items.append(None)
-        except (ValueError, KeyError, TypeError, InputError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, InputError) as exc:
             raise IndexFileError(f"index {folder}: {META_FILE} is malformed ({exc})") from exc
-        if not graph_path.is_file():
-            raise IndexFileError(f"index {folder}: missing {GRAPH_FILE}")
-        if file_sha256(graph_path) != meta.get("graph", {}).get("sha256"):
-            raise IndexFileError(f"index {folder}: {GRAPH_FILE} does not match the SHA-256 in {META_FILE} "
-                                 "(changed or corrupt)")
         try:
             index._graph.load_index(str(graph_path), max_elements=max(len(items), 1))
         except RuntimeError as exc:
@@ -297,6 +339,8 @@ class Index:
             raise IndexFileError(f"index {folder}: {GRAPH_FILE} holds {index._graph.get_current_count()} "
                                  f"{index._graph.dim}-d vectors, {META_FILE} describes {len(items)} {dim}-d items")
         index._graph.set_ef(index.ef)
+        index._dirty, index._stamp = False, found
         if model is not None:
             index.check_space(model)
         return index
+

@@ -1,4 +1,4 @@
-"""The serving commands end to end on a factory bundle: happy paths and the errors users hit."""
+"""The index, query, tag and eval commands end to end on a factory bundle: happy paths and the errors users hit."""
 import json
 import os
 import shutil
@@ -63,13 +63,13 @@ def test_query_image_to_text_matches_the_runtime(index_dir, data_dir, bundle_dir
     image = data_dir / "images" / "im3.jpg"
     out = run_json("query", "--bundle", bundle_dir, "--index", index_dir, "--image", image, "--k", 5)
     assert out["target"] == "text" and len(out["results"]) == 5
-    ix = dr.Index.load(index_dir / "text")
-    ids, scores, meta = ix.query(model.encode_images([image]), k=5)
-    assert [r["id"] for r in out["results"]] == ids[0]
-    np.testing.assert_allclose([r["score"] for r in out["results"]], scores[0], atol=1e-6)
-    assert out["results"][0]["metadata"] == meta[0][0] and "tags" in meta[0][0] and "labels" in meta[0][0]
+    hits = dr.open_index(index_dir / "text").search(model.encode_images([image]), k=5)[0]
+    assert [r["id"] for r in out["results"]] == [h.id for h in hits]
+    np.testing.assert_allclose([r["score"] for r in out["results"]], [h.score for h in hits], atol=1e-6)
+    assert out["results"][0]["metadata"] == hits[0].metadata and "tags" in hits[0].metadata
+    assert "labels" in hits[0].metadata
     table = run_ok("query", "--bundle", bundle_dir, "--index", index_dir, "--image", image, "--k", 3).stdout
-    assert "rank" in table and ids[0][0] in table
+    assert "rank" in table and hits[0].id in table
 
 
 def test_query_text_to_image_and_explicit_target(index_dir, bundle_dir, model):
@@ -81,7 +81,8 @@ def test_query_text_to_image_and_explicit_target(index_dir, bundle_dir, model):
     same = run_json("query", "--bundle", bundle_dir, "--index", index_dir, "--text", "sea beach", "--target", "text",
                     "--exact", "--k", 3)
     assert same["target"] == "text" and same["results"][0]["metadata"]["tags"]
-    expected = dr.Index.load(index_dir / "text").query(model.encode_texts(["sea beach"]), k=3, exact=True)[0][0]
+    expected = [h.id for h in dr.open_index(index_dir / "text").search(model.encode_texts(["sea beach"]), k=3,
+                                                                        exact=True)[0]]
     assert [r["id"] for r in same["results"]] == expected
     # unknown tags next to known ones are ignored with a note
     noted = runner.invoke(app, ["query", "--bundle", str(bundle_dir), "--index", str(index_dir), "--text",
@@ -130,7 +131,7 @@ def test_add_remove_and_resume(tmp_path, bundle_dir, data_dir):
     built = run_json("index", "build", "--bundle", bundle_dir, "--texts", texts, "--out", tmp_path / "tidx",
                      "--quiet")[0]
     assert (built["added"], built["skipped"]) == (2, 1)
-    assert sorted(dr.Index.load(tmp_path / "tidx").ids) == ["3", "a1"]
+    assert sorted(dr.open_index(tmp_path / "tidx").ids) == ["3", "a1"]
     run_fail("index", "add", "--bundle", bundle_dir, "--index", out, "--texts", texts, match="holds image items")
     present = run_json("index", "add", "--bundle", bundle_dir, "--index", out, "--images", photos / "im5.jpg")[0]
     assert (present["added"], present["already_present"]) == (0, 1)  # a single file's id is its name
@@ -140,10 +141,10 @@ def test_add_remove_and_resume(tmp_path, bundle_dir, data_dir):
     assert (added["added"], added["items"]) == (1, 26)
     # remove
     run_ok("index", "remove", "--index", out, "new.jpg", "im1.jpg")
-    ix = dr.Index.load(out)
+    ix = dr.open_index(out)
     assert "new.jpg" not in ix and "im1.jpg" not in ix and "im2.jpg" in ix
     run_fail("index", "remove", "--index", out, "im2.jpg", "ghost", match="'ghost' is not in")
-    assert "im2.jpg" in dr.Index.load(out)
+    assert "im2.jpg" in dr.open_index(out)
 
 
 def test_build_errors(tmp_path, bundle_dir, data_dir):
@@ -225,3 +226,14 @@ def test_cli_import_does_not_pull_torch():
     code = "import sys, dagnn_cli.main; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_console_entry_point_registers_every_command(tmp_path):
+    """``dagnn`` runs ``dagnn_cli.app:main``, which must register the commands itself."""
+    code = "import sys; from dagnn_cli.app import main; main(sys.argv[1:])"
+    listed = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
+    assert listed.returncode == 0
+    assert all(name in listed.stdout for name in ("index", "query", "tag", "eval", "train", "export", "demo"))
+    missing = subprocess.run([sys.executable, "-c", code, "index", "info", "--index", str(tmp_path)],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and missing.stderr.strip().startswith(f"error: no index at {tmp_path}")

@@ -1,0 +1,54 @@
+"""``dagnn eval``: a bundle's metrics re-measured with the runtime alone, or a training run's (torch)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dagnn_runtime.constants import SPLITS
+from dagnn_runtime.errors import InputError
+
+from . import render
+from .app import app, needs_train_extra
+from .index_cmds import threads_opt
+
+
+@app.command("eval")
+def eval_cmd(
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Evaluate this bundle with the runtime alone."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data set folder (with --bundle)."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Evaluate a training run (needs the [train] extra)."),
+    split: str = typer.Option("test", "--split", help="train | val | test."),
+    k: Optional[int] = typer.Option(None, "--k", min=1, help="Also report mAP@k."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    threads: Optional[int] = threads_opt,
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+):
+    """Cross-modal mAP (I2T, T2I, average) and tagging metrics, from a bundle or a training run."""
+    if split not in SPLITS:
+        raise InputError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if run is not None:
+        if bundle is not None or data is not None:
+            raise InputError("give either --run RUN or --bundle B --data DIR, not both")
+        needs_train_extra("eval --run")
+        from dagnn_export.evaluate import evaluate_run
+
+        try:
+            result = evaluate_run(run, split, k)
+        except (ValueError, OSError) as exc:  # transitional: until the training side's errors are DagnnErrors
+            raise InputError(str(exc)) from exc
+        claimed = {}
+    else:
+        if bundle is None or data is None:
+            raise InputError("give --bundle B --data DIR (or --run RUN)")
+        import dagnn_runtime as dr
+        from dagnn_runtime.evaluation import claimed_metrics
+
+        model = dr.load(bundle, threads=threads)
+        with render.progress(f"encoding {split} images", None, quiet) as on_progress:
+            result = dr.evaluate_bundle(model, data, split, k, batch_size, on_progress=on_progress)
+        claimed = claimed_metrics(model, split)
+    title = f"{run or bundle}: {result.get('split', split)} split, {result.get('n', '?')} pairs"
+    render.eval_result(result, claimed, title, as_json)

@@ -1,0 +1,138 @@
+"""``dagnn index build|add|remove|info``: fill and maintain indexes with the runtime's ``ingest``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dagnn_runtime.constants import MODALITIES
+from dagnn_runtime.errors import InputError
+
+from . import render
+from .app import index_app
+
+_data_opt = typer.Option(None, "--data", help="Data set folder: indexes its photos (INDEX/image) and tag texts (INDEX/text).")
+_images_opt = typer.Option(None, "--images", help="Image folder (searched recursively) or file; repeatable.")
+_texts_opt = typer.Option(None, "--texts", help="Text file: one text per line, optionally 'ID<TAB>tags'.")
+bundle_opt = typer.Option(..., "--bundle", help="Bundle folder or .dagnn archive.")
+threads_opt = typer.Option(None, "--threads", min=1, help="Inference threads (default: onnxruntime's choice).")
+
+
+def _sources(data, images, texts, modality) -> list:
+    import dagnn_runtime as dr
+
+    given = [x for x in (data, images, texts) if x]
+    if len(given) != 1:
+        raise InputError("give exactly one of --data DIR, --images DIR|FILE, --texts FILE")
+    if modality is not None and modality not in MODALITIES:
+        raise InputError(f"--modality must be image or text, not {modality!r}")
+    if data:
+        return dr.sources_from_data(data, [modality] if modality else MODALITIES)
+    src = dr.source_from_images(images) if images else dr.source_from_texts(texts)
+    if modality and modality != src.modality:
+        raise InputError(f"--modality {modality} does not match the {src.modality} items given")
+    return [src]
+
+
+def _run_ingest(bundle, out, data, images, texts, modality, batch_size, threads, save_every, quiet, as_json,
+                create, index_options):
+    import dagnn_runtime as dr
+
+    model = dr.load(bundle, threads=threads)
+    reports = []
+    for src in _sources(data, images, texts, modality):
+        # --data lays out INDEX/image and INDEX/text; single sources go to INDEX itself unless it is such a parent
+        folder = dr.locate_index(out, src.modality) or (out / src.modality if data else out)
+        if not create and dr.locate_index(folder) is None:
+            raise InputError(f"no index at {folder}: create it with `dagnn index build`")
+        index = dr.open_index(folder, model=model, modality=src.modality, create=create,
+                              capacity=max(len(src.ids), 16), **index_options)
+        with render.progress(f"{src.modality} → {folder}", len(src.ids), quiet) as on_progress:
+            reports.append(dr.ingest(model, src, index, batch_size=batch_size, save_every=save_every,
+                                     on_progress=on_progress))
+    render.ingest_reports(reports, as_json)
+
+
+@index_app.command("build")
+def index_build(
+    bundle: Path = bundle_opt,
+    out: Path = typer.Option(..., "--out", help="Index folder to create (or resume)."),
+    data: Optional[Path] = _data_opt,
+    images: Optional[List[Path]] = _images_opt,
+    texts: Optional[Path] = _texts_opt,
+    modality: Optional[str] = typer.Option(None, "--modality", help="image|text: with --data, index only one."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    threads: Optional[int] = threads_opt,
+    m: int = typer.Option(16, "--M", min=2, help="HNSW links per node."),
+    ef_construction: int = typer.Option(200, "--ef-construction", min=1),
+    ef: int = typer.Option(128, "--ef", min=1, help="Default search breadth stored with the index."),
+    save_every: int = typer.Option(2000, "--save-every", min=1, help="Checkpoint after this many additions."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+):
+    """Encode items with a bundle and index them. Re-running skips ids already in the index."""
+    _run_ingest(bundle, out, data, images, texts, modality, batch_size, threads, save_every, quiet, as_json,
+                create=True, index_options={"M": m, "ef_construction": ef_construction, "ef": ef})
+
+
+@index_app.command("add")
+def index_add(
+    bundle: Path = bundle_opt,
+    index: Path = typer.Option(..., "--index", help="Existing index folder (or a --data parent)."),
+    data: Optional[Path] = _data_opt,
+    images: Optional[List[Path]] = _images_opt,
+    texts: Optional[Path] = _texts_opt,
+    modality: Optional[str] = typer.Option(None, "--modality", help="image|text: with --data, add only one."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    threads: Optional[int] = threads_opt,
+    save_every: int = typer.Option(2000, "--save-every", min=1),
+    quiet: bool = typer.Option(False, "--quiet"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Add items to an existing index (ids already present are skipped)."""
+    _run_ingest(bundle, index, data, images, texts, modality, batch_size, threads, save_every, quiet, as_json,
+                create=False, index_options={})
+
+
+def _all_indexes(path: Path) -> list:
+    """``path`` when it is an index, else its image/ and text/ indexes."""
+    from dagnn_runtime import locate_index
+
+    single = locate_index(path)
+    found = [single] if single else [path / m for m in MODALITIES if locate_index(path, m)]
+    if not found:
+        raise InputError(f"no index at {path} (expected index.json there or in {path}/image, {path}/text)")
+    return found
+
+
+@index_app.command("remove")
+def index_remove(
+    index: Path = typer.Option(..., "--index", help="Index folder (or a --data parent: removes from both)."),
+    ids: List[str] = typer.Argument(..., help="Ids to remove."),
+):
+    """Remove items by id; they are never returned by queries again."""
+    from dagnn_runtime import open_index
+
+    opened = {folder: open_index(folder) for folder in _all_indexes(index)}
+    unknown = [i for i in ids if not any(i in ix for ix in opened.values())]
+    if unknown:
+        raise InputError(f"id {unknown[0]!r} is not in {index} ({len(unknown)} unknown ids); nothing removed")
+    for folder, ix in opened.items():
+        mine = [i for i in dict.fromkeys(ids) if i in ix]
+        if mine:
+            ix.remove(mine)
+            ix.save()
+            typer.echo(f"{folder}: removed {len(mine)}, {len(ix)} items left")
+
+
+@index_app.command("info")
+def index_info(
+    index: Path = typer.Option(..., "--index", help="Index folder (or a --data parent)."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Size, dimension, modality, embedding space and HNSW parameters of an index."""
+    from dagnn_runtime import open_index
+
+    render.index_infos([dict(path=str(folder), **open_index(folder).info()) for folder in _all_indexes(index)],
+                       as_json)

@@ -1,0 +1,148 @@
+"""The search engine the CLI, a server and apps share: a loaded bundle plus its indexes, one per modality.
+
+It never prints and never exits: every problem is a ``DagnnError`` whose message names the input.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+from .constants import MODALITIES
+from .errors import InputError
+from .indexes import Hit, VectorIndex, locate_index, open_index
+
+
+@dataclass
+class SearchResult:
+    source: str            # "image" | "text": the query's modality
+    target: str            # "image" | "text": what was searched
+    query: str             # shown form: the image path/name, or the known tags joined by ", "
+    ignored_tags: list     # text query tags not in the vocabulary
+    hits: list             # [Hit], best first
+    index: str             # location searched
+    took_ms: float
+
+
+@dataclass
+class LabelScore:
+    label: str
+    score: float
+    threshold: float | None  # None for an infinite threshold (a label the bundle never predicts)
+
+
+@dataclass
+class TagResult:
+    item: str
+    labels: list           # [LabelScore] passing their thresholds, best first
+    best: LabelScore       # the highest-scoring label, passing or not
+
+
+def _other(modality: str) -> str:
+    return "text" if modality == "image" else "image"
+
+
+def _shown_image(image) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    if isinstance(image, (bytes, bytearray)):
+        return f"<{len(image)} bytes>"
+    size = getattr(image, "size", None)
+    return f"<image {size[0]}x{size[1]}>" if isinstance(size, tuple) and len(size) == 2 else "<image>"
+
+
+class Searcher:
+    """Cross-modal search and tagging with one bundle. Safe to share between threads for searching."""
+
+    def __init__(self, model, indexes: dict):
+        """``indexes``: modality -> VectorIndex of ``model``'s embedding space (checked here)."""
+        for modality, index in indexes.items():
+            if modality not in MODALITIES:
+                raise InputError(f"indexes are keyed by modality ({', '.join(MODALITIES)}), not {modality!r}")
+            if index.modality not in (None, modality):
+                raise InputError(f"index {index.location} holds {index.modality} items, not {modality} items")
+            index.check_space(model, what=f"bundle {model.source}")
+        self.model = model
+        self.indexes: dict[str, VectorIndex] = dict(indexes)
+
+    @classmethod
+    def open(cls, bundle, index=None, *, threads: int | None = None, providers="auto") -> "Searcher":
+        """``bundle``: a folder, a ``.dagnn`` archive or a loaded ``Model``. ``index``: one index location,
+        or a parent holding ``image/`` and ``text/`` (either may be missing); None for tagging only."""
+        from .session import Model, load
+
+        indexes = {}
+        if index is not None:
+            single = locate_index(index)
+            if single is not None:
+                ix = open_index(single)
+                # an index that does not record its modality answers for both
+                indexes = {m: ix for m in ([ix.modality] if ix.modality else MODALITIES)}
+            else:
+                indexes = {m: open_index(index, modality=m) for m in MODALITIES if locate_index(index, m)}
+                if not indexes:
+                    raise InputError(f"no index at {index} (expected index.json there or in "
+                                     f"{index}/image, {index}/text)")
+        model = bundle if isinstance(bundle, Model) else load(bundle, providers=providers, threads=threads)
+        return cls(model, indexes)
+
+    def _index_for(self, source: str, target: str | None):
+        held = list({id(ix): ix for ix in self.indexes.values()}.values())
+        if target is None:  # the other modality, else the only index's own
+            target = _other(source)
+            if target not in self.indexes and len(held) == 1:
+                target = held[0].modality or target
+        elif target not in MODALITIES:
+            raise InputError(f"target must be image or text, not {target!r}")
+        if target in self.indexes:
+            return target, self.indexes[target]
+        if len(held) == 1:
+            raise InputError(f"index {held[0].location} holds {held[0].modality} items, not {target} items")
+        raise InputError(f"no {target} index to search (this searcher holds: {', '.join(self.indexes) or 'none'})")
+
+    def search(self, *, image=None, text=None, target: str | None = None, k: int = 10, labels=None,
+               ef: int | None = None, exact: bool = False) -> SearchResult:
+        """The ``k`` items of ``target`` most similar to an image (path, bytes or PIL image) or a text
+        (``"sky, clouds"`` or a list of tags). Default target: the other modality (Image2Text, Text2Image)
+        when its index is there, else the only index's own. ``labels``: only items carrying any of them."""
+        if (image is None) == (text is None):
+            raise InputError("give exactly one of image= or text=")
+        source = "image" if image is not None else "text"
+        target, index = self._index_for(source, target)
+        start = time.perf_counter()
+        ignored = []
+        if image is not None:
+            vector, shown = self.model.encode_images([image]), _shown_image(image)
+        else:
+            known, unknown = self.model.parse_text(text)
+            vector = self.model.encode_texts([text])  # refuses a text without a known tag, naming close ones
+            shown, ignored = ", ".join(known), unknown
+        hits = index.search(vector, k=k, labels=labels, ef=ef, exact=exact)[0]
+        took = (time.perf_counter() - start) * 1e3
+        return SearchResult(source, target, shown, ignored, hits, str(index.location), took)
+
+    def tag(self, images, top: int | None = None) -> list:
+        """Per image, the labels whose score passes the bundle's calibrated threshold, best first (at most
+        ``top``), and the best label even when none passes."""
+        from .session import _image_list
+
+        items = _image_list(images)
+        scores = self.model.score_labels(self.model.encode_images(items))
+        passing = self.model.labels_above_threshold(scores, top=top)
+        thresholds = [None if not math.isfinite(t) else float(t) for t in self.model.thresholds.tolist()]
+        where = dict(zip(self.model.labels, thresholds))
+        results = []
+        for item, row, chosen in zip(items, scores, passing):
+            j = int(row.argmax())
+            best = LabelScore(self.model.labels[j], float(row[j]), thresholds[j])
+            results.append(TagResult(_shown_image(item), [LabelScore(l, s, where[l]) for l, s in chosen], best))
+        return results
+
+    def close(self) -> None:
+        for index in {id(ix): ix for ix in self.indexes.values()}.values():
+            index.close()
+        self.indexes = {}
+
+
+__all__ = ["Searcher", "SearchResult", "LabelScore", "TagResult", "Hit"]

@@ -1,0 +1,63 @@
+"""Re-measuring a bundle on a data set with the runtime alone: cross-modal mAP and tagging metrics, so that
+a bundle's claimed figures can be checked without torch."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .constants import SPLITS
+from .errors import DatasetError, InputError
+
+
+def _finite(x: float):
+    return float(x) if math.isfinite(x) else None
+
+
+def evaluate_bundle(model, data, split: str = "test", k: int | None = None, batch_size: int = 32,
+                    on_progress: Callable[[int], None] | None = None) -> dict:
+    """Retrieval mAP (I2T, T2I, average; also at ``k`` when given) and tagging metrics of ``model`` on one
+    split of the data set folder ``data``, split the way the bundle's training config split it.
+    ``on_progress(n)`` is called as images are encoded. Infinite thresholds are reported as None."""
+    from .dataset import Dataset, bag_of_words
+    from .metrics import cross_modal_map, tagging_metrics
+
+    if split not in SPLITS:
+        raise InputError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    ds = Dataset.load(Path(data))
+    if set(ds.labels) != set(model.labels):
+        raise DatasetError(f"{data}/labels.txt has other labels than the bundle "
+                           f"({sorted(set(ds.labels) ^ set(model.labels))[:5]})")
+    config = model.manifest.get("config", {})  # the training config: split the data the same way
+    splits = ds.splits(seed=int(config.get("split_seed", 0)), val_fraction=float(config.get("val_fraction", 0.1)))
+    idx = getattr(splits, split)
+    if len(idx) == 0:
+        raise DatasetError(f"the {split} split of {data} is empty")
+    paths = [ds.image_path(i) for i in idx]
+    image_emb = np.empty((len(idx), model.embedding_dim), dtype=np.float32)
+    for start in range(0, len(idx), batch_size):
+        chunk = paths[start:start + batch_size]
+        image_emb[start:start + len(chunk)] = model.encode_images(chunk, batch_size=batch_size)
+        if on_progress:
+            on_progress(len(chunk))
+    vocab_index = {t: j for j, t in enumerate(model.vocab)}
+    text_emb = model.encode_bow(bag_of_words([ds.pairs[i].tags for i in idx], vocab_index))
+    y = ds.label_matrix(idx)[:, [ds.label_index[name] for name in model.labels]]
+    result = {"split": split, "n": int(len(idx)), **cross_modal_map(image_emb, text_emb, y)}
+    if k:
+        result["map_at_k"] = {"k": int(k), **cross_modal_map(image_emb, text_emb, y, k=k)}
+    tagging = tagging_metrics(model.score_labels(image_emb), y, model.thresholds)
+    tagging["thresholds"] = [_finite(float(x)) for x in model.thresholds]
+    result["tagging"] = tagging
+    return result
+
+
+def claimed_metrics(model, split: str = "test") -> dict:
+    """What the bundle's manifest claims for ``split``: ``i2t``/``t2i``/``avg`` and ``tagging.<metric>``."""
+    metrics = model.manifest.get("metrics", {})
+    return {**metrics.get(split, {}),
+            **{f"tagging.{key}": v for key, v in metrics.get(f"{split}_tagging", {}).items()}}

@@ -1,0 +1,71 @@
+"""Index backends behind one protocol (``base.VectorIndex``), and the two ways in: ``locate_index`` and
+``open_index``. A folder is an hnswlib index (``hnsw.HnswIndex``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..constants import MODALITIES
+from ..errors import IndexFileError, InputError
+from .base import Hit, VectorIndex
+
+BACKENDS = ("hnsw",)
+
+__all__ = ["Hit", "VectorIndex", "locate_index", "open_index", "BACKENDS"]
+
+
+def _is_hnsw(path: Path) -> bool:
+    from .hnsw_files import META_FILE
+
+    return (path / META_FILE).is_file()
+
+
+def locate_index(location, modality: str | None = None) -> Path | None:
+    """``location`` itself when it is an index, else ``location/<modality>`` when that is one, else None."""
+    path = Path(location)
+    if _is_hnsw(path):
+        return path
+    if modality is not None and _is_hnsw(path / modality):
+        return path / modality
+    return None
+
+
+def _backend_of(location, backend: str | None) -> str:
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise InputError(f"unknown index backend {backend!r} (available: {', '.join(BACKENDS)})")
+        return backend
+    text = str(location)
+    if "://" in text or text.endswith(".db"):
+        raise InputError(f"no index backend for {text[:80]!r}: a folder holds an hnsw index")
+    return "hnsw"
+
+
+def open_index(location, *, model=None, modality: str | None = None, create: bool = False,
+               backend: str | None = None, **options) -> VectorIndex:
+    """The index at ``location`` (or ``location/<modality>``); with ``create``, a new empty one there when
+    none exists yet (``options``: ``M``, ``ef_construction``, ``ef``, ``capacity``; it is written by its
+    first ``save()``). With ``model``, an index of another embedding space is refused (MismatchError);
+    with ``modality``, an index of the other modality is refused."""
+    from .hnsw import HnswIndex
+
+    _backend_of(location, backend)
+    if modality is not None and modality not in MODALITIES:
+        raise InputError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
+    found = locate_index(location, modality)
+    if found is not None:
+        index = HnswIndex.load(found)
+        if modality is not None and index.modality not in (None, modality):
+            raise InputError(f"index {found} holds {index.modality} items, not {modality} items")
+        if model is not None:
+            index.check_space(model, what=f"bundle {getattr(model, 'source', '')}".strip())
+        return index
+    path = Path(location)
+    if not create:
+        expected = f"{path}/index.json" + (f" or {path}/{modality}/index.json" if modality else "")
+        raise IndexFileError(f"no {modality + ' ' if modality else ''}index at {path} (expected {expected})")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise IndexFileError(f"refusing to create an index at {path}: it exists and is not an index folder")
+    if model is None:
+        raise InputError("creating an index needs the model whose embeddings it will hold")
+    options.setdefault("capacity", 1024)
+    return HnswIndex.for_model(model, modality, location=path, **options)
