@@ -38,6 +38,8 @@ def serve(
     max_upload_mb: int = typer.Option(20, "--max-upload-mb", min=1, help="Largest request body."),
     max_in_flight: int = typer.Option(64, "--max-in-flight", min=1, help="API requests answered at once; "
                                       "more get 503 with Retry-After."),
+    refresh_s: float = typer.Option(5.0, "--refresh-s", min=0, help="Pick up other writers' saved changes "
+                                    "this often (0: never)."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
     log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error."),
 ):
@@ -58,7 +60,7 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     limits = Limits(max_upload_bytes=max_upload_mb * 1024 * 1024, max_in_flight=max_in_flight)
     asgi = create_app(bundle, index, uploads=uploads, api_key=api_key, limits=limits, max_batch=max_batch,
-                      max_wait_ms=max_wait_ms, threads=threads)
+                      max_wait_ms=max_wait_ms, threads=threads, refresh_s=refresh_s)
     config = uvicorn.Config(asgi, host=host, port=port, log_level=log_level, access_log=access_log,
                             timeout_graceful_shutdown=10, server_header=False)
     uvicorn.Server(config).run()  # SIGTERM/SIGINT: stop accepting, finish requests, close the index

@@ -317,6 +317,25 @@ def test_sigterm_shuts_down_gracefully(tmp_path, bundle_dir, index_dir):
     assert "Traceback" not in log
 
 
+def test_changes_saved_by_another_writer_are_picked_up(tmp_path, bundle_dir, index_dir, model):
+    from dagnn_runtime.indexes import open_index
+
+    copy = tmp_path / "index"
+    shutil.copytree(index_dir, copy)
+    with serve(bundle_dir, copy, tmp_path, "--refresh-s", "0.2") as srv:
+        other = open_index(copy / "text", model=model)  # e.g. `dagnn index add` in another process
+        other.add(model.encode_texts(["snow, river"]), ["from-elsewhere"], [{"tags": ["snow", "river"]}])
+        other.save()
+        other.close()
+        deadline = time.monotonic() + 20
+        while True:
+            hits = httpx.post(srv.url + "/v1/search", json={"text": "snow, river", "target": "text", "k": 1}).json()
+            if hits["results"][0]["id"] == "from-elsewhere":
+                break
+            assert time.monotonic() < deadline, "the server never saw the other writer's item"
+            time.sleep(0.1)
+
+
 def test_binding_beyond_loopback_needs_a_key(tmp_path, bundle_dir, index_dir):
     import subprocess
     import sys

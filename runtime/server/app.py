@@ -55,9 +55,10 @@ def _version() -> str:
 
 def create_app(bundle=None, index=None, *, searcher=None, uploads=None, api_key: str | None = None,
                limits: Limits | None = None, max_batch: int = 16, max_wait_ms: float = 2.0, threads=None,
-               providers="auto", decode_workers: int = 2) -> Starlette:
+               providers="auto", decode_workers: int = 2, refresh_s: float = 5.0) -> Starlette:
     """The app serving ``bundle`` with ``index`` (a location, or a parent holding image/ and text/), or an
-    already open ``searcher``. Uploaded images are kept in ``uploads`` (default: beside the index)."""
+    already open ``searcher``. Uploaded images are kept in ``uploads`` (default: beside the index). Every
+    ``refresh_s`` seconds the indexes pick up what other writers saved."""
     if searcher is None and (bundle is None or index is None):
         raise ValueError("create_app needs a bundle and an index, or an open searcher")
     limits = limits or Limits()
@@ -72,7 +73,7 @@ def create_app(bundle=None, index=None, *, searcher=None, uploads=None, api_key:
 
         opened = searcher or Searcher.open(bundle, index, threads=threads, providers=providers)
         return Service(opened, uploads=uploads, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                       decode_workers=decode_workers, observe_batch=metrics.observe_batch)
+                       decode_workers=decode_workers, observe_batch=metrics.observe_batch, refresh_s=refresh_s)
 
     @asynccontextmanager
     async def lifespan(app):

@@ -17,11 +17,12 @@ _ID = {"type": "string", "minLength": 1, "maxLength": _L.max_id_chars}
 _MEANING = {
     400: "Malformed request: a field is missing, unknown or of the wrong type (the message names it).",
     401: "An API key is required: send 'Authorization: Bearer <key>'.",
-    404: "No such item, or no index for the requested modality.",
+    404: "No such item, or (adding) no index of that modality.",
     409: "An id is already in the index.",
     413: f"The body is larger than {_L.max_upload_bytes // 2**20} MB (JSON: {_L.max_json_bytes // 2**20} MB).",
     415: "Wrong Content-Type for this operation.",
-    422: "Well-formed but unusable: undecodable or too large image, no known tag in a text, unknown label.",
+    422: "Well-formed but unusable: undecodable or too large image, no known tag in a text, unknown label, "
+         "no index of the target modality.",
     503: "Loading (with Retry-After), overloaded (with Retry-After), or the bundle/index failed to load.",
 }
 

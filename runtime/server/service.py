@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..atomic import atomic_write
 from ..constants import MODALITIES
-from ..errors import InputError
+from ..errors import DagnnError, InputError
 from .batching import Batcher
 from .errors import ApiError
 from .writes import GroupCommit
@@ -38,7 +38,7 @@ def hit_json(hit) -> dict:
 
 class Service:
     def __init__(self, searcher, *, uploads: Path, max_batch: int = 16, max_wait_ms: float = 2.0,
-                 decode_workers: int = 2, observe_batch=None):
+                 decode_workers: int = 2, observe_batch=None, refresh_s: float = 5.0):
         self.searcher, self.model, self.uploads = searcher, searcher.model, Path(uploads)
         self.batcher = Batcher(self.model.encode_pixels, max_batch=max_batch, max_wait_ms=max_wait_ms,
                                observe=observe_batch)
@@ -47,12 +47,30 @@ class Service:
         self._decode = ThreadPoolExecutor(decode_workers, thread_name_prefix="dagnn-decode")
         self._search = ThreadPoolExecutor(2, thread_name_prefix="dagnn-search")
         self._commit = GroupCommit()
+        self._write_lock = asyncio.Lock()  # a change and a refresh never interleave
+        self._refresh_s, self._refresher = refresh_s, None
 
     async def start(self) -> None:
         self.batcher.start()
         self.text_batcher.start()
+        if self._refresh_s > 0:
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop(), name="dagnn-refresh")
+
+    async def _refresh_loop(self) -> None:
+        """See what other writers (``dagnn index add``, another server) saved: ``refresh`` every few seconds."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            for index in {id(ix): ix for ix in self.searcher.indexes.values()}.values():
+                try:
+                    async with self._write_lock:
+                        await loop.run_in_executor(self._search, index.refresh)
+                except DagnnError as exc:
+                    log.warning("cannot refresh index %s: %s", index.location, exc)
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
         await self.batcher.close()
         await self.text_batcher.close()
         await self._commit.close()
@@ -148,7 +166,8 @@ class Service:
 
     async def _add(self, index, vectors, ids, metadata) -> dict:
         try:
-            await asyncio.to_thread(index.add, vectors, ids, metadata)
+            async with self._write_lock:
+                await asyncio.to_thread(index.add, vectors, ids, metadata)
         except InputError as exc:  # another request added one of these ids since _check_new
             if any(i in index for i in ids):
                 raise ApiError(409, "duplicate_id", str(exc)) from exc
@@ -163,7 +182,8 @@ class Service:
         if not holding:
             raise ApiError(404, "unknown_id", f"no item with id {item_id!r}")
         for index in holding:
-            await asyncio.to_thread(index.remove, [item_id])
+            async with self._write_lock:
+                await asyncio.to_thread(index.remove, [item_id])
             await self._commit.durable(index)
         return {"removed": item_id, "from": [ix.modality for ix in holding]}
 
