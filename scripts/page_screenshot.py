@@ -50,7 +50,7 @@ def main() -> None:
         chromium = os.environ.get("DAGNN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": args.width, "height": args.height}, device_scale_factor=1)
+            page = browser.new_page(viewport={"width": args.width, "height": args.height}, bypass_csp=True)
             page.goto(url + "/")
             expect(page.locator("#status")).to_have_class("pill pill-ok", timeout=30000)
             page.set_input_files("#file", args.photo)

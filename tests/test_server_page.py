@@ -29,7 +29,7 @@ def browser():
 def test_search_page_end_to_end(tmp_path, browser, bundle_dir, model, data_dir):
     index = build_index(model, data_dir, tmp_path / "index")
     with serve(bundle_dir, index, tmp_path) as srv:
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, bypass_csp=True)  # for wait_for_function
         page.set_default_timeout(30000)  # generous: CI machines may be busy
         problems = []
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))

@@ -194,8 +194,9 @@ async function openHit(hit, kind) {
 
 function renderTags(data) {
   $("tags").hidden = false;
-  const max = Math.max(...data.scores.map((s) => Math.abs(s.score)), 1e-6);
-  const pos = (x) => `${Math.max(0, Math.min(100, 50 + 50 * x / max))}%`;
+  const values = data.scores.flatMap((s) => (s.threshold === null ? [s.score] : [s.score, s.threshold]));
+  const lo = Math.min(0, ...values), hi = Math.max(...values, lo + 1e-6);  // one scale for scores and ticks
+  const pos = (x) => `${(100 * (x - lo)) / (hi - lo)}%`;
   $("tag-list").replaceChildren(...data.scores.slice(0, 10).map((s) => {
     const fill = el("div", { class: "bar-fill" });
     fill.style.width = pos(s.score);
