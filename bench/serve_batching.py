@@ -5,7 +5,8 @@
 Two ``dagnn serve`` processes on 127.0.0.1 with the same bundle, index and threads: A runs every image
 alone (``--max-batch 1``), B gathers up to ``--max-batch`` images for at most ``--max-wait-ms``. Both are
 warmed up, then measured in alternating rounds (A B, B A, ...) so that both see the same machine load;
-the table gives medians with the min–max spread over rounds.
+the table gives medians with the min–max spread over rounds. A first table times the model alone
+(``encode_pixels``, ms per image by batch size, alternating sizes) to show where any gain comes from.
 """
 from __future__ import annotations
 
@@ -27,6 +28,25 @@ async def measure(url: str, photos: list, requests: int, concurrency: int) -> di
         return summarise(*await run_phase(Load(client, photos, ["sky"]), ["image_search"] * requests, concurrency))["all"]
 
 
+def model_only(bundle, photos: list, threads, rounds: int, sizes=(1, 4, 16)) -> dict:
+    """ms per image of ``encode_pixels`` by batch size, sizes alternating within each round."""
+    import time
+
+    import dagnn_runtime as dr
+
+    model = dr.load(bundle, threads=threads)
+    pixels = model.preprocess(photos[:32])
+    model.encode_pixels(pixels[:16])  # warm-up
+    times = {b: [] for b in sizes}
+    for _ in range(rounds):
+        for b in sizes:
+            start = time.perf_counter()
+            for s in range(0, 32, b):
+                model.encode_pixels(pixels[s:s + b])
+            times[b].append((time.perf_counter() - start) * 1000 / 32)
+    return times
+
+
 def spread(values: list, fmt: str = "{:.1f}") -> str:
     return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
 
@@ -42,10 +62,15 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--max-wait-ms", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=None, help="Inference threads of both servers.")
+    ap.add_argument("--model-workers", type=int, default=1, help="Batches run at once, both servers.")
     args = ap.parse_args()
     print(f"start: {load_line()}\ncommand: {' '.join(sys.argv)}")
     photos = load_photos(Path(args.photos), 200)
+    print(f"\nmodel alone (encode_pixels, threads {args.threads or 'default'}), ms per image, median [min–max]")
+    for b, t in model_only(args.bundle, photos, args.threads, args.rounds).items():
+        print(f"  batch {b:>2}: {spread(t)}")
     threads = ["--threads", str(args.threads)] if args.threads else []
+    threads += ["--model-workers", str(args.model_workers)]
     variants = {"one by one (--max-batch 1)": ["--max-batch", "1", *threads],
                 f"batched (--max-batch {args.max_batch}, --max-wait-ms {args.max_wait_ms:g})":
                     ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms), *threads]}

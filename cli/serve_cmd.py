@@ -35,6 +35,8 @@ def serve(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads."),
     max_batch: int = typer.Option(16, "--max-batch", min=1, help="Most images in one batched model call."),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0, help="Longest wait to fill a batch."),
+    model_workers: int = typer.Option(1, "--model-workers", min=1, help="Batches run at once (each on its own "
+                                      "thread; on CPU try --threads 1 with one worker per core)."),
     max_upload_mb: int = typer.Option(20, "--max-upload-mb", min=1, help="Largest request body."),
     max_in_flight: int = typer.Option(64, "--max-in-flight", min=1, help="API requests answered at once; "
                                       "more get 503 with Retry-After."),
@@ -60,7 +62,7 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     limits = Limits(max_upload_bytes=max_upload_mb * 1024 * 1024, max_in_flight=max_in_flight)
     asgi = create_app(bundle, index, uploads=uploads, api_key=api_key, limits=limits, max_batch=max_batch,
-                      max_wait_ms=max_wait_ms, threads=threads, refresh_s=refresh_s)
+                      max_wait_ms=max_wait_ms, model_workers=model_workers, threads=threads, refresh_s=refresh_s)
     config = uvicorn.Config(asgi, host=host, port=port, log_level=log_level, access_log=access_log,
                             timeout_graceful_shutdown=10, server_header=False)
     uvicorn.Server(config).run()  # SIGTERM/SIGINT: stop accepting, finish requests, close the index

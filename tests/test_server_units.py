@@ -19,12 +19,14 @@ def _pixels(model, n, seed=0):
     return rng.integers(0, 256, (n, model.image_size, model.image_size, 3), dtype=np.uint8)
 
 
-def test_batched_embeddings_equal_one_by_one(model):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batched_embeddings_equal_one_by_one(model, workers):
     pixels = _pixels(model, 20)
     sizes = []
 
     async def go():
-        batcher = Batcher(model.encode_pixels, max_batch=8, max_wait_ms=20, observe=lambda n, s: sizes.append(n))
+        batcher = Batcher(model.encode_pixels, max_batch=8, max_wait_ms=20, workers=workers,
+                          observe=lambda n, s: sizes.append(n))
         batcher.start()
         try:
             return await asyncio.gather(*(batcher.submit(p) for p in pixels))

@@ -54,7 +54,8 @@ def _version() -> str:
 
 
 def create_app(bundle=None, index=None, *, searcher=None, uploads=None, api_key: str | None = None,
-               limits: Limits | None = None, max_batch: int = 16, max_wait_ms: float = 2.0, threads=None,
+               limits: Limits | None = None, max_batch: int = 16, max_wait_ms: float = 2.0, model_workers: int = 1,
+               threads=None,
                providers="auto", decode_workers: int = 2, refresh_s: float = 5.0) -> Starlette:
     """The app serving ``bundle`` with ``index`` (a location, or a parent holding image/ and text/), or an
     already open ``searcher``. Uploaded images are kept in ``uploads`` (default: beside the index). Every
@@ -73,7 +74,8 @@ def create_app(bundle=None, index=None, *, searcher=None, uploads=None, api_key:
 
         opened = searcher or Searcher.open(bundle, index, threads=threads, providers=providers)
         return Service(opened, uploads=uploads, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                       decode_workers=decode_workers, observe_batch=metrics.observe_batch, refresh_s=refresh_s)
+                       model_workers=model_workers, decode_workers=decode_workers,
+                       observe_batch=metrics.observe_batch, refresh_s=refresh_s)
 
     @asynccontextmanager
     async def lifespan(app):

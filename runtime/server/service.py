@@ -38,10 +38,10 @@ def hit_json(hit) -> dict:
 
 class Service:
     def __init__(self, searcher, *, uploads: Path, max_batch: int = 16, max_wait_ms: float = 2.0,
-                 decode_workers: int = 2, observe_batch=None, refresh_s: float = 5.0):
+                 model_workers: int = 1, decode_workers: int = 2, observe_batch=None, refresh_s: float = 5.0):
         self.searcher, self.model, self.uploads = searcher, searcher.model, Path(uploads)
         self.batcher = Batcher(self.model.encode_pixels, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                               observe=observe_batch)
+                               workers=model_workers, observe=observe_batch)
         # texts cost little to encode: batch only those that queue up while the encoder is busy (no wait)
         self.text_batcher = Batcher(self.model.encode_bow, max_batch=64, max_wait_ms=0)
         self._decode = ThreadPoolExecutor(decode_workers, thread_name_prefix="dagnn-decode")
@@ -221,7 +221,8 @@ class Service:
                           "providers": list(self.model.providers)},
                 "indexes": {m: {"items": len(ix), "dim": ix.dim} for m, ix in self.searcher.indexes.items()
                             if m in MODALITIES},
-                "batching": {"max_batch": self.batcher.max_batch, "max_wait_ms": self.batcher.max_wait_ms}}
+                "batching": {"max_batch": self.batcher.max_batch, "max_wait_ms": self.batcher.max_wait_ms,
+                             "workers": self.batcher.workers}}
 
 
 def _ms(start: float) -> float:
