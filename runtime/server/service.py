@@ -58,13 +58,12 @@ class Service:
 
     async def _refresh_loop(self) -> None:
         """See what other writers (``dagnn index add``, another server) saved: ``refresh`` every few seconds."""
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._refresh_s)
             for index in {id(ix): ix for ix in self.searcher.indexes.values()}.values():
                 try:
-                    async with self._write_lock:
-                        await loop.run_in_executor(self._search, index.refresh)
+                    async with self._write_lock:  # not during a change, and on the save thread: not during a save
+                        await self._commit.run(index.refresh)
                 except DagnnError as exc:
                     log.warning("cannot refresh index %s: %s", index.location, exc)
 

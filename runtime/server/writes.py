@@ -42,6 +42,10 @@ class GroupCommit:
                 else:
                     future.set_result(None)
 
+    async def run(self, fn):
+        """Run ``fn`` on the save thread: it never overlaps a save (e.g. ``index.refresh``)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
     async def close(self) -> None:
         if self._saver is not None:
             await self._saver
