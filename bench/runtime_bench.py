@@ -10,8 +10,9 @@
 - HNSW recall@10 against exact search, and queries/s of both, on ``--hnsw-items`` random vectors;
 - ``import dagnn_runtime`` + ``load()`` against ``import torch``, each in a fresh interpreter.
 
-Without ``--bundle`` it builds the small test bundle of ``tests/bundle_factory.py`` (needs onnx); without
-``--data`` the query indexes hold random vectors and the query images are synthetic JPEGs.
+The bundle is required: figures of a random test bundle would say nothing about a served model (``dagnn
+demo`` leaves one in ``demo-out/bundle``). Without ``--data`` the query indexes hold random vectors and the
+query images are synthetic JPEGs.
 """
 from __future__ import annotations
 
@@ -31,8 +32,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def percentile(values, q):
@@ -172,7 +171,7 @@ def bench_torch(run, pixels, threads, rounds):
         import torch
 
         from dagnn_export.backbones import build_backbone
-        from dagnn_export.train import load_run
+        from dagnn_export.run import load_run
     except ImportError as exc:
         return None, f"torch side unavailable ({exc})"
     torch.set_num_threads(threads)
@@ -253,7 +252,7 @@ def fresh_interpreter_seconds(code, repeat=3):
 # --------------------------------------------------------------------------------------------- main
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", type=Path, help="bundle folder or .dagnn (default: a small test bundle)")
+    ap.add_argument("--bundle", type=Path, required=True, help="bundle folder or .dagnn (e.g. demo-out/bundle)")
     ap.add_argument("--data", type=Path, help="data set folder for real query images/texts and a real text index")
     ap.add_argument("--run", type=Path, help="training run of the bundle's model, for the torch eager comparison")
     ap.add_argument("--threads", type=int, default=2, help="inference threads (targets assume 2)")
@@ -272,16 +271,10 @@ def main(argv=None):
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
 
-    sys.path.insert(0, str(REPO / "tests"))
     import dagnn_runtime as dr
 
     work = tempfile.TemporaryDirectory()
     bundle = args.bundle
-    if bundle is None:
-        from bundle_factory import build_bundle
-
-        bundle = build_bundle(Path(work.name) / "bundle", d=1024, hidden=64)
-        print(f"(no --bundle: using the test bundle built at {bundle})", file=sys.stderr)
     model = dr.load(bundle, threads=args.threads)
     results = {"bundle": str(bundle), "threads": args.threads, "providers": model.providers,
                "backbone": model.manifest.get("model", {}).get("backbone"),

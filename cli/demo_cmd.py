@@ -5,7 +5,9 @@ from pathlib import Path
 
 import typer
 
-from .main import app, fail
+from dagnn_runtime.errors import InputError
+
+from .app import app, needs_train_extra
 
 
 @app.command()
@@ -17,13 +19,8 @@ def demo(
     """The whole path on 1,200 embedded MIRFlickr photos: features → training → export → indexes →
     queries and tagging → test mAP → report.html. Needs the train extra (torch)."""
     if out.exists() and not out.is_dir():
-        fail(f"--out {out} exists and is not a folder")
-    try:
-        import torch  # noqa: F401
-        from dagnn_export.demo import DemoError, run_demo
-    except ImportError as exc:
-        fail(f"`dagnn demo` trains a model and needs the [train] extra (torch): {exc}")
-    try:
-        run_demo(out, quick=quick)
-    except DemoError as exc:
-        fail(str(exc))
+        raise InputError(f"--out {out} exists and is not a folder")
+    needs_train_extra("demo")
+    from dagnn_export.demo import run_demo
+
+    run_demo(out, quick=quick)

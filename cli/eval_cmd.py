@@ -35,10 +35,7 @@ def eval_cmd(
         needs_train_extra("eval --run")
         from dagnn_export.evaluate import evaluate_run
 
-        try:
-            result = evaluate_run(run, split, k)
-        except (ValueError, OSError) as exc:  # transitional: until the training side's errors are DagnnErrors
-            raise InputError(str(exc)) from exc
+        result = evaluate_run(run, split, k)
         claimed = {}
     else:
         if bundle is None or data is None:

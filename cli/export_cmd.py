@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from .main import app, fail
+from dagnn_runtime.errors import InputError
+
+from .app import app, needs_train_extra
 
 
 @app.command("export")
@@ -33,11 +35,12 @@ def export(
     """Export a trained run to ONNX graphs + manifest + model card, checked against torch before it is
     written (parity, onnx.checker, re-opened with the runtime loader)."""
     if quantize not in (None, "int8"):
-        fail(f"--quantize {quantize!r} is not supported; use --quantize int8 or leave it out")
+        raise InputError(f"--quantize {quantize[:80]!r} is not supported; use --quantize int8 or leave it out")
     if calibration_data is not None and quantize is None:
-        fail("--calibration-data only applies with --quantize int8")
+        raise InputError("--calibration-data only applies with --quantize int8")
     if not run.is_dir():
-        fail(f"run folder {run} does not exist")
+        raise InputError(f"run folder {run} does not exist")
+    needs_train_extra("export")
     import torch
 
     from dagnn_export.export import export_run

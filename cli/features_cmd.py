@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .main import app, fail
+from .app import app, needs_train_extra
 
 
 @app.command()
@@ -23,14 +23,8 @@ def features(
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ):
     """Run the image backbone over every pair with an image and cache the features for training."""
-    try:
-        from dagnn_export.backbones import BackboneError
-        from dagnn_export.features import FeatureError, extract_features
-        from dagnn_runtime.errors import DatasetError
-    except ImportError as exc:
-        fail(f"`dagnn features` needs the [train] extra (torch): {exc}")
-    try:
-        extract_features(data, backbone, out, weights=backbone_weights, batch_size=batch_size,
-                         progress=not quiet, threads=threads)
-    except (BackboneError, FeatureError, DatasetError) as exc:
-        fail(str(exc))
+    needs_train_extra("features")
+    from dagnn_export.features import extract_features
+
+    extract_features(data, backbone, out, weights=backbone_weights, batch_size=batch_size, progress=not quiet,
+                     threads=threads, log=lambda message: typer.echo(message, err=True))

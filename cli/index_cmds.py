@@ -17,6 +17,18 @@ _images_opt = typer.Option(None, "--images", help="Image folder (searched recurs
 _texts_opt = typer.Option(None, "--texts", help="Text file: one text per line, optionally 'ID<TAB>tags'.")
 bundle_opt = typer.Option(..., "--bundle", help="Bundle folder or .dagnn archive.")
 threads_opt = typer.Option(None, "--threads", min=1, help="Inference threads (default: onnxruntime's choice).")
+backend_opt = typer.Option(None, "--backend", help="hnsw (a folder) | milvus (--uri); default: from the location.")
+uri_opt = typer.Option(None, "--uri", help="Milvus: a *.db Milvus Lite path or http(s)://host:19530 (instead of a folder).")
+token_opt = typer.Option(None, "--token", envvar="DAGNN_MILVUS_TOKEN", help="Milvus server token.")
+
+
+def _where(folder, uri, backend):
+    """The index location: a folder (hnsw) or a Milvus URI; and whether it is Milvus."""
+    if (folder is None) == (uri is None):
+        raise InputError("give an index folder (--out/--index) or a Milvus --uri, not both or neither")
+    if backend not in (None, "hnsw", "milvus") or (backend and (backend == "milvus") != (uri is not None)):
+        raise InputError("--backend milvus goes with --uri, --backend hnsw with an index folder")
+    return (uri, True) if uri is not None else (folder, False)
 
 
 def _sources(data, images, texts, modality) -> list:
@@ -36,18 +48,19 @@ def _sources(data, images, texts, modality) -> list:
 
 
 def _run_ingest(bundle, out, data, images, texts, modality, batch_size, threads, save_every, quiet, as_json,
-                create, index_options):
+                create, index_options, milvus=False):
     import dagnn_runtime as dr
 
     model = dr.load(bundle, threads=threads)
     reports = []
     for src in _sources(data, images, texts, modality):
         # --data lays out INDEX/image and INDEX/text; single sources go to INDEX itself unless it is such a parent
-        folder = dr.locate_index(out, src.modality) or (out / src.modality if data else out)
-        if not create and dr.locate_index(folder) is None:
+        folder = out if milvus else dr.locate_index(out, src.modality) or (out / src.modality if data else out)
+        if not create and dr.locate_index(folder, src.modality if milvus else None) is None:
             raise InputError(f"no index at {folder}: create it with `dagnn index build`")
         index = dr.open_index(folder, model=model, modality=src.modality, create=create,
                               capacity=max(len(src.ids), 16), **index_options)
+        render.conversions([index])
         with render.progress(f"{src.modality} → {folder}", len(src.ids), quiet) as on_progress:
             reports.append(dr.ingest(model, src, index, batch_size=batch_size, save_every=save_every,
                                      on_progress=on_progress))
@@ -57,7 +70,7 @@ def _run_ingest(bundle, out, data, images, texts, modality, batch_size, threads,
 @index_app.command("build")
 def index_build(
     bundle: Path = bundle_opt,
-    out: Path = typer.Option(..., "--out", help="Index folder to create (or resume)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Index folder to create (or resume)."),
     data: Optional[Path] = _data_opt,
     images: Optional[List[Path]] = _images_opt,
     texts: Optional[Path] = _texts_opt,
@@ -70,16 +83,36 @@ def index_build(
     save_every: int = typer.Option(2000, "--save-every", min=1, help="Checkpoint after this many additions."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    from_embeddings: Optional[Path] = typer.Option(None, "--from-embeddings",
+                                                   help="Load `dagnn embed` shards instead of encoding."),
+    backend: Optional[str] = backend_opt, uri: Optional[str] = uri_opt, token: Optional[str] = token_opt,
 ):
     """Encode items with a bundle and index them. Re-running skips ids already in the index."""
-    _run_ingest(bundle, out, data, images, texts, modality, batch_size, threads, save_every, quiet, as_json,
-                create=True, index_options={"M": m, "ef_construction": ef_construction, "ef": ef})
+    where, milvus = _where(out, uri, backend)
+    options = {"M": m, "ef_construction": ef_construction, "ef": ef, **({"token": token} if milvus else {})}
+    if from_embeddings is not None:
+        return _load_embeddings(bundle, where, from_embeddings, [data, images, texts], options, as_json, milvus)
+    _run_ingest(bundle, where, data, images, texts, modality, batch_size, threads, save_every, quiet, as_json,
+                create=True, index_options=options, milvus=milvus)
+
+
+def _load_embeddings(bundle, where, folder, sources, options, as_json, milvus):
+    import dagnn_runtime as dr
+    from dagnn_runtime.embed import load_into
+
+    if any(sources):
+        raise InputError("--from-embeddings replaces --data/--images/--texts: give only one of them")
+    model = dr.load(bundle)
+    target = where if milvus else dr.locate_index(where, "image") or where
+    index = dr.open_index(target, model=model, modality="image", create=True, **options)
+    render.ingest_reports([load_into(index, folder)], as_json)
+    index.close()
 
 
 @index_app.command("add")
 def index_add(
     bundle: Path = bundle_opt,
-    index: Path = typer.Option(..., "--index", help="Existing index folder (or a --data parent)."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Existing index folder (or a --data parent)."),
     data: Optional[Path] = _data_opt,
     images: Optional[List[Path]] = _images_opt,
     texts: Optional[Path] = _texts_opt,
@@ -89,32 +122,44 @@ def index_add(
     save_every: int = typer.Option(2000, "--save-every", min=1),
     quiet: bool = typer.Option(False, "--quiet"),
     as_json: bool = typer.Option(False, "--json"),
+    backend: Optional[str] = backend_opt, uri: Optional[str] = uri_opt, token: Optional[str] = token_opt,
 ):
     """Add items to an existing index (ids already present are skipped)."""
-    _run_ingest(bundle, index, data, images, texts, modality, batch_size, threads, save_every, quiet, as_json,
-                create=False, index_options={})
+    where, milvus = _where(index, uri, backend)
+    _run_ingest(bundle, where, data, images, texts, modality, batch_size, threads, save_every, quiet, as_json,
+                create=False, index_options={"token": token} if milvus else {}, milvus=milvus)
 
 
-def _all_indexes(path: Path) -> list:
-    """``path`` when it is an index, else its image/ and text/ indexes."""
+def _all_indexes(path, milvus: bool = False) -> list:
+    """(location, modality): ``path`` when it is an index, else its image/ and text/ indexes (Milvus: the
+    collections of each modality at the URI)."""
     from dagnn_runtime import locate_index
 
+    if milvus:
+        found = [(path, m) for m in MODALITIES if locate_index(path, m)]
+        if not found:
+            raise InputError(f"no dagnn collections at {path}")
+        return found
     single = locate_index(path)
     found = [single] if single else [path / m for m in MODALITIES if locate_index(path, m)]
     if not found:
-        raise InputError(f"no index at {path} (expected index.json there or in {path}/image, {path}/text)")
-    return found
+        raise InputError(f"no index at {path} (expected index.db there or in {path}/image, {path}/text)")
+    return [(folder, None) for folder in found]
 
 
 @index_app.command("remove")
 def index_remove(
-    index: Path = typer.Option(..., "--index", help="Index folder (or a --data parent: removes from both)."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Index folder (or a --data parent: removes from both)."),
     ids: List[str] = typer.Argument(..., help="Ids to remove."),
+    backend: Optional[str] = backend_opt, uri: Optional[str] = uri_opt, token: Optional[str] = token_opt,
 ):
     """Remove items by id; they are never returned by queries again."""
     from dagnn_runtime import open_index
 
-    opened = {folder: open_index(folder) for folder in _all_indexes(index)}
+    where, milvus = _where(index, uri, backend)
+    extra = {"token": token} if milvus else {}
+    opened = {f"{loc} ({m})" if m else loc: open_index(loc, modality=m, **extra) for loc, m in _all_indexes(where, milvus)}
+    render.conversions(opened.values())
     unknown = [i for i in ids if not any(i in ix for ix in opened.values())]
     if unknown:
         raise InputError(f"id {unknown[0]!r} is not in {index} ({len(unknown)} unknown ids); nothing removed")
@@ -128,11 +173,15 @@ def index_remove(
 
 @index_app.command("info")
 def index_info(
-    index: Path = typer.Option(..., "--index", help="Index folder (or a --data parent)."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Index folder (or a --data parent)."),
     as_json: bool = typer.Option(False, "--json"),
+    backend: Optional[str] = backend_opt, uri: Optional[str] = uri_opt, token: Optional[str] = token_opt,
 ):
     """Size, dimension, modality, embedding space and HNSW parameters of an index."""
     from dagnn_runtime import open_index
 
-    render.index_infos([dict(path=str(folder), **open_index(folder).info()) for folder in _all_indexes(index)],
-                       as_json)
+    where, milvus = _where(index, uri, backend)
+    extra = {"token": token} if milvus else {}
+    opened = [open_index(loc, modality=m, **extra) for loc, m in _all_indexes(where, milvus)]
+    render.conversions(opened)
+    render.index_infos([dict(path=str(ix.location), **ix.info()) for ix in opened], as_json)

@@ -60,6 +60,13 @@ def note(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def conversions(indexes) -> None:
+    """One note per index that opening converted from the version-1 format (once, in place)."""
+    for ix in indexes:
+        if getattr(ix, "converted", False):
+            note(f"note: converted the index at {ix.location} to the current format (index.db)")
+
+
 # ---- index ---------------------------------------------------------------------------------------------
 def ingest_reports(reports, as_json: bool) -> None:
     for r in reports:

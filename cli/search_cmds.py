@@ -17,7 +17,8 @@ from .index_cmds import bundle_opt, threads_opt
 @app.command()
 def query(
     bundle: Path = bundle_opt,
-    index: Path = typer.Option(..., "--index", help="Index folder, or a parent holding image/ and text/."),
+    index: str = typer.Option(..., "--index", help="Index folder, a parent holding image/ and text/, or a "
+                                                  "Milvus *.db path or http(s):// URI."),
     image: Optional[Path] = typer.Option(None, "--image", help="Query with this image."),
     text: Optional[str] = typer.Option(None, "--text", help="Query with these tags, e.g. 'sky, clouds'."),
     k: int = typer.Option(10, "--k", min=1, help="Number of results."),
@@ -38,9 +39,10 @@ def query(
     if locate_index(index) is None:  # a parent holding image/ and text/: the other modality unless told
         target = target or ("text" if image is not None else "image")
         if locate_index(index, target) is None:
-            raise InputError(f"no {target} index at {index} (expected {index}/index.json or "
-                             f"{index}/{target}/index.json)")
+            raise InputError(f"no {target} index at {index} (expected {index}/index.db or "
+                             f"{index}/{target}/index.db)")
     searcher = Searcher.open(bundle, index, threads=threads)
+    render.conversions(searcher.indexes.values())
     try:
         result = searcher.search(image=image, text=text, target=target, k=k, ef=ef, exact=exact)
         if result.ignored_tags:

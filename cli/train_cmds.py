@@ -6,7 +6,9 @@ from typing import List, Optional
 
 import typer
 
-from .main import app, fail
+from dagnn_runtime.errors import InputError
+
+from .app import app, needs_train_extra
 
 
 @app.command()
@@ -41,33 +43,24 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ):
     """Train DAGNN; keeps the best-validation epoch and reports its test mAP."""
+    needs_train_extra("train")
     from dagnn_export.config import default_values, make_config, parse_override
     from dagnn_export.train import train_run
 
     if not data.is_dir():
-        fail(f"data set folder {data} does not exist")
+        raise InputError(f"data set folder {data} does not exist")
     if features is not None and not features.is_file():
-        fail(f"feature cache {features} does not exist")
+        raise InputError(f"feature cache {features} does not exist")
     if label_embeddings is not None and not label_embeddings.is_file():
-        fail(f"label embeddings file {label_embeddings} does not exist")
+        raise InputError(f"label embeddings file {label_embeddings} does not exist")
     fields = default_values()
-    extra = {}
-    for item in overrides or []:
-        try:
-            key, value = parse_override(fields, item)
-        except ValueError as exc:
-            fail(str(exc))
-        extra[key] = value
     given = dict(data=str(data), features=str(features) if features else None, epochs=epochs, patience=patience,
                  seed=seed, label_embeddings=str(label_embeddings) if label_embeddings else None, gnn=gnn,
                  gnn_layers=gnn_layers, layer_aggregation=layer_aggregation, lr=lr, batch_size=batch_size,
                  alpha=alpha, beta=beta, tau=tau, p=p, backbone=backbone,
                  backbone_weights=str(backbone_weights) if backbone_weights else None)
-    given.update(extra)
-    try:
-        cfg = make_config(preset, variant, **given)
-    except ValueError as exc:
-        fail(str(exc))
+    given.update(parse_override(fields, item) for item in overrides or [])
+    cfg = make_config(preset, variant, **given)
     metrics = train_run(cfg, out, progress=progress, log=typer.echo)
     typer.echo(f"selected epoch {metrics['selected_epoch']} of {metrics['epochs_run']} (best validation mAP "
                f"{metrics['val']['avg']:.4f})")

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import BackboneError
+
 IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -22,10 +24,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 LITE_MEAN = (127.0 / 255,) * 3
 LITE_STD = (128.0 / 255,) * 3
 BACKBONES = ("vgg19", "efficientnet_lite0", "tiny")
-
-
-class BackboneError(ValueError):
-    """A backbone could not be built (unknown name, missing or mismatching weights)."""
 
 
 class ImageBackbone(nn.Module):

@@ -8,7 +8,9 @@ multi-hop GNN by a learned linear (cosine) classifier.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from dagnn_runtime.errors import InputError
 
 VARIANTS = ("dagnn", "dagnn-1", "dagnn-2", "dagnn-3", "dagnn-4", "dagnn-5")
 GNN_KINDS = ("gat", "gcn")
@@ -74,7 +76,6 @@ class TrainConfig:
     feature_dim: int | None = None
     vocab_size: int | None = None
     num_labels: int | None = None
-    extra: dict = field(default_factory=dict)  # free-form notes a script wants kept with the run
 
     def resolved_tau(self) -> float:
         return DEFAULT_TAU[self.gnn] if self.tau is None else float(self.tau)
@@ -85,28 +86,31 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        # Run directories written before the free-form "extra" field was dropped still carry it; it never
+        # influenced training, so such runs stay loadable.
+        d = {k: v for k, v in d.items() if k != "extra"}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown config keys: {unknown}")
+            raise InputError(f"unknown config keys: {unknown}")
         cfg = cls(**d)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
         if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
+            raise InputError(f"unknown variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
         if self.gnn not in GNN_KINDS:
-            raise ValueError(f"unknown gnn {self.gnn!r}; choose gat or gcn")
+            raise InputError(f"unknown gnn {self.gnn!r}; choose gat or gcn")
         if self.gnn_layers < 1:
-            raise ValueError(f"gnn_layers must be >= 1, got {self.gnn_layers}")
+            raise InputError(f"gnn_layers must be >= 1, got {self.gnn_layers}")
         if self.adversary not in ("dual", "common"):
-            raise ValueError(f"adversary must be 'dual' or 'common', got {self.adversary!r}")
+            raise InputError(f"adversary must be 'dual' or 'common', got {self.adversary!r}")
         if self.classifier not in ("gnn", "linear"):
-            raise ValueError(f"classifier must be 'gnn' or 'linear', got {self.classifier!r}")
+            raise InputError(f"classifier must be 'gnn' or 'linear', got {self.classifier!r}")
         if not (self.use_cla or self.use_mdi):
-            raise ValueError("at least one of L_cla and L_mdi must be on (L_adv alone learns nothing to retrieve)")
+            raise InputError("at least one of L_cla and L_mdi must be on (L_adv alone learns nothing to retrieve)")
         if self.batch_size < 2 or self.epochs < 1:
-            raise ValueError("batch_size must be >= 2 and epochs >= 1")
+            raise InputError("batch_size must be >= 2 and epochs >= 1")
 
 
 PRESETS: dict[str, dict] = {
@@ -129,9 +133,9 @@ VARIANT_SWITCHES: dict[str, dict] = {
 def make_config(preset: str = "mirflickr", variant: str = "dagnn", **overrides) -> TrainConfig:
     """Preset values, then the variant's switches, then explicit overrides (``None`` means 'not given')."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        raise InputError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     if variant not in VARIANT_SWITCHES:
-        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        raise InputError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     values = {"preset": preset, "variant": variant, **PRESETS[preset], **VARIANT_SWITCHES[variant]}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig.from_dict(values)
@@ -140,23 +144,26 @@ def make_config(preset: str = "mirflickr", variant: str = "dagnn", **overrides) 
 def parse_override(cfg_fields: dict, text: str) -> tuple[str, object]:
     """Parse ``key=value`` against the dataclass field types (for ``--set``)."""
     if "=" not in text:
-        raise ValueError(f"--set expects key=value, got {text!r}")
+        raise InputError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
     key = key.strip().replace("-", "_")
     if key not in cfg_fields:
-        raise ValueError(f"--set: unknown config key {key!r}")
+        raise InputError(f"--set: unknown config key {key!r}")
     default = cfg_fields[key]
     raw = raw.strip()
     if raw.lower() in ("none", "null"):
         return key, None
     if isinstance(default, bool):
         if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"--set {key}: expected true/false, got {raw!r}")
+            raise InputError(f"--set {key}: expected true/false, got {raw!r}")
         return key, raw.lower() in ("true", "1", "yes")
-    if isinstance(default, int):
-        return key, int(raw)
-    if isinstance(default, float) or key == "tau":
-        return key, float(raw)
+    try:
+        if isinstance(default, int):
+            return key, int(raw)
+        if isinstance(default, float) or key == "tau":
+            return key, float(raw)
+    except ValueError:
+        raise InputError(f"--set {key}: expected a number, got {raw[:80]!r}") from None
     return key, raw
 
 

@@ -9,10 +9,10 @@ Two ``.mat`` layouts are common for MIRFlickr-25K, NUS-WIDE and MS-COCO:
   or an ``N×d`` feature matrix; ``XAll`` is accepted as the feature name too), ``YAll`` (bag-of-words) and
   ``LAll`` (labels) over the whole collection, without a split.
 
-:func:`load_mat_dataset` returns a :class:`MatDataset`: per split, arrays whose row *i* is the same pair.
-For the trainer it replaces (feature cache + ``Dataset``): ``features`` stands for the cached backbone
-features, ``bow`` for ``Dataset.bow()`` and ``labels`` for ``Dataset.label_matrix()``. When a split carries
-raw images instead of features, turn them into features first with :func:`encode_images`.
+:func:`load_mat_dataset` returns a :class:`MatDataset`: per split, arrays whose row *i* is the same pair
+(image features or raw images, bag-of-words, labels). ``dagnn data import`` (``mat_import``) turns it into
+what the trainer reads: a data set folder, plus a feature cache when the files hold features; raw images
+become the folder's photos, which ``dagnn features`` then encodes like any other.
 A DCMH file has no split (``"all"``); the protocol of the literature draws 2,000 test pairs at random.
 
 MATLAB v7.3 files are HDF5, which scipy cannot read: re-save them in MATLAB with ``save(f, '-v7')``.
@@ -26,13 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError
+
 log = logging.getLogger(__name__)
 
 GNN4CMR_FILES = {"img": "features", "txt": "bow", "lab": "labels"}
-
-
-class DataError(ValueError):
-    """A data file is missing, unreadable or inconsistent; the message names the file."""
 
 
 @dataclass
@@ -207,26 +205,6 @@ def _check_same_columns(splits: dict[str, MatSplit], where: Path) -> None:
             if a.shape[1] != b.shape[1]:
                 raise DataError(f"{where}: {what} has {a.shape[1]} columns in {first.name} "
                                 f"but {b.shape[1]} in {split.name}")
-
-
-def encode_images(images: np.ndarray, backbone: str, weights=None, batch_size: int = 32) -> np.ndarray:
-    """Backbone features of a uint8 (n, S, S, 3) image stack (images of another size are resized and
-    centre-cropped exactly like the data set folder's photos)."""
-    from .backbones import build_backbone
-    from .features import _make_encoder
-
-    model = build_backbone(backbone, weights)
-    encode = _make_encoder(model, None)
-    size = model.image_size
-    out = np.zeros((len(images), model.feature_dim), dtype=np.float32)
-    for i in range(0, len(images), batch_size):
-        batch = images[i:i + batch_size]
-        if batch.shape[1:] != (size, size, 3):
-            from dagnn_runtime.preprocess import load_batch
-
-            batch = load_batch(list(batch), size)
-        out[i:i + len(batch)] = encode(np.ascontiguousarray(batch))
-    return out
 
 
 # ---------------------------------------------------------------------------------------- label embeddings

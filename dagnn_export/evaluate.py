@@ -2,27 +2,53 @@
 and image tagging metrics at per-label thresholds calibrated on the validation split."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dagnn_runtime.metrics import calibrate_thresholds, cross_modal_map, tagging_metrics
+from dagnn_runtime.constants import SPLITS
+from dagnn_runtime.dataset import Dataset
+from dagnn_runtime.errors import InputError
+from dagnn_runtime.metrics import calibrate_thresholds, cross_modal_map, tagging_metrics, thresholds_to_json
 
-SPLITS = ("train", "val", "test")
+from .errors import RunError
+from .files import read_json
+from .model import DAGNN
+from .run import Part, TrainingData, load_run, make_part
 
 
-def split_metrics(model, data, split: str = "test", k: int | None = None) -> dict:
+@torch.no_grad()
+def embed(model: DAGNN, h_v: torch.Tensor, bow: torch.Tensor, h_t: torch.Tensor | None = None,
+          batch: int = 2048) -> dict:
+    """v, t, image and text label scores (numpy) of a split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    z = model.classifiers()
+    parts = {"v": [], "t": [], "scores_v": [], "scores_t": []}
+    for start in range(0, len(bow), batch):
+        sl = slice(start, start + batch)
+        v = model.image_common(h_v[sl])
+        t = model.text_common(bow[sl], None if h_t is None else h_t[sl])
+        for key, val in (("v", v), ("t", t), ("scores_v", model.scores(v, z)), ("scores_t", model.scores(t, z))):
+            parts[key].append(val)
+    model.train(was_training)
+    return {k: torch.cat(v).numpy() if v else np.zeros((0, 0), np.float32) for k, v in parts.items()}
+
+
+def retrieval_scores(model: DAGNN, part: Part, h_t=None) -> dict:
+    out = embed(model, part.h_v, part.bow, h_t)
+    return cross_modal_map(out["v"], out["t"], part.y.numpy())
+
+
+def split_metrics(model, data: TrainingData, split: str = "test", k: int | None = None) -> dict:
     """Retrieval mAP on ``split`` (queries and database both from it) and tagging metrics of the image
     label scores with thresholds calibrated on the validation split."""
-    from .train import embed
-
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+        raise InputError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     part = getattr(data, split)
     if len(part.bow) == 0:
-        raise ValueError(f"the {split} split is empty")
+        raise InputError(f"the {split} split is empty")
     out = embed(model, part.h_v, part.bow)
     y = part.y.numpy()
     result = {"split": split, "n": len(y), **cross_modal_map(out["v"], out["t"], y)}
@@ -32,7 +58,7 @@ def split_metrics(model, data, split: str = "test", k: int | None = None) -> dic
     val_out = out if split == "val" else embed(model, data.val.h_v, data.val.bow)
     thresholds, _ = calibrate_thresholds(val_out["scores_v"], data.val.y.numpy())
     tagging = tagging_metrics(out["scores_v"], y, thresholds)
-    tagging["thresholds"] = [float(x) if np.isfinite(x) else None for x in thresholds]
+    tagging["thresholds"] = thresholds_to_json(thresholds)
     result["tagging"] = tagging
     return result
 
@@ -40,18 +66,16 @@ def split_metrics(model, data, split: str = "test", k: int | None = None) -> dic
 def evaluate_run(run_dir, split: str = "test", k: int | None = None) -> dict:
     """Evaluate a run directory's model on one of its splits (``splits.json``), from the cached features
     (``config["features"]``) and the data set's bag of words. Keys: i2t, t2i, avg, map_at_k (with k), tagging."""
-    from .train import Part, TrainingData, load_run, RunError
     from .features import load_features
-    from dagnn_runtime.dataset import Dataset
 
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+        raise InputError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     run_dir = Path(run_dir)
     model, config = load_run(run_dir)
     splits_path = run_dir / "splits.json"
     if not splits_path.is_file():
         raise RunError(f"run directory {run_dir} has no splits.json")
-    rows = json.loads(splits_path.read_text(encoding="utf-8"))
+    rows = read_json(splits_path, RunError)
     for key in ("data", "features"):
         if not config.get(key) or not Path(config[key]).exists():
             raise RunError(f"{run_dir / 'config.json'}: {key} {config.get(key)!r} is not available")
@@ -65,11 +89,8 @@ def evaluate_run(run_dir, split: str = "test", k: int | None = None) -> dict:
         missing = [r for r in rows.get(name, []) if r not in dataset.row_index]
         if missing:
             raise RunError(f"{splits_path}: {name} rows not in {config['data']}, e.g. {missing[:5]}")
-        idx = [dataset.row_index[r] for r in rows.get(name, [])]
-        h_v = torch.from_numpy(np.asarray(cache.lookup(rows[name]), dtype=np.float32))
-        return Part(rows[name], h_v, torch.from_numpy(dataset.bow(idx)), torch.from_numpy(dataset.label_matrix(idx)))
+        return make_part(dataset, [dataset.row_index[r] for r in rows.get(name, [])], cache)
 
-    needed = {"val", split}
-    parts = {name: part(name) for name in needed}
+    parts = {name: part(name) for name in {"val", split}}
     data = TrainingData(dataset, None, parts.get("train"), parts["val"], parts.get("test"), None, None, None, None)
     return split_metrics(model, data, split, k=k)

@@ -10,12 +10,13 @@ graph the bundle serves). Decoding the next batch overlaps with inference in a b
 """
 from __future__ import annotations
 
-import sys
+import logging
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -25,12 +26,13 @@ from dagnn_runtime.dataset import Dataset
 from dagnn_runtime.errors import ImageInputError
 from dagnn_runtime.preprocess import load_batch
 
+from .errors import FeatureError
+from .progress import Progress
+
+logger = logging.getLogger(__name__)
+
 CHECKPOINT_SECONDS = 60.0
 _KEYS = ("rows", "features", "sha256", "backbone", "image_size")
-
-
-class FeatureError(ValueError):
-    """The feature cache is missing, malformed, or lacks rows; the message names the file and rows."""
 
 
 @dataclass
@@ -91,7 +93,9 @@ def _write_npz(path: Path, **arrays) -> None:
     atomic_write(path, write)
 
 
-def _save(path: Path, rows, features, sha, backbone: str, image_size: int, weights: str, dim: int) -> None:
+def write_feature_cache(path: Path, rows, features, sha, backbone: str, image_size: int, weights: str,
+                        dim: int) -> None:
+    """Write a feature cache atomically; ``sha`` holds, per row, the digest of what the features were made from."""
     _write_npz(path, rows=np.asarray(rows, dtype=np.int64),
                features=np.asarray(features, dtype=np.float32).reshape(len(rows), dim),
                sha256=np.asarray(sha, dtype="<U64"), backbone=np.array(backbone),
@@ -141,42 +145,11 @@ def _reusable(paths, backbone: str, image_size: int, weights: str) -> dict[str, 
     return known
 
 
-class _Progress:
-    """A rich bar on a terminal; a plain line every 30 s otherwise (logs of background runs)."""
-
-    def __init__(self, total: int, enabled: bool, label: str):
-        self.total, self.enabled, self.done, self.start = total, enabled, 0, time.monotonic()
-        self.bar = None
-        self.last = self.start
-        if enabled and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-            self.bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), transient=True)
-            self.task = self.bar.add_task(label, total=total)
-            self.bar.start()
-        elif enabled:
-            print(f"{label}: {total} images to compute", file=sys.stderr, flush=True)
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(self.task, advance=n)
-        elif self.enabled and time.monotonic() - self.last >= 30:
-            self.last = time.monotonic()
-            print(f"  {self.done}/{self.total} images, {self.rate():.1f} img/s", file=sys.stderr, flush=True)
-
-    def rate(self) -> float:
-        return self.done / max(time.monotonic() - self.start, 1e-9)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def extract_features(dataset_dir, backbone_name: str, out_path, weights=None, batch_size: int = 32,
-                     progress: bool = True, threads: int | None = None) -> Path:
-    """Compute (or update) the feature cache of every pair with an image in the data set folder."""
+                     progress: bool = True, threads: int | None = None,
+                     log: Callable[[str], None] | None = None) -> Path:
+    """Compute (or update) the feature cache of every pair with an image in the data set folder.
+    ``progress``: show a bar (or a line every 30 s through ``log`` off a terminal) and a summary."""
     from .backbones import build_backbone
 
     if batch_size < 1:
@@ -208,10 +181,12 @@ def extract_features(dataset_dir, backbone_name: str, out_path, weights=None, ba
     def snapshot(target: Path) -> None:
         done = [(row, sha) for (row, _), sha in zip(items, shas) if sha in known]
         feats = np.stack([known[sha] for _, sha in done]) if done else np.zeros((0, dim), np.float32)
-        _save(target, [r for r, _ in done], feats, [s for _, s in done], backbone.name, size, weights_id, dim)
+        write_feature_cache(target, [r for r, _ in done], feats, [s for _, s in done], backbone.name, size,
+                            weights_id, dim)
 
     encode = _make_encoder(backbone, threads) if todo else None
-    bar = _Progress(len(todo), progress, f"{backbone.name} features")
+    log = log or logger.info
+    bar = Progress(len(todo), f"{backbone.name} features", progress, log=log)
     if todo:
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
 
@@ -247,6 +222,5 @@ def extract_features(dataset_dir, backbone_name: str, out_path, weights=None, ba
     partial.unlink(missing_ok=True)
     if progress:
         rate = f" at {bar.rate():.1f} img/s" if todo else ""
-        print(f"{out}: {len(items)} rows, {len(todo)} computed{rate}, {len(items) - len(todo)} reused or duplicate",
-              file=sys.stderr, flush=True)
+        log(f"{out}: {len(items)} rows, {len(todo)} computed{rate}, {len(items) - len(todo)} reused or duplicate")
     return out

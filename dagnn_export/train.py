@@ -8,41 +8,29 @@ epoch, the best-validation epoch kept (early stopping with patience) → test mA
 from __future__ import annotations
 
 import copy
-import json
+import logging
 import os
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dagnn_runtime.atomic import atomic_write, atomic_write_text
-from dagnn_runtime.dataset import Dataset, Splits
-from dagnn_runtime.metrics import cross_modal_map
+from dagnn_runtime.atomic import atomic_write
 
 from .config import TrainConfig
+from .errors import FeatureError, RunError
+from .evaluate import retrieval_scores, split_metrics
+from .files import write_json, write_lines
 from .graph import correlation_matrices, propagation_matrix
 from .losses import classification_loss, dagnn_loss
 from .model import DAGNN, build_model
+from .progress import Progress
+from .run import TrainingData, load_training_data
 
-RUN_FILES = ("config.json", "model.pt", "metrics.json", "history.json", "splits.json", "label_graph.json",
-             "labels.txt", "vocab.txt")
-
-
-class RunError(ValueError):
-    """A run directory is missing a file or does not match what is asked of it."""
-
-
-# -- small file helpers (atomic writes) ------------------------------------------------------------------
-def write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def write_lines(path: Path, lines) -> None:
-    atomic_write_text(path, "".join(f"{x}\n" for x in lines))
+logger = logging.getLogger(__name__)
 
 
 def save_state(path: Path, state: dict) -> None:
@@ -66,52 +54,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-# -- data ------------------------------------------------------------------------------------------------
-@dataclass
-class Part:
-    """One split as tensors: image features (None for text-only pairs), bag of words, labels, row ids."""
-    rows: list
-    h_v: torch.Tensor | None
-    bow: torch.Tensor
-    y: torch.Tensor
-
-
-@dataclass
-class TrainingData:
-    dataset: Dataset
-    splits: Splits
-    train: Part
-    val: Part
-    test: Part
-    text_only: Part
-    label_embeddings: np.ndarray
-    backbone: str | None
-    image_size: int | None
-
-
-def load_training_data(cfg: TrainConfig) -> TrainingData:
-    from .data import label_embeddings_or_onehot
-    from .features import load_features
-
-    if cfg.data is None or cfg.features is None:
-        raise ValueError("the config needs both 'data' (data set folder) and 'features' (feature cache)")
-    dataset = Dataset.load(cfg.data)
-    splits = dataset.splits(seed=cfg.split_seed, val_fraction=cfg.val_fraction)
-    cache = load_features(cfg.features)
-
-    def part(idx, with_images=True):
-        rows = [dataset.pairs[i].row for i in idx]
-        h_v = torch.from_numpy(np.ascontiguousarray(cache.lookup(rows), dtype=np.float32)) if with_images else None
-        return Part(rows, h_v, torch.from_numpy(dataset.bow(idx)), torch.from_numpy(dataset.label_matrix(idx)))
-
-    if len(splits.train) < 2 or len(splits.val) < 1:
-        raise ValueError(f"{cfg.data}: too few image pairs to train ({len(splits.train)} train, {len(splits.val)} val)")
-    return TrainingData(dataset, splits, part(splits.train), part(splits.val), part(splits.test),
-                        part(splits.text_only, with_images=False),
-                        label_embeddings_or_onehot(cfg.label_embeddings, dataset.labels),
-                        getattr(cache, "backbone", None), getattr(cache, "image_size", None))
 
 
 # -- text MLP pretraining ----------------------------------------------------------------------------------
@@ -165,40 +107,10 @@ def load_text_mlp(model: DAGNN, source) -> None:
     model.text_mlp.eval()
 
 
-# -- evaluation helpers ------------------------------------------------------------------------------------
-@torch.no_grad()
-def embed(model: DAGNN, h_v: torch.Tensor, bow: torch.Tensor, h_t: torch.Tensor | None = None,
-          batch: int = 2048) -> dict:
-    """v, t, image and text label scores (numpy) of a split, in eval mode."""
-    was_training = model.training
-    model.eval()
-    z = model.classifiers()
-    parts = {"v": [], "t": [], "scores_v": [], "scores_t": []}
-    for start in range(0, len(bow), batch):
-        sl = slice(start, start + batch)
-        v = model.image_common(h_v[sl])
-        t = model.text_common(bow[sl], None if h_t is None else h_t[sl])
-        for key, val in (("v", v), ("t", t), ("scores_v", model.scores(v, z)), ("scores_t", model.scores(t, z))):
-            parts[key].append(val)
-    model.train(was_training)
-    return {k: torch.cat(v).numpy() if v else np.zeros((0, 0), np.float32) for k, v in parts.items()}
-
-
-def retrieval_scores(model: DAGNN, part: Part, h_t=None) -> dict:
-    out = embed(model, part.h_v, part.bow, h_t)
-    return cross_modal_map(out["v"], out["t"], part.y.numpy())
-
-
 # -- training ----------------------------------------------------------------------------------------------
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(BarColumn(bar_width=10), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[info]}"), disable=not enabled, transient=False)
-
-
 def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -> dict:
     """Train a model on prepared data; returns model (best-validation epoch), graph, histories, metrics."""
+    log = log or logger.info
     torch.set_num_threads(pick_threads(cfg.num_threads))
     seed_everything(cfg.seed)
     tau = cfg.resolved_tau()
@@ -216,7 +128,7 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
     elif cfg.text_pretrain_epochs > 0:
         text_history = pretrain_text_mlp(model, pre_bow, pre_y, data.val.bow, data.val.y, cfg,
                                          torch.Generator().manual_seed(cfg.seed))
-    if log and text_history:
+    if text_history:
         log(f"text MLP pretrained: {len(text_history)} epochs, best val BCE "
             f"{min((h['val_bce'] for h in text_history), default=float('nan')):.4f} ({time.time() - t0:.0f}s)")
     if cfg.freeze_text_mlp:
@@ -242,8 +154,7 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
     n = len(data.train.bow)
     best = {"val_avg": -1.0, "epoch": 0, "state": None}
     history, bad = [], 0
-    with _progress(progress) as bar:
-        task = bar.add_task("epoch", total=cfg.epochs, info="")
+    with Progress(cfg.epochs, "epoch", progress, transient=False, log=log) as bar:
         for epoch in range(1, cfg.epochs + 1):
             t_epoch = time.time()
             model.train()
@@ -283,8 +194,8 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
                 bad += 1
             info = " ".join(f"{k} {row[k]:.2f}" for k in ("cla", "mdi", "adv") if k in row)
             info += f" | val mAP {val['avg']:.3f} best {best['val_avg']:.3f}@{best['epoch']}"
-            bar.update(task, advance=1, info=info)
-            if log and not progress:
+            bar.advance(1, info=info)
+            if not progress:
                 log(f"epoch {epoch}: total {row['total']:.3f} {info}")
             if bad >= cfg.patience:
                 break
@@ -298,7 +209,7 @@ def _resolve_features(cfg: TrainConfig, out_dir: Path, progress: bool) -> None:
     """Without a feature cache, extract one with the configured backbone into the run directory."""
     if cfg.features is not None:
         if not Path(cfg.features).is_file():
-            raise FileNotFoundError(f"feature cache {cfg.features} does not exist")
+            raise FeatureError(f"feature cache {cfg.features} does not exist")
         return
     from .features import extract_features
 
@@ -308,11 +219,9 @@ def _resolve_features(cfg: TrainConfig, out_dir: Path, progress: bool) -> None:
     cfg.features = str(path)
 
 
-def train_run(cfg: TrainConfig, out_dir, progress: bool = True, log=print) -> dict:
+def train_run(cfg: TrainConfig, out_dir, progress: bool = True, log=None) -> dict:
     """Train and write the run directory (config, best-validation weights, metrics, history, splits,
     label graph, labels, vocabulary). Returns the metrics dict."""
-    from .evaluate import split_metrics
-
     started = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -351,27 +260,3 @@ def train_run(cfg: TrainConfig, out_dir, progress: bool = True, log=print) -> di
                                           "selected_epoch": result["best_epoch"]})
     write_json(out_dir / "metrics.json", metrics)
     return metrics
-
-
-# -- loading a run -----------------------------------------------------------------------------------------
-def load_run(run_dir) -> tuple[DAGNN, dict]:
-    """The best-validation model of a run directory (eval mode, CPU) and its resolved config dict."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"run directory {run_dir} does not exist")
-    for name in ("config.json", "model.pt"):
-        if not (run_dir / name).is_file():
-            raise RunError(f"run directory {run_dir} has no {name}")
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    for key in ("feature_dim", "vocab_size"):
-        if not config.get(key):
-            raise RunError(f"{run_dir / 'config.json'} lacks {key!r}")
-    state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
-    for key in ("label_embeddings", "adjacency"):
-        if key not in state:
-            raise RunError(f"{run_dir / 'model.pt'} has no {key!r} buffer: not a DAGNN state_dict")
-    model = build_model(config, config["feature_dim"], config["vocab_size"], state["label_embeddings"],
-                        state["adjacency"])
-    model.load_state_dict(state)
-    model.eval()
-    return model, config

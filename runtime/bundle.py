@@ -1,29 +1,41 @@
 """Reading and verifying a bundle (see docs/bundle-format.md) — a directory or a ``.dagnn`` zip archive.
 
-Every file the manifest lists is read into memory and checked against its SHA-256 before anything uses
-it, so what runs is exactly what was exported. Graph input/output checks happen in ``session.py`` once
-onnxruntime has parsed the graphs.
+A bundle's identity is ``bundle_digest``: the SHA-256 of its canonical manifest, which lists the SHA-256 of
+every other file, so one hex string pins everything that runs. The exporter stores that digest in the
+manifest itself, which lets the loader notice a hand-edited manifest (swapped labels, changed thresholds)
+even when the caller pins nothing; older bundles without the field still load, without that self-check.
+Every value the runtime relies on is validated with an error naming the field, every listed file is
+checked against its digest (streaming, sizes capped, see ``bundle_io``) before anything uses it. Graph
+input/output checks happen in ``session.py`` once onnxruntime has parsed the graphs.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import logging
 import math
-import zipfile
+import re
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
-from .errors import BundleError
+from . import bundle_io
+from .bundle_io import MANIFEST, check_member_name
+from .errors import BundleError, InputError
+from .jsonio import loads as json_loads
+
+log = logging.getLogger(__name__)
 
 FORMAT = "dagnn-bundle"
 FORMAT_VERSIONS = (1,)
-MANIFEST = "manifest.json"
 GRAPHS = ("image_encoder", "text_encoder")
-MAX_MANIFEST_BYTES = 64 << 20
-MAX_FILE_BYTES = 2 << 30  # protobuf (ONNX) cannot hold more than 2 GiB anyway
+DIGEST_FIELD = "bundle_digest"
+MAX_LABELS = 100_000
+MAX_EMBEDDING_DIM = 1 << 16
+MAX_IMAGE_SIZE = 4096
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -46,74 +58,16 @@ def embedding_space_id(files: dict, graph_files, classifiers_file: str) -> str:
     return sha256_hex(json.dumps(subset, sort_keys=True, separators=(",", ":")).encode())
 
 
-def _check_member_name(name: str, where: str) -> str:
-    """Bundle files are plain names inside the bundle: no folders, no ``..``, nothing absolute."""
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
-            or "\x00" in name or ":" in name:
-        raise BundleError(f"{where}: file name {name!r} is not a plain file name inside the bundle")
-    return name
+def canonical_json(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-class _DirReader:
-    def __init__(self, root: Path):
-        self.root = root
-        self.resolved = root.resolve()
-
-    def read(self, name: str, limit: int) -> bytes | None:
-        path = self.root / name
-        if not path.is_file():
-            return None
-        if self.resolved not in path.resolve().parents:
-            raise BundleError(f"bundle {self.root}: {name!r} points outside the bundle folder")
-        size = path.stat().st_size
-        if size > limit:
-            raise BundleError(f"bundle {self.root}: {name!r} is {size} bytes, more than the {limit}-byte limit")
-        return path.read_bytes()
-
-
-class _ZipReader:
-    """Reads members straight into memory (nothing is extracted). Members may sit at the archive root or
-    in one top-level folder (what zipping a bundle folder gives)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            self.zf = zipfile.ZipFile(path)
-            infos = self.zf.infolist()
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise BundleError(f"bundle {path}: not a readable zip archive ({exc})") from exc
-        for info in infos:
-            parts = PurePosixPath(info.filename.replace("\\", "/")).parts
-            if info.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                raise BundleError(f"bundle {path}: member {info.filename!r} would escape the archive")
-        members = {info.filename: info for info in infos if not info.is_dir()}
-        if MANIFEST in members:
-            prefix = ""
-        else:
-            nested = [n for n in members if n.count("/") == 1 and n.endswith("/" + MANIFEST)]
-            if len(nested) != 1:
-                raise BundleError(f"bundle {path}: no {MANIFEST} at the top of the archive")
-            prefix = nested[0][: -len(MANIFEST)]
-        self.members = {n[len(prefix):]: info for n, info in members.items() if n.startswith(prefix)}
-
-    def read(self, name: str, limit: int) -> bytes | None:
-        info = self.members.get(name)
-        if info is None:
-            return None
-        if info.file_size > limit:
-            raise BundleError(f"bundle {self.path}: member {name!r} declares {info.file_size} bytes, "
-                              f"more than the {limit}-byte limit")
-        try:
-            with self.zf.open(info) as f:
-                data = f.read(limit + 1)  # do not trust the declared size
-        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
-            raise BundleError(f"bundle {self.path}: cannot read member {name!r} ({exc})") from exc
-        if len(data) > limit:
-            raise BundleError(f"bundle {self.path}: member {name!r} is larger than the {limit}-byte limit")
-        return data
-
-    def close(self):
-        self.zf.close()
+def bundle_digest(manifest: dict, default=None) -> str:
+    """The bundle's identity: SHA-256 of the canonical manifest without its own ``bundle_digest`` field.
+    ``default`` serialises non-JSON values the way the writer does (the exporter passes its own), so the
+    digest is that of the manifest as it will be read back."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST_FIELD}
+    return sha256_hex(canonical_json(json.loads(json.dumps(body, default=default))))
 
 
 def _field(manifest: dict, dotted: str, kind, source: str):
@@ -142,33 +96,36 @@ class Bundle:
     embedding_dim: int
     image_size: int
     embedding_space: str
+    digest: str = ""                 # bundle_digest, the identity of the whole bundle
+    self_checked: bool = False       # the manifest carried its digest and it matched
 
 
-def read_bundle(path) -> Bundle:
-    """Open, verify and parse the bundle at ``path``; raises ``BundleError`` naming the problem."""
+
+
+def read_bundle(path, expect_digest: str | None = None) -> Bundle:
+    """Open, verify and parse the bundle at ``path``; raises ``BundleError`` naming the problem.
+    ``expect_digest``: refuse any bundle whose ``bundle_digest`` differs (pinning one exact bundle)."""
+    if expect_digest is not None:
+        if not isinstance(expect_digest, str) or not _HEX64.match(expect_digest.strip().lower()):
+            raise InputError(f"expected digest {expect_digest!r} is not a 64-digit SHA-256 hex string")
+        expect_digest = expect_digest.strip().lower()
     path = Path(path)
-    source = str(path)
-    if path.is_dir():
-        reader = _DirReader(path)
-    elif path.is_file():
-        reader = _ZipReader(path)
-    else:
-        raise BundleError(f"bundle {source}: no such file or directory")
+    if not path.exists():
+        from .atomic import recover  # a writer may have died between its two renames
+        recover(path)
+    reader = bundle_io.open_reader(path)
     try:
-        return _read(reader, source)
+        return _read(reader, str(path), expect_digest)
     finally:
-        if isinstance(reader, _ZipReader):
-            reader.close()
+        reader.close()
 
 
-def _read(reader, source: str) -> Bundle:
-    raw = reader.read(MANIFEST, MAX_MANIFEST_BYTES)
+def _read(reader, source: str, expect_digest: str | None) -> Bundle:
+    raw = bundle_io.read_small(reader, MANIFEST, bundle_io.MAX_MANIFEST_BYTES)
     if raw is None:
         raise BundleError(f"bundle {source}: missing {MANIFEST}")
-    try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BundleError(f"bundle {source}: {MANIFEST} is not valid JSON ({exc})") from exc
+    manifest = json_loads(raw, f"bundle {source}: {MANIFEST}", error=BundleError,
+                          max_bytes=bundle_io.MAX_MANIFEST_BYTES)
     if not isinstance(manifest, dict):
         raise BundleError(f"bundle {source}: {MANIFEST} is not a JSON object")
     if manifest.get("format") != FORMAT:
@@ -177,42 +134,36 @@ def _read(reader, source: str) -> Bundle:
     if version not in FORMAT_VERSIONS:
         raise BundleError(f"bundle {source}: format_version {version!r} is not supported by this runtime "
                           f"(supported: {', '.join(map(str, FORMAT_VERSIONS))}); upgrade dagnn or re-export")
+    digest = bundle_digest(manifest)
+    if expect_digest is not None and digest != expect_digest:
+        raise BundleError(f"bundle {source}: its digest {digest} is not the expected {expect_digest}")
+    spec = _validate(manifest, source)
+    stored = manifest.get(DIGEST_FIELD)
+    if stored is None:
+        log.info("bundle %s: manifest without %s (older export): identity only, no self-check", source, DIGEST_FIELD)
+    elif stored != digest:
+        raise BundleError(f"bundle {source}: {MANIFEST} was changed after export (its {DIGEST_FIELD} does not "
+                          "match its content); re-export the bundle instead of editing the manifest")
 
-    listed = _field(manifest, "files", dict, source)
-    graph_files = [_check_member_name(_field(manifest, f"graphs.{g}.file", str, source), source) for g in GRAPHS]
-    classifiers_file = _check_member_name(_field(manifest, "classifiers.file", str, source), source)
-    vocab_file = _check_member_name(_field(manifest, "vocabulary.file", str, source), source)
-    for name in (*graph_files, classifiers_file, vocab_file):
-        if name not in listed:
-            raise BundleError(f"bundle {source}: {MANIFEST} 'files' does not list {name!r}, so it cannot be verified")
-
-    # Verify every listed file before using any of them.
+    # Verify every listed file before using any of them; keep only those the runtime uses.
+    listed = spec["files"]
+    reader.check_members(listed)
+    graph_files = [spec["graphs"][g] for g in GRAPHS]
+    keep = {*graph_files, spec["classifiers"], spec["vocab"]}
     content = {}
-    for name, digest in listed.items():
-        _check_member_name(name, source)
-        if name == MANIFEST:
-            raise BundleError(f"bundle {source}: {MANIFEST} cannot list itself in 'files'")
-        data = reader.read(name, MAX_FILE_BYTES)
-        if data is None:
-            raise BundleError(f"bundle {source}: missing file {name!r} (listed in {MANIFEST})")
-        if not isinstance(digest, str) or sha256_hex(data) != digest.lower():
-            raise BundleError(f"bundle {source}: file {name!r} does not match its SHA-256 in {MANIFEST} "
-                              "(the file was changed or is corrupt)")
-        content[name] = data
+    for name, file_digest in listed.items():
+        limit = bundle_io.MAX_GRAPH_BYTES if name in graph_files else bundle_io.MAX_OTHER_BYTES
+        data = bundle_io.verify_file(reader, name, file_digest, limit, keep=name in keep)
+        if data is not None:
+            content[name] = data
 
-    space = embedding_space_id(listed, graph_files, classifiers_file)
+    space = embedding_space_id(listed, graph_files, spec["classifiers"])
     if manifest.get("embedding_space") != space:
         raise BundleError(f"bundle {source}: {MANIFEST} 'embedding_space' does not match the digests of "
-                          f"{graph_files[0]}, {graph_files[1]} and {classifiers_file}")
+                          f"{graph_files[0]}, {graph_files[1]} and {spec['classifiers']}")
 
-    labels = _field(manifest, "labels", list, source)
-    if not labels or not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels):
-        raise BundleError(f"bundle {source}: {MANIFEST} 'labels' must be distinct non-empty strings")
-    d = _field(manifest, "embedding_dim", int, source)
-    size = _field(manifest, "preprocessing.size", int, source)
-    if d <= 0 or size <= 0:
-        raise BundleError(f"bundle {source}: embedding_dim and preprocessing.size must be positive")
-
+    labels, d = manifest["labels"], manifest["embedding_dim"]
+    vocab_file = spec["vocab"]
     try:
         vocab = content[vocab_file].decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:
@@ -220,36 +171,83 @@ def _read(reader, source: str) -> Bundle:
     vocab = [t.strip() for t in vocab if t.strip()]
     if len(set(vocab)) != len(vocab):
         raise BundleError(f"bundle {source}: {vocab_file!r} has duplicate tags")
-    vsize = _field(manifest, "vocabulary.size", int, source)
+    vsize = manifest["vocabulary"]["size"]
     if vsize != len(vocab):
         raise BundleError(f"bundle {source}: {vocab_file!r} has {len(vocab)} tags, manifest says {vsize}")
 
+    classifiers_file = spec["classifiers"]
     try:
         z = np.load(io.BytesIO(content[classifiers_file]), allow_pickle=False)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise BundleError(f"bundle {source}: {classifiers_file!r} is not a readable .npy array ({exc})") from exc
-    declared = _field(manifest, "classifiers.shape", list, source)
-    if z.ndim != 2 or list(z.shape) != declared or z.shape != (len(labels), d):
+    if z.ndim != 2 or z.shape != (len(labels), d):
         raise BundleError(f"bundle {source}: {classifiers_file!r} has shape {tuple(z.shape)}, expected "
-                          f"({len(labels)} labels, embedding_dim {d}) as the manifest declares {declared}")
+                          f"({len(labels)} labels, embedding_dim {d}) as the manifest declares")
     if not np.issubdtype(z.dtype, np.floating) or not np.isfinite(z).all():
         raise BundleError(f"bundle {source}: {classifiers_file!r} must hold finite floats")
     z = np.ascontiguousarray(z, dtype=np.float32)
     z.flags.writeable = False
 
+    return Bundle(source=source, manifest=manifest, labels=tuple(labels), vocab=tuple(vocab), classifiers=z,
+                  thresholds=spec["thresholds"], graph_bytes={g: content[f] for g, f in zip(GRAPHS, graph_files)},
+                  embedding_dim=d, image_size=manifest["preprocessing"]["size"], embedding_space=space,
+                  digest=digest, self_checked=stored is not None)
+
+
+def _validate(manifest: dict, source: str) -> dict:
+    """Check the manifest's own values, naming the field; returns the file names and thresholds."""
+    def bad(field: str, problem: str):
+        return BundleError(f"bundle {source}: {MANIFEST} field {field!r} {problem}")
+
+    listed = _field(manifest, "files", dict, source)
+    for name, digest in listed.items():
+        check_member_name(name, f"bundle {source}")
+        if name == MANIFEST:
+            raise BundleError(f"bundle {source}: {MANIFEST} cannot list itself in 'files'")
+        if not isinstance(digest, str) or not _HEX64.match(digest.lower()):
+            raise bad(f"files.{name}", "is not a SHA-256 hex digest")
+    names = {g: check_member_name(_field(manifest, f"graphs.{g}.file", str, source), f"bundle {source}")
+             for g in GRAPHS}
+    for g in GRAPHS:
+        _field(manifest, f"graphs.{g}.input", str, source)
+        outputs = _field(manifest, f"graphs.{g}.outputs", list, source)
+        if not all(isinstance(o, str) for o in outputs):
+            raise bad(f"graphs.{g}.outputs", "must be a list of output names")
+    classifiers = check_member_name(_field(manifest, "classifiers.file", str, source), f"bundle {source}")
+    vocab = check_member_name(_field(manifest, "vocabulary.file", str, source), f"bundle {source}")
+    for name in (*names.values(), classifiers, vocab):
+        if name not in listed:
+            raise BundleError(f"bundle {source}: {MANIFEST} 'files' does not list {name!r}, so it cannot be verified")
+
+    labels = _field(manifest, "labels", list, source)
+    if not labels or len(labels) > MAX_LABELS or not all(isinstance(x, str) and x for x in labels) \
+            or len(set(labels)) != len(labels):
+        raise bad("labels", f"must hold 1 to {MAX_LABELS} distinct non-empty strings")
+    d = _field(manifest, "embedding_dim", int, source)
+    if not 1 <= d <= MAX_EMBEDDING_DIM:
+        raise bad("embedding_dim", f"is {d}, not between 1 and {MAX_EMBEDDING_DIM}")
+    size = _field(manifest, "preprocessing.size", int, source)
+    if not 1 <= size <= MAX_IMAGE_SIZE:
+        raise bad("preprocessing.size", f"is {size}, not between 1 and {MAX_IMAGE_SIZE}")
+    if _field(manifest, "vocabulary.size", int, source) < 1:
+        raise bad("vocabulary.size", "must be positive")
+    shape = _field(manifest, "classifiers.shape", list, source)
+    if shape != [len(labels), d]:
+        raise bad("classifiers.shape", f"is {shape}, but there are {len(labels)} labels of embedding_dim {d} "
+                                        f"(classifiers.npy shape must be [{len(labels)}, {d}])")
+
     values = _field(manifest, "thresholds.values", list, source)
     if len(values) != len(labels):
         raise BundleError(f"bundle {source}: {len(values)} thresholds for {len(labels)} labels")
     thresholds = []
-    for label, v in zip(labels, values):
+    for j, (label, v) in enumerate(zip(labels, values)):
         if v is None:  # a label that validation never saw: never predicted
             v = math.inf
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-            raise BundleError(f"bundle {source}: threshold of label {label!r} is not a number ({v!r})")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (-1 <= v <= 1 or v == math.inf):
+            raise bad(f"thresholds.values[{j}]", f"(label {label!r}) is {v!r}: a threshold is a cosine in "
+                                                 "[-1, 1], or null for a label that is never predicted")
         thresholds.append(v)
     thresholds = np.asarray(thresholds, dtype=np.float32)
     thresholds.flags.writeable = False
-
-    return Bundle(source=source, manifest=manifest, labels=tuple(labels), vocab=tuple(vocab), classifiers=z,
-                  thresholds=thresholds, graph_bytes={g: content[f] for g, f in zip(GRAPHS, graph_files)},
-                  embedding_dim=d, image_size=size, embedding_space=space)
+    return {"files": listed, "graphs": names, "classifiers": classifiers, "vocab": vocab,
+            "thresholds": thresholds}

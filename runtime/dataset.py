@@ -11,13 +11,13 @@ Pairs without an image only serve steps that need text alone (text-MLP pretraini
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import jsonio
 from .errors import DatasetError
 
 
@@ -99,8 +99,9 @@ class Dataset:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
+                rec = jsonio.expect(jsonio.loads(line, f"{path}:{lineno}", error=DatasetError), dict,
+                                    f"{path}:{lineno}", error=DatasetError)
                 try:
-                    rec = json.loads(line)
                     pair = Pair(int(rec["row"]), rec.get("image"), tuple(rec.get("tags", ())),
                                 tuple(rec.get("labels", ())))
                 except (ValueError, KeyError, TypeError) as exc:
@@ -153,10 +154,10 @@ class Dataset:
         image_idx = self.with_images()
         split_path = self.split_file()
         if split_path is not None:
-            try:
-                test_rows = json.loads(split_path.read_text())["test"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise DatasetError(f"{split_path}: expected {{\"test\": [row, ...]}} ({exc})") from exc
+            split = jsonio.load_file(split_path, error=DatasetError)
+            test_rows = split.get("test") if isinstance(split, dict) else None
+            if not isinstance(test_rows, list) or not all(isinstance(r, int) for r in test_rows):
+                raise DatasetError(f"{split_path}: expected {{\"test\": [row, ...]}} with integer rows")
             missing = [r for r in test_rows if r not in self.row_index]
             if missing:
                 raise DatasetError(f"{split_path}: {len(missing)} test rows not in pairs.jsonl, e.g. {missing[:5]}")

@@ -82,7 +82,7 @@ class Searcher:
             else:
                 indexes = {m: open_index(index, modality=m) for m in MODALITIES if locate_index(index, m)}
                 if not indexes:
-                    raise InputError(f"no index at {index} (expected index.json there or in "
+                    raise InputError(f"no index at {index} (expected index.db there or in "
                                      f"{index}/image, {index}/text)")
         model = bundle if isinstance(bundle, Model) else load(bundle, providers=providers, threads=threads)
         return cls(model, indexes)

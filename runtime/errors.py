@@ -30,5 +30,30 @@ class IndexFileError(DagnnError):
     """An index is missing, incomplete or corrupt."""
 
 
+class StorageError(DagnnError, OSError):
+    """Writing to disk failed (disk full, permission denied, read-only file system); the message names the
+    path and says that the previous version is untouched."""
+
+
 class MismatchError(DagnnError):
     """An index and a bundle (or two indexes) live in different embedding spaces."""
+
+
+def shorten(value, limit: int = 80, *, path: bool = False) -> str:
+    """How a message quotes user input: ``repr``-style (so control characters and undecodable file names stay
+    visible and harmless), cut to about ``limit`` characters with the full length stated. Every message that
+    echoes an image name, a text or a tag goes through here, so a 100 KB input never floods stderr.
+    ``path=True`` cuts in the middle instead, keeping the file name at the end."""
+    if isinstance(value, bytes):
+        text = repr(value)
+    else:
+        if not isinstance(value, str):
+            value = str(value)
+        # Undecodable bytes of a file name arrive as lone surrogates (os.fsdecode); repr shows them as \udcXX.
+        text = repr(value)
+    if len(text) <= limit:
+        return text
+    if path:
+        head = limit // 4
+        return f"{text[:head]}…{text[-(limit - head - 1):]}"
+    return f"{text[:limit - 1]}…' ({len(value)} characters)"

@@ -20,10 +20,6 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(norm, eps)
 
 
-def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return l2_normalize(a) @ l2_normalize(b).T
-
-
 def retrieval_map(queries: np.ndarray, query_labels: np.ndarray, database: np.ndarray,
                   database_labels: np.ndarray, k: int | None = None, batch: int = 512) -> float:
     """mAP (or mAP@k) of ranking ``database`` for each query by cosine similarity."""
@@ -120,3 +116,14 @@ def calibrate_thresholds(scores: np.ndarray, targets: np.ndarray) -> tuple[np.nd
         best_f1[j] = f1[best]
         thresholds[j] = (s[best] + s[best + 1]) / 2 if best + 1 < n else s[best] - 1e-6
     return thresholds.astype(np.float32), best_f1
+
+
+def thresholds_to_json(thresholds) -> list:
+    """Thresholds as JSON values: an infinite one (a label never predicted) becomes null, since JSON has no
+    infinity; ``thresholds_from_json`` reads them back."""
+    return [float(x) if np.isfinite(x) else None for x in np.asarray(thresholds, dtype=np.float64)]
+
+
+def thresholds_from_json(values) -> np.ndarray:
+    """The inverse of ``thresholds_to_json``: null becomes +inf."""
+    return np.array([np.inf if x is None else x for x in values], dtype=np.float64)

@@ -17,29 +17,13 @@ from PIL import Image
 
 from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle
 from .dataset import bag_of_words, tokenize
-from .errors import BundleError, ImageInputError, InputError
+from .errors import BundleError, ImageInputError, InputError, shorten
+from .execution import check_threads, resolve_providers
 from .metrics import l2_normalize
 from .preprocess import load_image
 
-GPU_PROVIDERS = ("CUDAExecutionProvider",)
-
-
-def resolve_providers(providers="auto") -> list:
-    """``"auto"``: CUDA when onnxruntime-gpu sees a GPU build, CPU otherwise (TensorRT builds an engine per
-    shape and takes minutes, so it is only used when asked for explicitly). Or a list of provider names."""
-    available = ort.get_available_providers()
-    if providers is None or providers == "auto":
-        return [p for p in GPU_PROVIDERS if p in available] + ["CPUExecutionProvider"]
-    if providers == "cpu":
-        return ["CPUExecutionProvider"]
-    if isinstance(providers, str):
-        providers = [providers]
-    names = [p[0] if isinstance(p, tuple) else p for p in providers]
-    unknown = [n for n in names if n not in available]
-    if unknown or not names:
-        raise InputError(f"execution providers {unknown or names} are not available in this onnxruntime "
-                         f"(available: {', '.join(available)})")
-    return list(providers)
+MAX_TEXT_CHARS = 10_000
+MAX_TAGS = 512
 
 
 def _dims_ok(shape, expected) -> bool:
@@ -52,11 +36,12 @@ def _dims_ok(shape, expected) -> bool:
 class Model:
     """Encode images and texts into the bundle's common space, score labels and tag images."""
 
-    def __init__(self, bundle: Bundle, providers="auto", threads: int | None = None):
+    def __init__(self, bundle: Bundle, providers="auto", threads: int | None = None, force_threads: bool = False):
         self._bundle = bundle
+        threads = check_threads(threads, force_threads)
         opts = ort.SessionOptions()
         if threads:
-            opts.intra_op_num_threads = int(threads)
+            opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # onnxruntime's own warnings would otherwise go to stderr unasked
         chosen = resolve_providers(providers)
@@ -113,6 +98,11 @@ class Model:
     @property
     def embedding_space(self) -> str:
         return self._bundle.embedding_space
+
+    @property
+    def bundle_digest(self) -> str:
+        """The bundle's identity: SHA-256 of its canonical manifest, which lists every file's digest."""
+        return self._bundle.digest
 
     @property
     def embedding_dim(self) -> int:
@@ -186,12 +176,18 @@ class Model:
     def parse_text(self, item) -> tuple[list, list]:
         """A string (``"sky, clouds"``) or a list of tags → (tags in the vocabulary, tags not in it)."""
         if isinstance(item, str):
-            tags = tokenize(item)
+            parts = [item]
         elif isinstance(item, (list, tuple)) and all(isinstance(t, str) for t in item):
-            tags = [tok for t in item for tok in tokenize(t)]
+            parts = item
         else:
             raise InputError(f"a text must be a string or a list of tag strings, got {type(item).__name__}")
-        tags = list(dict.fromkeys(tags))
+        length = sum(len(p) for p in parts) + max(0, len(parts) - 1)
+        shown = shorten(item if isinstance(item, str) else ", ".join(parts[:MAX_TAGS + 1]))
+        if length > MAX_TEXT_CHARS or len(parts) > MAX_TAGS:
+            raise InputError(f"text {shown} is too long: at most {MAX_TEXT_CHARS} characters and {MAX_TAGS} tags")
+        tags = list(dict.fromkeys(tok for p in parts for tok in tokenize(p)))
+        if len(tags) > MAX_TAGS:
+            raise InputError(f"text {shown} has {len(tags)} distinct tags, more than the limit of {MAX_TAGS}")
         known = [t for t in tags if t in self._vocab_index]
         return known, [t for t in tags if t not in self._vocab_index]
 
@@ -204,14 +200,17 @@ class Model:
         tag_lists = []
         for i, item in enumerate(items):
             known, unknown = self.parse_text(item)
-            where = f"text {item!r}" if len(items) == 1 else f"text {i} ({item!r})"
+            where = f"text {shorten(item)}" if len(items) == 1 else f"text {i} ({shorten(item)})"
             if not known and not unknown:
                 raise InputError(f"{where} is empty: give at least one tag, e.g. 'sky, clouds'")
             if not known:
                 hints = []
                 for tag in unknown[:5]:
-                    close = self.closest_tags(tag)
-                    hints.append(f"{tag!r} (closest: {', '.join(close)})" if close else f"{tag!r} (no close tag)")
+                    close = self.closest_tags(tag[:100])
+                    shown = shorten(tag, 40)
+                    hints.append(f"{shown} (closest: {', '.join(close)})" if close else f"{shown} (no close tag)")
+                if len(unknown) > 5:
+                    hints.append(f"and {len(unknown) - 5} more")
                 raise InputError(f"{where}: no tag is in the bundle vocabulary of {len(self.vocab)} tags: "
                                  + "; ".join(hints))
             tag_lists.append(known)
@@ -287,6 +286,12 @@ def _image_list(items) -> list:
                      f"got {type(items).__name__}")
 
 
-def load(bundle_path, providers="auto", threads: int | None = None) -> Model:
-    """Open a bundle (folder or ``.dagnn`` archive), verify every file and dimension, build the sessions."""
-    return Model(read_bundle(bundle_path), providers=providers, threads=threads)
+def load(bundle_path, providers="auto", threads: int | None = None, *, expect_digest: str | None = None,
+         force_threads: bool = False) -> Model:
+    """Open a bundle (folder or ``.dagnn`` archive), verify every file and dimension, build the sessions.
+
+    ``expect_digest``: the ``bundle_digest`` the bundle must have (pins one exact bundle). ``threads``: at
+    most the number of cores unless ``force_threads`` (or ``DAGNN_FORCE_THREADS=1``)."""
+    check_threads(threads, force_threads)  # before the (slow) verification
+    return Model(read_bundle(bundle_path, expect_digest=expect_digest), providers=providers, threads=threads,
+                 force_threads=force_threads)

@@ -1,4 +1,4 @@
-"""Rebuild the embedded demo data set (dagnn_export/demo_data/mirflickr-mini) from the shared MIRFlickr-25K copy.
+"""Rebuild the embedded demo data set (dagnn_export/demo/data/mirflickr-mini) from the shared MIRFlickr-25K copy.
 
     python scripts/make_demo_data.py [--shared ../shared] [--photos 1200] [--queries 6] [--text-only 2000]
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "dagnn_export" / "demo_data" / "mirflickr-mini"
+OUT = REPO / "dagnn_export" / "demo" / "data" / "mirflickr-mini"
 
 NOTE = """# mirflickr-mini — the demo's embedded data set
 

@@ -88,13 +88,20 @@ def sha256(data: bytes) -> str:
 
 
 def seal(manifest: dict, files: dict) -> dict:
-    """Fill ``files`` (SHA-256 of each file) and ``embedding_space`` as the exporter does."""
+    """Fill ``files`` (SHA-256 of each file), ``embedding_space`` and ``bundle_digest`` as the exporter does."""
     manifest = dict(manifest)
     manifest["files"] = {name: sha256(data) for name, data in files.items()}
     subset = {name: manifest["files"][name] for name in
               ("image_encoder.onnx", "text_encoder.onnx", "classifiers.npy")}
     manifest["embedding_space"] = sha256(json.dumps(subset, sort_keys=True, separators=(",", ":")).encode())
-    return manifest
+    return resign(manifest)
+
+
+def resign(manifest: dict) -> dict:
+    """Recompute ``bundle_digest`` (the manifest's self-check) after a deliberate edit of the manifest, so a
+    test reaches the check it is about instead of the tamper check; spelled out here as the documented rule."""
+    body = {k: v for k, v in manifest.items() if k != "bundle_digest"}
+    return dict(body, bundle_digest=sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()))
 
 
 def write_bundle(out, files: dict, manifest: dict, archive: bool = False) -> Path:

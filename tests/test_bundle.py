@@ -9,8 +9,9 @@ import pytest
 
 import dagnn_runtime as dr
 from dagnn_runtime import bundle as bundle_mod
-from bundle_factory import (bundle_dir, build_bundle, bundle_parts, image_encoder, npy_bytes, seal,  # noqa: F401
-                            text_encoder, write_bundle)
+from dagnn_runtime import bundle_io
+from bundle_factory import (bundle_dir, build_bundle, bundle_parts, image_encoder, npy_bytes, resign,  # noqa: F401
+                            seal, text_encoder, write_bundle)
 
 
 def test_import_does_not_pull_torch():
@@ -93,14 +94,14 @@ def test_manifest_that_is_not_json(tmp_path, bundle_dir):
     files, manifest = bundle_parts()
     path = write_bundle(tmp_path / "j", files, manifest)
     (path / "manifest.json").write_text("{broken")
-    with pytest.raises(dr.BundleError, match="manifest.json is not valid JSON"):
+    with pytest.raises(dr.BundleError, match="manifest.json: not valid JSON"):
         dr.load(path)
 
 
 def test_wrong_embedding_space_is_refused(tmp_path):
     files, manifest = bundle_parts()
-    manifest["embedding_space"] = "0" * 64
-    with pytest.raises(dr.BundleError, match="embedding_space"):
+    manifest = resign(dict(manifest, embedding_space="0" * 64))
+    with pytest.raises(dr.BundleError, match="'embedding_space' does not match the digests"):
         dr.load(write_bundle(tmp_path / "e", files, manifest))
 
 
@@ -111,7 +112,7 @@ def test_dimension_mismatches_are_refused(tmp_path):
     with pytest.raises(dr.BundleError, match="classifiers.npy.*shape"):
         dr.load(write_bundle(tmp_path / "a", files, bad))
     # vocabulary size
-    bad = dict(manifest, vocabulary={"file": "vocab.txt", "size": 999})
+    bad = resign(dict(manifest, vocabulary={"file": "vocab.txt", "size": 999}))
     with pytest.raises(dr.BundleError, match="vocab.txt.*999"):
         dr.load(write_bundle(tmp_path / "b", files, bad))
     # thresholds count
@@ -125,7 +126,7 @@ def test_graph_inputs_and_outputs_are_checked_against_the_manifest(tmp_path):
     graphs = json.loads(json.dumps(manifest["graphs"]))
     graphs["image_encoder"]["input"] = "image"
     with pytest.raises(dr.BundleError, match="image_encoder.onnx' has inputs \\['pixels'\\]"):
-        dr.load(write_bundle(tmp_path / "a", files, dict(manifest, graphs=graphs)))
+        dr.load(write_bundle(tmp_path / "a", files, resign(dict(manifest, graphs=graphs))))
 
     # a text graph producing 8-d embeddings in a 16-d bundle
     rng = np.random.default_rng(1)
@@ -163,7 +164,7 @@ def test_bad_member_names_are_refused(tmp_path):
 def test_oversized_member_is_refused(tmp_path, monkeypatch):
     files, manifest = bundle_parts()
     path = write_bundle(tmp_path / "big.dagnn", files, manifest, archive=True)
-    monkeypatch.setattr(bundle_mod, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(bundle_io, "MAX_GRAPH_BYTES", 1000)
     with pytest.raises(dr.BundleError, match="image_encoder.onnx.*limit"):
         dr.load(path)
 

@@ -113,7 +113,7 @@ def test_add_remove_and_resume(tmp_path, bundle_dir, data_dir):
     shutil.copytree(data_dir / "images", photos)
     out = tmp_path / "idx"
     first = run_json("index", "build", "--bundle", bundle_dir, "--images", photos, "--out", out, "--quiet")
-    assert first[0]["added"] == 24 and (out / "index.json").is_file()
+    assert first[0]["added"] == 24 and (out / "index.db").is_file()
     # new photos appear, one of them corrupt: re-running adds only the new readable one, warns about the other
     shutil.copy(photos / "im0.jpg", photos / "new.jpg")
     (photos / "bad.jpg").write_bytes(b"garbage")

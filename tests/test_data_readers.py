@@ -179,15 +179,3 @@ def test_onehot_fallback_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="dagnn_export.data"):
         assert data.label_embeddings_or_onehot(path, LABELS).shape == (4, 2)
     assert not caplog.records
-
-
-def test_encode_images_resizes_like_the_data_set_photos(torch):
-    from dagnn_export.backbones import build_backbone
-    from dagnn_runtime.preprocess import load_batch
-
-    images = np.random.default_rng(6).integers(0, 256, (5, 20, 30, 3), dtype=np.uint8)
-    feats = data.encode_images(images, "tiny", batch_size=2)
-    with torch.inference_mode():
-        expected = build_backbone("tiny")(torch.from_numpy(load_batch(list(images)))).numpy()
-    assert feats.shape == (5, 64)
-    np.testing.assert_allclose(feats, expected, atol=1e-5)

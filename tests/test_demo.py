@@ -8,6 +8,8 @@ from dataclasses import replace
 
 import pytest
 
+from dagnn_runtime import open_index
+
 pytestmark = pytest.mark.torch
 
 TINY_MODEL = {"epochs": 1, "text_pretrain_epochs": 1, "batch_size": 40, "common_dim": 64, "text_hidden": 128,
@@ -32,11 +34,11 @@ def test_demo_writes_every_stage_output(demo_run):
     assert list(summary["stages"]) == ["data", "features", "training", "export", "indexes", "queries",
                                        "metrics", "report"]
     assert all(s >= 0 for s in summary["stages"].values())
-    for name in ("run/model.pt", "run/history.json", "bundle/manifest.json", "index/image/index.json",
-                 "index/text/index.json", "report.html", "demo.json", "features-tiny.npz"):
+    for name in ("run/model.pt", "run/history.json", "bundle/manifest.json", "index/image/index.db",
+                 "index/text/index.db", "report.html", "demo.json", "features-tiny.npz"):
         assert (out / name).is_file(), name
     assert json.loads((out / "demo.json").read_text())["test_map"] == summary["test_map"]
-    images = json.loads((out / "index/image/index.json").read_text())["count"]
+    images = len(open_index(out / "index/image"))
     assert images == 120
     for key in ("i2t", "t2i", "avg"):
         assert 0 < summary["test_map"][key] <= 1 and 0 < summary["random_map"][key] <= 1
@@ -81,13 +83,14 @@ def test_rerun_replaces_outputs_and_fails_loudly_below_random(demo_run, torch):
     assert "beats random ranking" not in console.export_text()
     space = json.loads((out / "bundle/manifest.json").read_text())["embedding_space"]
     for modality in ("image", "text"):
-        assert json.loads((out / "index" / modality / "index.json").read_text())["embedding_space"] == space
+        assert open_index(out / "index" / modality).embedding_space == space
 
 
 def test_demo_command_refuses_an_out_path_that_is_a_file(tmp_path):
     from typer.testing import CliRunner
 
-    from dagnn_cli.main import app
+    import dagnn_cli.main  # noqa: F401  (registers every command on the app)
+    from dagnn_cli.app import app
 
     target = tmp_path / "taken"
     target.write_text("x")

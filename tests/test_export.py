@@ -13,7 +13,8 @@ ort = pytest.importorskip("onnxruntime")
 import dagnn_runtime as dr  # noqa: E402
 from dagnn_export.backbones import build_backbone  # noqa: E402
 from dagnn_export.config import make_config  # noqa: E402
-from dagnn_export.export import ExportError, embedding_space, export_bundle  # noqa: E402
+from dagnn_export.export import ExportError, export_bundle  # noqa: E402
+from dagnn_export.manifest import embedding_space  # noqa: E402
 from dagnn_runtime.bundle import file_sha256  # noqa: E402
 from dagnn_export.graph import correlation_matrices, propagation_matrix  # noqa: E402
 from dagnn_export.model import build_model  # noqa: E402
@@ -21,7 +22,7 @@ from dagnn_runtime.dataset import Dataset  # noqa: E402
 from dagnn_runtime.metrics import cross_modal_map, l2_normalize  # noqa: E402
 from dagnn_runtime.preprocess import load_batch  # noqa: E402
 
-DEMO = Path(__file__).resolve().parents[1] / "dagnn_export" / "demo_data" / "mirflickr-mini"
+DEMO = Path(__file__).resolve().parents[1] / "dagnn_export" / "demo" / "data" / "mirflickr-mini"
 SMALL = dict(common_dim=32, text_hidden=64, text_dim=16, gv2_hidden=16, gt2_hidden=24, disc_hidden=12)
 N_PAIRS, N_TEST = 44, 12
 
@@ -114,6 +115,14 @@ def test_onnxruntime_alone_matches_torch_with_any_batch_size(bundle, setup):
         for got, key in ((v, "v"), (sv, "scores_v"), (t, "t"), (st, "scores_t")):
             np.testing.assert_allclose(got, ref[key], atol=1e-4, err_msg=key)
         np.testing.assert_allclose(sv, l2_normalize(v) @ l2_normalize(z).T, atol=1e-5)
+
+
+def test_the_exported_manifest_carries_its_own_digest(bundle):
+    """The exporter writes bundle_digest, so load() can tell a hand-edited manifest from an exported one."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["bundle_digest"] == dr.load(bundle, providers="cpu").bundle_digest
+    edited = dict(manifest, labels=list(reversed(manifest["labels"])))
+    assert dr.bundle.bundle_digest(edited) != manifest["bundle_digest"]
 
 
 def test_reported_map_is_that_of_the_exported_graphs(bundle, setup):
@@ -233,8 +242,9 @@ def test_int8_static_quantisation(setup, tmp_path, normalisation):
 def test_cli_exports_a_run_directory(setup, tmp_path):
     from typer.testing import CliRunner
 
-    from dagnn_cli.main import app
-    from dagnn_export.train import load_run
+    import dagnn_cli.main  # noqa: F401  (registers every command on the app)
+    from dagnn_cli.app import app
+    from dagnn_export.run import load_run
 
     dataset, splits, model, _, config = setup
     run = tmp_path / "run"
@@ -252,14 +262,14 @@ def test_cli_exports_a_run_directory(setup, tmp_path):
     m = dr.load(tmp_path / "b.dagnn").manifest
     assert m["metrics"]["torch_run"]["test"] == {"i2t": 0.5, "t2i": 0.6, "avg": 0.55}
     again = runner.invoke(app, ["export", "--run", str(run), "--out", str(tmp_path / "b")])
-    assert again.exit_code != 0 and "already exists" in str(again.exception or again.output)
+    assert again.exit_code == 1 and "already exists; pass --force" in again.output  # one line, no traceback
     (run / "vocab.txt").write_text("other\n")
     wrong = runner.invoke(app, ["export", "--run", str(run), "--out", str(tmp_path / "c")])
-    assert wrong.exit_code != 0 and "vocab.txt" in str(wrong.exception or wrong.output)
+    assert wrong.exit_code == 1 and "vocab.txt" in wrong.output
 
 
 def test_calibration_images_from_folder_data_set_or_training_split(setup, tmp_path):
-    from dagnn_export.export import calibration_images
+    from dagnn_export.quantize import calibration_images
 
     dataset, splits = setup[0], setup[1]
     folder = tmp_path / "photos" / "nested"
@@ -281,7 +291,8 @@ def test_calibration_images_from_folder_data_set_or_training_split(setup, tmp_pa
 def test_cli_refuses_bad_options_before_working(tmp_path):
     from typer.testing import CliRunner
 
-    from dagnn_cli.main import app
+    import dagnn_cli.main  # noqa: F401  (registers every command on the app)
+    from dagnn_cli.app import app
 
     runner = CliRunner()
     bad = runner.invoke(app, ["export", "--run", str(tmp_path), "--out", str(tmp_path / "b"), "--quantize", "fp16"])

@@ -158,7 +158,8 @@ def test_load_features_errors(feats, tmp_path):
 def test_cli_features(dataset, tmp_path, torch):
     from typer.testing import CliRunner
 
-    from dagnn_cli.main import app
+    import dagnn_cli.main  # noqa: F401  (registers every command on the app)
+    from dagnn_cli.app import app
 
     out = tmp_path / "f.npz"
     runner = CliRunner()

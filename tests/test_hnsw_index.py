@@ -1,13 +1,11 @@
 """The hnswlib backend: lifecycle, refusal of bad additions, label filter, persistence, recall against exact
 search."""
-import json
-
 import numpy as np
 import pytest
 
 import dagnn_runtime as dr
 from dagnn_runtime.indexes.hnsw import HnswIndex
-from dagnn_runtime.indexes.hnsw_files import GRAPH_FILE, META_FILE
+from dagnn_runtime.indexes.store import DB_FILE, Store
 from dagnn_runtime.metrics import l2_normalize
 from bundle_factory import build_bundle, bundle_dir, model  # noqa: F401
 
@@ -110,31 +108,32 @@ def test_save_and_load_round_trip(tmp_path):
     again = HnswIndex.load(tmp_path / "idx")
     assert len(again) == 69 and "more19" in again and "item5" not in again
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
-    stored = json.loads((tmp_path / "idx" / META_FILE).read_text())
-    assert stored["format"] == "dagnn-index" and stored["embedding_space"] == SPACE
+    again.close()
+    assert {p.name.split("-")[0] for p in (tmp_path / "idx").iterdir()} == {"graph", "index.db"}
+    assert Store(tmp_path / "idx").meta["embedding_space"] == SPACE
 
 
 def test_corrupt_or_missing_index_files_are_refused(tmp_path):
     index, _, _ = make_index(n=10)
     index.save(tmp_path / "idx")
-    graph = tmp_path / "idx" / GRAPH_FILE
-    data = bytearray(graph.read_bytes())
-    data[-5] ^= 0xFF
-    graph.write_bytes(bytes(data))
-    with pytest.raises(dr.IndexFileError, match="graph.hnsw does not match"):
+    index.close()
+    db = tmp_path / "idx" / DB_FILE
+    db.write_bytes(db.read_bytes()[:100] + b"\xff" * (db.stat().st_size - 100))
+    with pytest.raises(dr.IndexFileError, match="idx: index.db is corrupt"):
         HnswIndex.load(tmp_path / "idx")
-    graph.unlink()
-    with pytest.raises(dr.IndexFileError, match="missing graph.hnsw"):
+    db.unlink()
+    with pytest.raises(dr.IndexFileError, match="no index.db"):
         HnswIndex.load(tmp_path / "idx")
     with pytest.raises(dr.IndexFileError, match="no such folder"):
         HnswIndex.load(tmp_path / "nothing")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "photo.jpg").write_bytes(b"x")
-    with pytest.raises(dr.IndexFileError, match="missing index.json"):
+    with pytest.raises(dr.IndexFileError, match="no index.db"):
         HnswIndex.load(tmp_path / "other")
-    with pytest.raises(dr.IndexFileError, match="not an index folder"):
-        index.save(tmp_path / "other")
-    assert (tmp_path / "other" / "photo.jpg").exists()
+    again, _, _ = make_index(n=10)
+    with pytest.raises(dr.IndexFileError, match="refusing to create an index in .*other: it holds other files"):
+        again.save(tmp_path / "other")
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["photo.jpg"]
 
 
 def test_index_refuses_a_bundle_of_another_embedding_space(tmp_path, model):
@@ -209,30 +208,26 @@ def test_save_writes_to_its_own_location_and_only_when_changed(tmp_path):
     assert index.location == str(tmp_path / "idx")
     loaded = HnswIndex.load(tmp_path / "idx")
     assert loaded.location == str(tmp_path / "idx") and isinstance(loaded, dr.VectorIndex)
-    stamp = (tmp_path / "idx" / META_FILE).stat().st_ino
+    files = sorted(p.name for p in (tmp_path / "idx").iterdir())
     loaded.save()  # nothing changed: nothing written
-    assert (tmp_path / "idx" / META_FILE).stat().st_ino == stamp
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == files
     loaded.add(random_vectors(1, seed=4), ["new"], [{"labels": ["sky"]}])
     loaded.save()
     again = HnswIndex.load(tmp_path / "idx")
     assert "new" in again and [h.id for h in again.search(random_vectors(1, seed=4), k=1, labels="sky")[0]] == ["new"]
 
 
-def test_refresh_sees_another_writers_save_and_close_frees(tmp_path):
+def test_a_reader_sees_another_writers_changes_and_close_frees(tmp_path):
     index, v, _ = make_index(n=10)
     index.save(tmp_path / "idx")
     reader, writer = HnswIndex.load(tmp_path / "idx"), HnswIndex.load(tmp_path / "idx")
-    writer.remove(["item0"])
-    writer.save()
-    assert "item0" in reader
+    writer.remove(["item0"])  # committed when remove returns: no save needed
     reader.refresh()
     assert "item0" not in reader and len(reader) == 9
     assert query(reader, v[:1], k=9)[0][0][0] != "item0"
     writer.add(random_vectors(1, seed=9), ["late"])
-    writer.save()
-    reader.add(random_vectors(1, seed=8), ["mine"])
-    with pytest.raises(dr.IndexFileError, match="unsaved changes"):
-        reader.refresh()
+    reader.add(random_vectors(1, seed=8), ["mine"])  # both kept: each change is its own transaction
+    assert {"late", "mine"} <= set(reader.ids) and {"late", "mine"} <= set(writer.ids)
     reader.close()
     with pytest.raises(dr.IndexFileError, match="is closed"):
         reader.search(v[:1])

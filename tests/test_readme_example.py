@@ -6,7 +6,7 @@ from pathlib import Path
 from bundle_factory import build_bundle
 
 REPO = Path(__file__).resolve().parents[1]
-PHOTOS = REPO / "dagnn_export" / "demo_data" / "mirflickr-mini" / "images"
+PHOTOS = REPO / "dagnn_export" / "demo" / "data" / "mirflickr-mini" / "images"
 
 
 def readme_example() -> str:
@@ -31,7 +31,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     assert out[0] == "6 photos indexed, 1 unreadable skipped"
     assert len(out) == 5 and all(re.fullmatch(r"-?\d\.\d{3}  photos/im\d+\.jpg", line) for line in out[1:4])
     assert out[4].startswith(out[1].split()[1] + " ")
-    assert (tmp_path / "photos-index" / "index.json").is_file()
+    assert (tmp_path / "photos-index" / "index.db").is_file()
     # running it again resumes: nothing new to add, same index
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     assert capsys.readouterr().out.splitlines()[0] == "6 photos indexed, 1 unreadable skipped"

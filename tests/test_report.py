@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dagnn_export.report import svg_line_chart, write_report
+from dagnn_export.demo.report import svg_line_chart, write_report
 
 
 class _Links(HTMLParser):

@@ -43,7 +43,8 @@ def subset(mirflickr_dir, tmp_path_factory):
 def run(subset, shared_dir, tmp_path_factory):
     from typer.testing import CliRunner
 
-    from dagnn_cli.main import app
+    import dagnn_cli.main  # noqa: F401  (registers every command on the app)
+    from dagnn_cli.app import app
 
     data, feats = subset
     out = tmp_path_factory.mktemp("run") / "run"
@@ -62,7 +63,7 @@ def random_ranking_map(labels: np.ndarray) -> float:
 
 
 def test_run_directory_is_complete_and_resolved(run):
-    from dagnn_export.train import RUN_FILES
+    from dagnn_export.run import RUN_FILES
 
     for name in RUN_FILES:
         assert (run / name).is_file(), name
@@ -112,7 +113,7 @@ def test_splits_and_label_graph_come_from_training(run):
 def test_checkpoint_round_trip_and_evaluate_run(run, subset):
     from dagnn_export.evaluate import evaluate_run
     from dagnn_export.features import load_features
-    from dagnn_export.train import load_run
+    from dagnn_export.run import load_run
 
     model, cfg = load_run(run)
     assert not model.training and cfg["variant"] == "dagnn"
@@ -137,7 +138,7 @@ def test_checkpoint_round_trip_and_evaluate_run(run, subset):
 
 def test_load_run_names_what_is_missing(run, tmp_path):
     from dagnn_export.evaluate import evaluate_run
-    from dagnn_export.train import RunError, load_run
+    from dagnn_export.run import RunError, load_run
 
     broken = tmp_path / "broken"
     shutil.copytree(run, broken)
@@ -153,7 +154,8 @@ def test_load_run_names_what_is_missing(run, tmp_path):
 def test_cli_rejects_bad_input(subset, tmp_path):
     from typer.testing import CliRunner
 
-    from dagnn_cli.main import app
+    import dagnn_cli.main  # noqa: F401  (registers every command on the app)
+    from dagnn_cli.app import app
 
     data, feats = subset
     runner = CliRunner()
@@ -170,7 +172,8 @@ def test_cli_rejects_bad_input(subset, tmp_path):
 def test_reusing_a_pretrained_text_mlp(run, subset, tmp_path):
     """--set text_mlp_init=RUN starts from that run's text MLP and skips pretraining (used by the ablation)."""
     from dagnn_export.config import make_config
-    from dagnn_export.train import RunError, load_run, train_run
+    from dagnn_export.run import RunError, load_run
+    from dagnn_export.train import train_run
 
     data, feats = subset
     cfg = make_config(data=str(data), features=str(feats), seed=1, text_mlp_init=str(run), epochs=1,

@@ -1,5 +1,6 @@
 """Index backends behind one protocol (``base.VectorIndex``), and the two ways in: ``locate_index`` and
-``open_index``. A folder is an hnswlib index (``hnsw.HnswIndex``)."""
+``open_index``. A folder is an hnswlib index (``hnsw.HnswIndex``); a ``*.db`` Milvus Lite path or an
+``http(s)://``/``tcp://`` URI is a Milvus server's collections (``milvus.MilvusIndex``, one per modality)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,19 +9,32 @@ from ..constants import MODALITIES
 from ..errors import IndexFileError, InputError
 from .base import Hit, VectorIndex
 
-BACKENDS = ("hnsw",)
+BACKENDS = ("hnsw", "milvus")
 
 __all__ = ["Hit", "VectorIndex", "locate_index", "open_index", "BACKENDS"]
 
 
 def _is_hnsw(path: Path) -> bool:
-    from .hnsw_files import META_FILE
+    """A folder with an index store, or a version-1 index folder (converted when opened)."""
+    from .legacy import is_v1
+    from .store import is_store
 
-    return (path / META_FILE).is_file()
+    return is_store(path) or is_v1(path)
 
 
-def locate_index(location, modality: str | None = None) -> Path | None:
-    """``location`` itself when it is an index, else ``location/<modality>`` when that is one, else None."""
+def _is_milvus(location) -> bool:
+    from .milvus_schema import is_milvus_location
+
+    return is_milvus_location(location)
+
+
+def locate_index(location, modality: str | None = None) -> Path | str | None:
+    """``location`` itself when it is an index, else ``location/<modality>`` when that is one, else None.
+    A Milvus location holds one collection per modality (token: $DAGNN_MILVUS_TOKEN)."""
+    if _is_milvus(location):
+        from .milvus import collection_exists
+
+        return str(location) if collection_exists(location, modality) else None
     path = Path(location)
     if _is_hnsw(path):
         return path
@@ -35,8 +49,11 @@ def _backend_of(location, backend: str | None) -> str:
             raise InputError(f"unknown index backend {backend!r} (available: {', '.join(BACKENDS)})")
         return backend
     text = str(location)
-    if "://" in text or text.endswith(".db"):
-        raise InputError(f"no index backend for {text[:80]!r}: a folder holds an hnsw index")
+    if _is_milvus(text):
+        return "milvus"
+    if "://" in text:
+        raise InputError(f"no index backend for {text[:80]!r}: use a folder (hnsw), a *.db path or an "
+                         "http(s):// URI (milvus)")
     return "hnsw"
 
 
@@ -48,9 +65,13 @@ def open_index(location, *, model=None, modality: str | None = None, create: boo
     with ``modality``, an index of the other modality is refused."""
     from .hnsw import HnswIndex
 
-    _backend_of(location, backend)
+    chosen = _backend_of(location, backend)
     if modality is not None and modality not in MODALITIES:
         raise InputError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
+    if chosen == "milvus":  # options: token, prefix, index_type, M, ef_construction, ef
+        from .milvus import MilvusIndex
+
+        return MilvusIndex.open(str(location), modality=modality, model=model, create=create, **options)
     found = locate_index(location, modality)
     if found is not None:
         index = HnswIndex.load(found)
@@ -61,7 +82,7 @@ def open_index(location, *, model=None, modality: str | None = None, create: boo
         return index
     path = Path(location)
     if not create:
-        expected = f"{path}/index.json" + (f" or {path}/{modality}/index.json" if modality else "")
+        expected = f"{path}/index.db" + (f" or {path}/{modality}/index.db" if modality else "")
         raise IndexFileError(f"no {modality + ' ' if modality else ''}index at {path} (expected {expected})")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise IndexFileError(f"refusing to create an index at {path}: it exists and is not an index folder")

@@ -1,6 +1,11 @@
-"""The hnswlib backend: cosine k-NN in memory, saved as one folder (``hnsw_files``).
+"""The hnswlib backend: cosine k-NN over an in-memory HNSW graph, kept in an index store on disk.
 
-Capacity grows on its own; removal marks items deleted.
+At a location, the index is a folder whose SQLite database (``store``) is the source of truth: every
+``add`` and ``remove`` is one committed transaction, so several processes can write to one index and an
+acknowledged change survives kill -9. The graph is derived from it: loaded from the last checkpoint
+(``checkpoint``) and brought up to date by replaying newer rows, again before each search when another
+process changed the store. Version-1 folders are converted on open (``legacy``). ``build`` and an index
+without a location live in memory only. Capacity grows on its own; removal marks items deleted.
 """
 from __future__ import annotations
 
@@ -9,39 +14,23 @@ import logging
 import threading
 from pathlib import Path
 
-import hnswlib
 import numpy as np
 
 from ..constants import MODALITIES
 from ..errors import IndexFileError, InputError, MismatchError
+from . import checkpoint, legacy
 from .base import Hit
-from .hnsw_files import GRAPH_FILE, META_FILE, read_folder, stamp, write_folder
+from .hnsw_graph import Graph
+from .inputs import additions, item_key, item_keys, search_options, unit_vectors
+from .store import Store
 
-LABEL_KEYS = ("labels", "predicted_labels")  # metadata fields the ``labels`` search filter looks at
+PARAMS = ("M", "ef_construction", "ef")
+# A graph checkpoint is written once the changes since the last one reach CHECKPOINT_MIN and this fraction
+# of the items: the bytes written for checkpoints stay proportional to the changes (amortised), and
+# opening replays at most about that fraction of the index.
+CHECKPOINT_MIN, CHECKPOINT_FRACTION = 1000, 0.1
 
 log = logging.getLogger(__name__)
-
-
-def _space_of(model_or_space) -> str:
-    return getattr(model_or_space, "embedding_space", model_or_space)
-
-
-def _label_names(meta: dict) -> set:
-    names = set()
-    for key in LABEL_KEYS:
-        value = meta.get(key)
-        values = [value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []
-        names.update(v for v in values if isinstance(v, str))
-    return names
-
-
-def _wanted_labels(labels) -> frozenset | None:
-    if labels is None:
-        return None
-    wanted = [labels] if isinstance(labels, str) else list(labels)
-    if not wanted or not all(isinstance(x, str) and x for x in wanted):
-        raise InputError(f"labels must be a non-empty list of label names, got {labels!r}"[:120])
-    return frozenset(wanted)
 
 
 class HnswIndex:
@@ -49,8 +38,8 @@ class HnswIndex:
 
     def __init__(self, dim: int, embedding_space: str, modality: str | None = None, M: int = 16,
                  ef_construction: int = 200, ef: int = 128, capacity: int | None = 1024, location=None):
-        """``capacity`` is only a first allocation: ``add`` grows it. (``None`` is for ``load``.)
-        ``location``: the folder ``save()`` writes; an index without one lives in memory only."""
+        """``capacity`` is only a first allocation: ``add`` grows it. ``location``: the folder of its
+        store, created by the first ``add`` or ``save``; an index without one lives in memory only."""
         if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):
             raise InputError(f"capacity must be a positive integer, got {capacity!r}")
         if not isinstance(dim, int) or dim < 1:
@@ -62,17 +51,13 @@ class HnswIndex:
         self.dim, self.embedding_space, self.modality = dim, embedding_space, modality
         self.M, self.ef_construction, self.ef = int(M), int(ef_construction), int(ef)
         self.location = None if location is None else str(location)
-        self._graph = hnswlib.Index(space="ip", dim=dim)
-        if capacity is not None:  # None: ``load`` fills the graph from a file instead
-            self._graph.init_index(max_elements=capacity, ef_construction=self.ef_construction, M=self.M)
-        self._items: list = []        # per hnswlib label: (id, metadata JSON) or None once removed
-        self._labels: dict = {}       # live id -> hnswlib label
-        self._by_label: dict = {}     # label name (metadata labels/predicted_labels) -> set of hnswlib labels
+        self._g = Graph(dim, self.M, self.ef_construction, capacity or 1)
         self._lock = threading.RLock()
-        self._exact = None            # cached (labels, vectors) of live items for exact search
-        self._dirty = True            # changes not yet at ``location`` (a new index is not there at all)
-        self._stamp = None            # index.json's identity when this copy was loaded or saved
-        self._closed = False
+        self._store: Store | None = None
+        self._marks = (0, 0)          # (last item seq, last removal seq) the graph covers
+        self._checkpointed = (0, 0)   # marks of the last checkpoint this copy loaded or wrote
+        self.checkpoint_min = CHECKPOINT_MIN
+        self.converted = False        # opened a version-1 folder and converted it
 
     @classmethod
     def for_model(cls, model, modality: str | None = None, **kwargs) -> "HnswIndex":
@@ -92,131 +77,96 @@ class HnswIndex:
 
     # ---- contents ------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._labels)
+        self._sync()
+        return len(self._graph.labels)
 
     def __contains__(self, item_id) -> bool:
-        return self._key(item_id) in self._labels
+        key = item_key(item_id)
+        self._sync()
+        return key in self._graph.labels
 
     def __repr__(self) -> str:
-        return f"<HnswIndex {self.location or '(in memory)'}: {len(self)} {self.modality or ''} items, d={self.dim}>"
+        return f"<HnswIndex {self.location or '(in memory)'}: {len(self._g.labels)} {self.modality or ''} items>"
 
     @property
     def ids(self) -> list:
+        self._sync()
         with self._lock:
-            return list(self._labels)
+            return list(self._graph.labels)
 
     @property
     def capacity(self) -> int:
-        return self._g.get_max_elements()
+        return self._graph.hnsw.get_max_elements()
 
     @property
-    def _g(self) -> hnswlib.Index:
-        if self._closed:
+    def _graph(self) -> Graph:
+        if self._g is None:
             raise IndexFileError(f"index {self.location or '(in memory)'} is closed")
-        return self._graph
+        return self._g
 
     def metadata(self, item_id) -> dict:
+        key = item_key(item_id)
+        self._sync()
         with self._lock:
-            label = self._labels.get(self._key(item_id))
+            label = self._graph.labels.get(key)
             if label is None:
-                raise InputError(f"id {item_id!r} is not in the index")
-            return json.loads(self._items[label][1])
+                raise InputError(f"id {item_id!r:.80} is not in the index")
+            return json.loads(self._graph.items[label][1])
 
     def info(self) -> dict:
+        self._sync()
         with self._lock:
-            return {"items": len(self._labels), "removed": len(self._items) - len(self._labels),
+            g = self._graph
+            return {"items": len(g.labels), "removed": g.hnsw.get_current_count() - len(g.labels),
                     "capacity": self.capacity, "dim": self.dim, "space": "cosine", "modality": self.modality,
                     "embedding_space": self.embedding_space, "M": self.M,
-                    "ef_construction": self.ef_construction, "ef": self.ef}
-
-    @staticmethod
-    def _key(item_id) -> str:
-        if isinstance(item_id, bool) or not isinstance(item_id, (str, int, np.integer)):
-            raise InputError(f"ids must be strings (or integers), got {type(item_id).__name__}")
-        key = str(item_id)
-        if not key:
-            raise InputError("ids must not be empty")
-        return key
-
-    def _vectors(self, vectors, what: str) -> np.ndarray:
-        v = np.asarray(vectors, dtype=np.float32)
-        if v.ndim == 1:
-            v = v[None]
-        if v.ndim != 2 or v.shape[1] != self.dim:
-            raise InputError(f"{what} have shape {np.shape(vectors)}, this index holds {self.dim}-d vectors")
-        if not np.isfinite(v).all():
-            raise InputError(f"{what} contain NaN or infinite values")
-        norms = np.linalg.norm(v, axis=1, keepdims=True)
-        if (norms == 0).any():
-            raise InputError(f"{what} contain an all-zero vector (its cosine is undefined)")
-        return np.ascontiguousarray(v / norms)
+                    "ef_construction": self.ef_construction, "ef": self.ef,
+                    "location": self.location, "pending_checkpoint": self._pending()}
 
     def check_space(self, model_or_space, what: str = "bundle") -> None:
         """Refuse a bundle (or embedding_space string) whose embeddings live in another space."""
-        space = _space_of(model_or_space)
+        space = getattr(model_or_space, "embedding_space", model_or_space)
         if space != self.embedding_space:
-            raise MismatchError(f"this index holds embeddings of space {self.embedding_space[:12]}…, the {what} "
-                                f"produces space {str(space)[:12]}…: rebuild the index with this bundle")
+            raise MismatchError(f"index {self.location or '(in memory)'} holds embeddings of space "
+                                f"{self.embedding_space[:12]}…, the {what} produces space {str(space)[:12]}…: "
+                                "rebuild the index with this bundle")
 
     # ---- changes -------------------------------------------------------------------------------------
     def add(self, vectors, ids, metadata=None) -> None:
-        """Add items; all-or-nothing: a wrong dimension, a duplicate id or bad metadata changes nothing."""
-        v = self._vectors(vectors, "vectors to add")
-        keys = [self._key(i) for i in ids] if not isinstance(ids, (str, int)) else [self._key(ids)]
-        if len(keys) != len(v):
-            raise InputError(f"{len(v)} vectors but {len(keys)} ids")
-        if metadata is None:
-            metadata = [{}] * len(keys)
-        metadata = list(metadata)
-        if len(metadata) != len(keys):
-            raise InputError(f"{len(keys)} ids but {len(metadata)} metadata records")
-        records = []
-        for key, meta in zip(keys, metadata):
-            if not isinstance(meta, dict):
-                raise InputError(f"metadata of id {key!r} must be a dict, got {type(meta).__name__}")
-            try:
-                records.append(json.dumps(meta, ensure_ascii=False, allow_nan=False))
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"metadata of id {key!r} is not plain JSON ({exc})") from exc
-        if len(set(keys)) != len(keys):
-            dup = next(k for k in keys if keys.count(k) > 1)
-            raise InputError(f"id {dup!r} appears twice in the items to add")
+        """Add items; all-or-nothing: a wrong dimension, a duplicate id or bad metadata changes nothing.
+        At a location, the items are committed to the store before this returns."""
+        keys, v, records = additions(vectors, ids, metadata, self.dim)
         with self._lock:
-            present = [k for k in keys if k in self._labels]
-            if present:
-                raise InputError(f"id {present[0]!r} is already in the index ({len(present)} duplicate ids); "
-                                 "remove it first to replace it")
-            if not keys:
+            if self._store is None and self.location is not None:
+                self._open_store()
+            if self._store is not None:  # the store refuses duplicates, also those of other writers
+                if keys:
+                    self._store.add(keys, v, records)
+                self._catch_up()
+                self._checkpoint_if_due()
                 return
-            start = len(self._items)
-            needed = start + len(keys)
-            if needed > self.capacity:
-                self._g.resize_index(max(needed, 2 * self.capacity))
-            self._g.add_items(v, np.arange(start, needed, dtype=np.int64))
-            self._items.extend(zip(keys, records))
-            self._labels.update({k: start + j for j, k in enumerate(keys)})
-            for j, meta in enumerate(metadata):
-                self._index_labels(start + j, meta)
-            self._exact, self._dirty = None, True
-
-    def _index_labels(self, label: int, meta: dict) -> None:
-        for name in _label_names(meta):
-            self._by_label.setdefault(name, set()).add(label)
+            present = [k for k in keys if k in self._graph.labels]
+            if present:
+                raise InputError(f"id {present[0]!r:.80} is already in the index ({len(present)} duplicate "
+                                 "ids); remove it first to replace it")
+            first = self._marks[0] + 1
+            self._graph.apply_items(np.arange(first, first + len(keys), dtype=np.int64), keys, records, v)
+            self._marks = (self._marks[0] + len(keys), self._marks[1])
 
     def remove(self, ids) -> None:
         """Mark items deleted; they are never returned again. Unknown ids are refused, changing nothing."""
-        keys = [self._key(ids)] if isinstance(ids, (str, int)) else [self._key(i) for i in ids]
+        keys = list(dict.fromkeys(item_keys(ids)))
         with self._lock:
-            unknown = [k for k in keys if k not in self._labels]
+            if self._store is not None:
+                self._store.remove(keys)
+                self._catch_up()
+                self._checkpoint_if_due()
+                return
+            unknown = [k for k in keys if k not in self._graph.labels]
             if unknown:
-                raise InputError(f"id {unknown[0]!r} is not in the index ({len(unknown)} unknown ids)")
-            for key in dict.fromkeys(keys):
-                label = self._labels.pop(key)
-                self._g.mark_deleted(label)
-                for name in _label_names(json.loads(self._items[label][1])):
-                    self._by_label[name].discard(label)
-                self._items[label] = None
-            self._exact, self._dirty = None, True
+                raise InputError(f"id {unknown[0]!r:.80} is not in the index ({len(unknown)} unknown ids)")
+            self._graph.apply_removals([self._graph.labels[k] for k in keys])
+            self._marks = (self._marks[0], self._marks[1] + len(keys))
 
     # ---- search --------------------------------------------------------------------------------------
     def search(self, vectors, k: int = 10, *, labels=None, ef: int | None = None,
@@ -224,123 +174,132 @@ class HnswIndex:
         """Per query vector, the ``k`` most cosine-similar items, best first (fewer when the index holds
         fewer). ``labels``: only items whose metadata ``labels`` or ``predicted_labels`` contain any of
         them. ``exact`` ranks by brute force (numpy) instead of the graph; ``ef`` overrides the index's
-        search breadth."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InputError(f"k must be a positive integer, got {k!r}")
-        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1):
-            raise InputError(f"ef must be a positive integer, got {ef!r}")
-        wanted = _wanted_labels(labels)
-        q = self._vectors(vectors, "query vectors")
+        search breadth. Another process's committed changes are seen first."""
+        wanted = search_options(k, ef, labels)
+        q = unit_vectors(vectors, self.dim, "query vectors")
+        self._sync()
         with self._lock:
-            allowed = None
-            if wanted is not None:
-                allowed = set().union(*(self._by_label.get(name, ()) for name in wanted))
-            k = min(int(k), len(self._labels) if allowed is None else len(allowed))
-            if k == 0:
-                return [[] for _ in q]
-            if exact:
-                found, scores = self._exact_search(q, k, allowed)
-            else:
-                self._g.set_ef(max(int(ef or self.ef), k))
-                try:
-                    if allowed is None:
-                        found, distances = self._g.knn_query(q, k=k)
-                    else:  # the filter is a Python callable: one thread avoids contending for the GIL
-                        found, distances = self._g.knn_query(q, k=k, num_threads=1, filter=allowed.__contains__)
-                    scores = 1.0 - distances
-                except RuntimeError:  # too few reachable live items (many removed, small ef): fall back
-                    found, scores = self._exact_search(q, k, allowed)
-            rows = [[self._items[int(lab)] for lab in row] for row in found]
-        scores = np.asarray(scores, dtype=np.float32)
+            rows, scores = self._graph.search(q, k, wanted, ef or self.ef, exact)
         return [[Hit(item[0], float(s), json.loads(item[1])) for item, s in zip(row, srow)]
                 for row, srow in zip(rows, scores)]
 
-    def _exact_search(self, q: np.ndarray, k: int, allowed: set | None = None):
-        if self._exact is None:
-            live = np.array(sorted(self._labels.values()), dtype=np.int64)
-            self._exact = (live, np.asarray(self._g.get_items(live, return_type="numpy"), dtype=np.float32))
-        labels, vectors = self._exact
-        if allowed is not None:
-            keep = np.isin(labels, np.fromiter(allowed, dtype=np.int64, count=len(allowed)))
-            labels, vectors = labels[keep], vectors[keep]
-        sims = q @ vectors.T
-        if k < sims.shape[1]:  # partial selection first: O(n) instead of sorting every item
-            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            order = np.lexsort((part, -np.take_along_axis(sims, part, axis=1)), axis=1)
-            top = np.take_along_axis(part, order, axis=1)
-        else:
-            top = np.argsort(-sims, axis=1, kind="stable")
-        return labels[top], np.take_along_axis(sims, top, axis=1)
-
-    # ---- persistence ---------------------------------------------------------------------------------
-    def save(self, location=None) -> None:
-        """Write pending changes to ``location`` (given here or when opened) atomically: readers see the
-        old or the new index, never a mix. Nothing to write when nothing changed since the last save."""
-        if location is not None and str(location) != self.location:
-            self.location, self._dirty = str(location), True
-        if self.location is None:
-            raise InputError("this index lives in memory only: give save() a folder to write it to")
-        folder = Path(self.location)
-        if not self._dirty and (folder / META_FILE).is_file():
-            return
-        with self._lock:
-            meta = {"dim": self.dim, "space": "cosine", "modality": self.modality,
-                    "embedding_space": self.embedding_space, "M": self.M, "ef_construction": self.ef_construction,
-                    "ef": self.ef, "count": len(self._labels),
-                    "items": [None if it is None else [it[0], json.loads(it[1])] for it in self._items]}
-            self._stamp = write_folder(folder, lambda path: self._g.save_index(str(path)), meta)
-            self._dirty = False
-        log.info("saved %d items to %s", len(self), folder)
-
-    def refresh(self) -> None:
-        """Re-read the index when another writer saved a new version at ``location`` since this copy was
-        opened or saved. Refused while this copy holds unsaved changes (one of them would be lost)."""
-        if self.location is None or stamp(Path(self.location)) == self._stamp:
-            return
-        if self._dirty:
-            raise IndexFileError(f"index {self.location} changed on disk while this copy has unsaved changes")
-        fresh = type(self).load(self.location)
-        with self._lock:
-            for name in ("dim", "embedding_space", "modality", "M", "ef_construction", "ef", "_graph", "_items",
-                         "_labels", "_by_label", "_exact", "_dirty", "_stamp"):
-                setattr(self, name, getattr(fresh, name))
-
-    def close(self) -> None:
-        """Free the graph's memory; unsaved changes are dropped (call ``save`` first to keep them)."""
-        with self._lock:
-            self._closed, self._graph, self._exact = True, None, None
-
+    # ---- the store -------------------------------------------------------------------------------------
     @classmethod
     def load(cls, folder, model=None) -> "HnswIndex":
-        """Read an index folder; with ``model`` (a bundle or embedding_space), refuse another space."""
+        """Open the index in ``folder`` (converting a version-1 folder once); with ``model`` (a bundle or
+        embedding_space), refuse another space."""
         folder = Path(folder)
-        meta, graph_path, found = read_folder(folder)
+        if not folder.is_dir():
+            raise IndexFileError(f"index {folder}: no such folder")
+        converted = legacy.convert(folder) if legacy.is_v1(folder) else False
+        store = Store(folder)
         try:
-            dim, items = int(meta["dim"]), meta["items"]
-            index = cls(dim, meta["embedding_space"], modality=meta.get("modality"), M=meta["M"],
-                        ef_construction=meta["ef_construction"], ef=meta["ef"], capacity=None, location=folder)
-            for label, item in enumerate(items):
-                if item is not None:
-                    key, record = item
-                    index._items.append((cls._key(key), json.dumps(record, ensure_ascii=False)))
-                    if index._items[-1][0] in index._labels:
-                        raise IndexFileError(f"index {folder}: duplicate id {key!r} in {META_FILE}")
-                    index._labels[index._items[-1][0]] = label
-                    index._index_labels(label, record)
-                else:
-                    index._items.append(None)
-        except (ValueError, KeyError, TypeError, AttributeError, InputError) as exc:
-            raise IndexFileError(f"index {folder}: {META_FILE} is malformed ({exc})") from exc
-        try:
-            index._graph.load_index(str(graph_path), max_elements=max(len(items), 1))
-        except RuntimeError as exc:
-            raise IndexFileError(f"index {folder}: cannot read {GRAPH_FILE} ({exc})") from exc
-        if index._graph.get_current_count() != len(items) or index._graph.dim != dim:
-            raise IndexFileError(f"index {folder}: {GRAPH_FILE} holds {index._graph.get_current_count()} "
-                                 f"{index._graph.dim}-d vectors, {META_FILE} describes {len(items)} {dim}-d items")
-        index._graph.set_ef(index.ef)
-        index._dirty, index._stamp = False, found
+            meta = store.meta
+            index = cls(store.dim, meta["embedding_space"], modality=meta.get("modality"), capacity=1,
+                        location=folder, **{p: meta[p] for p in PARAMS if p in meta})
+            index._attach(store)
+        except BaseException:
+            store.close()
+            raise
+        index.converted = converted
         if model is not None:
             index.check_space(model)
         return index
 
+    def _attach(self, store: Store) -> None:
+        """Take the graph from the store's checkpoint (or rebuild it) and replay what is newer."""
+        self._store = store
+        checkpoint.remove_leftovers(store)
+        loaded = checkpoint.load(store)
+        if loaded is not None:
+            self._g = Graph(self.dim, self.M, self.ef_construction, graph=loaded[0])
+            self._marks = self._checkpointed = loaded[1]
+        g = self._graph
+        self._marks = store.replay(self._marks, g.apply_items, g.apply_removals, on_known=g.apply_items)
+        store.changed()  # what is replayed now counts as seen
+
+    def _open_store(self) -> None:
+        """Create the store at ``location`` with this in-memory index's items (their labels become its
+        seqs), or open the one another process created there meanwhile when this index is still empty."""
+        meta = {"dim": self.dim, "embedding_space": self.embedding_space, "space": "cosine",
+                "modality": self.modality, **{p: getattr(self, p) for p in PARAMS}}
+        g = self._graph
+        labels = sorted(g.items)
+
+        def rows():
+            for i in range(0, len(labels), 2048):
+                part = labels[i:i + 2048]
+                yield [(s, *g.items[s], v.astype("<f4").tobytes()) for s, v in zip(part, g.vectors(part))]
+        store = Store.create(self.location, meta, rows(), last_seq=self._marks[0])
+        if not store.created:
+            found = store.meta
+            store.close()
+            if g.items or self._marks != (0, 0):
+                raise IndexFileError(f"index {self.location} exists already: open it to add to it")
+            if (found["embedding_space"], store.dim) != (self.embedding_space, self.dim):
+                raise MismatchError(f"index {self.location} exists already, with embeddings of another space")
+            store = Store(self.location)
+        self._marks = (self._marks[0], 0)  # removed items were never written: no removals to replay
+        self._attach(store)
+        if labels:
+            self._checkpoint_if_due(force=True)
+
+    def _catch_up(self) -> None:
+        g = self._graph
+        self._marks = self._store.replay(self._marks, g.apply_items, g.apply_removals)
+
+    def _sync(self) -> None:
+        """Replay another process's committed changes (a cheap check when there are none)."""
+        with self._lock:
+            if self._store is not None and self._store.changed():
+                self._catch_up()
+
+    def refresh(self) -> None:
+        """See the changes other writers committed since this copy last looked."""
+        self._sync()
+
+    def _pending(self) -> int:
+        return sum(m - c for m, c in zip(self._marks, self._checkpointed))
+
+    def _checkpoint_if_due(self, force: bool = False) -> None:
+        pending = self._pending()
+        if self._store is None or not pending:
+            return
+        if force or pending >= max(self.checkpoint_min, CHECKPOINT_FRACTION * len(self._graph.labels)):
+            try:
+                if checkpoint.write(self._graph.hnsw, self._store, self._marks):
+                    self._checkpointed = self._marks
+            except (OSError, IndexFileError) as exc:  # never needed for correctness: the store has it all
+                log.warning("index %s: graph checkpoint not written (%s)", self.location, exc)
+
+    def save(self, location=None) -> None:
+        """Changes are durable when ``add``/``remove`` return; this writes the graph checkpoint when
+        enough changed since the last one (``checkpoint()`` forces it). ``location`` gives an in-memory
+        index a folder: its store is created there with the items."""
+        with self._lock:
+            if location is not None and str(location) != self.location:
+                if self._store is not None:
+                    raise InputError(f"index {self.location} is stored there; it cannot move to {location}")
+                self.location = str(location)
+            if self.location is None:
+                raise InputError("this index lives in memory only: give save() a folder to write it to")
+            if self._store is None:
+                self._open_store()
+            self._checkpoint_if_due()
+
+    def checkpoint(self) -> None:
+        """Write the graph checkpoint now (when anything changed since the last one)."""
+        with self._lock:
+            self._checkpoint_if_due(force=True)
+
+    def close(self) -> None:
+        """Write a checkpoint when due, then free the graph's memory and the database connection."""
+        with self._lock:
+            if self._g is None:
+                return
+            try:
+                self._checkpoint_if_due()
+            finally:
+                if self._store is not None:
+                    self._store.close()
+                self._g = None

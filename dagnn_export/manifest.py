@@ -1,0 +1,94 @@
+"""The bundle's files beside the graphs: manifest (docs/bundle-format.md), model card, digests, and the
+``.dagnn`` archive of a finished bundle folder."""
+from __future__ import annotations
+
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dagnn_runtime.atomic import atomic_write
+from dagnn_runtime.bundle import DIGEST_FIELD, FORMAT, MANIFEST, bundle_digest, embedding_space_id, file_sha256
+from dagnn_runtime.preprocess import RESIZE_MODE
+
+from .errors import ExportError
+from .files import json_default, write_json
+from .model_card import render_model_card
+from .onnx_graphs import OUTPUTS
+
+FORMAT_VERSION = 1
+IMAGE_GRAPH, TEXT_GRAPH, CLASSIFIERS, VOCAB, CARD = (
+    "image_encoder.onnx", "text_encoder.onnx", "classifiers.npy", "vocab.txt", "MODEL_CARD.md")
+ARCHIVE_SUFFIX = ".dagnn"
+TEXT_TOKENIZER = "lowercase, split on commas/semicolons/whitespace"
+
+
+def embedding_space(files: dict) -> str:
+    """The id of the space the embeddings live in, computed exactly as the runtime checks it."""
+    return embedding_space_id(files, (IMAGE_GRAPH, TEXT_GRAPH), CLASSIFIERS)
+
+
+def build_manifest(*, config: dict, backbone_name: str, labels: list, vocab_size: int, size: int, dim: int,
+                   opset: int, quantize: str | None, thresholds: dict, metrics: dict, parity: dict,
+                   quant_info: dict | None) -> dict:
+    """Everything the manifest says except the digests (added by ``write_manifest``)."""
+    n_labels = len(labels)
+    graph = lambda file, name, shape, dtype, precision: {  # noqa: E731
+        "file": file, "input": name, "outputs": list(OUTPUTS), "input_shape": shape, "input_dtype": dtype,
+        "output_shapes": {"embedding": ["N", dim], "label_scores": ["N", n_labels]},
+        "opset": opset, "precision": precision}
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": {"name": "DAGNN", "variant": config.get("variant", "dagnn"),
+                  "gnn": None if config.get("classifier") == "linear" else config.get("gnn"),
+                  "backbone": backbone_name, "precision": quantize or "fp32"},
+        "labels": list(labels),
+        "vocabulary": {"file": VOCAB, "size": vocab_size},
+        "text": {"tokenizer": TEXT_TOKENIZER},
+        "preprocessing": {"size": size, "resize": RESIZE_MODE, "layout": "NHWC", "dtype": "uint8", "color": "RGB"},
+        "embedding_dim": dim,
+        "graphs": {
+            "image_encoder": graph(IMAGE_GRAPH, "pixels", ["N", size, size, 3], "uint8", quantize or "fp32"),
+            "text_encoder": graph(TEXT_GRAPH, "bow", ["N", vocab_size], "float32", "fp32"),
+        },
+        "classifiers": {"file": CLASSIFIERS, "shape": [n_labels, dim]},
+        "thresholds": thresholds,
+        "config": config,
+        "metrics": metrics,
+        "parity": parity,
+    }
+    if quant_info:
+        manifest["quantization"] = quant_info
+    return manifest
+
+
+def write_manifest(bundle: Path, manifest: dict) -> None:
+    """Digest the bundle's files, render the model card, and write manifest.json last."""
+    files = {name: file_sha256(bundle / name) for name in (IMAGE_GRAPH, TEXT_GRAPH, CLASSIFIERS, VOCAB)}
+    manifest["embedding_space"] = embedding_space(files)
+    (bundle / CARD).write_text(render_model_card(manifest), encoding="utf-8")
+    files[CARD] = file_sha256(bundle / CARD)
+    manifest["files"] = files
+    manifest["embedding_space"] = manifest.pop("embedding_space")  # keep the doc's key order
+    manifest[DIGEST_FIELD] = bundle_digest(manifest, default=json_default)  # last change: load() detects edits
+    write_json(bundle / MANIFEST, manifest)
+
+
+def refuse_existing(out: Path, force: bool) -> None:
+    if (out.exists() or out.is_symlink()) and not force:
+        raise ExportError(f"{out} already exists; pass --force to replace it")
+
+
+def write_archive(bundle_dir: Path, out: Path, force: bool = False, check=None) -> Path:
+    """Zip a bundle directory into one ``.dagnn`` file, atomically; ``check(path)`` may vet the finished
+    temporary archive before it replaces anything."""
+    refuse_existing(out, force)
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name in sorted(p.name for p in bundle_dir.iterdir() if p.is_file()):
+                zf.write(bundle_dir / name, arcname=name)
+        if check is not None:
+            check(tmp)
+
+    return atomic_write(out, write)

@@ -1,0 +1,98 @@
+"""A training run's data and its directory: the split tensors training and evaluation share, and the
+loader of a finished run directory (``dagnn train --out RUN``).
+
+Kept apart from ``train`` and ``evaluate`` so that both import it and neither imports the other's caller.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dagnn_runtime.dataset import Dataset, Splits
+from dagnn_runtime.errors import InputError
+
+from .config import TrainConfig
+from .errors import RunError
+from .files import read_json
+from .model import DAGNN, build_model
+
+RUN_FILES = ("config.json", "model.pt", "metrics.json", "history.json", "splits.json", "label_graph.json",
+             "labels.txt", "vocab.txt")
+
+
+@dataclass
+class Part:
+    """One split as tensors: image features (None for text-only pairs), bag of words, labels, row ids."""
+    rows: list
+    h_v: torch.Tensor | None
+    bow: torch.Tensor
+    y: torch.Tensor
+
+
+@dataclass
+class TrainingData:
+    dataset: Dataset
+    splits: Splits | None
+    train: Part | None
+    val: Part
+    test: Part | None
+    text_only: Part | None
+    label_embeddings: np.ndarray | None
+    backbone: str | None
+    image_size: int | None
+
+
+def make_part(dataset: Dataset, idx, cache=None) -> Part:
+    """The pairs at positions ``idx`` as tensors; image features from ``cache`` (None: text only)."""
+    rows = [dataset.pairs[i].row for i in idx]
+    h_v = None if cache is None else torch.from_numpy(
+        np.ascontiguousarray(cache.lookup(rows), dtype=np.float32))
+    return Part(rows, h_v, torch.from_numpy(dataset.bow(idx)), torch.from_numpy(dataset.label_matrix(idx)))
+
+
+def load_training_data(cfg: TrainConfig) -> TrainingData:
+    from .data import label_embeddings_or_onehot
+    from .features import load_features
+
+    if cfg.data is None or cfg.features is None:
+        raise InputError("the config needs both 'data' (data set folder) and 'features' (feature cache)")
+    dataset = Dataset.load(cfg.data)
+    splits = dataset.splits(seed=cfg.split_seed, val_fraction=cfg.val_fraction)
+    cache = load_features(cfg.features)
+    if len(splits.train) < 2 or len(splits.val) < 1:
+        raise InputError(f"{cfg.data}: too few image pairs to train ({len(splits.train)} train, {len(splits.val)} val)")
+    return TrainingData(dataset, splits, make_part(dataset, splits.train, cache), make_part(dataset, splits.val, cache),
+                        make_part(dataset, splits.test, cache), make_part(dataset, splits.text_only),
+                        label_embeddings_or_onehot(cfg.label_embeddings, dataset.labels),
+                        getattr(cache, "backbone", None), getattr(cache, "image_size", None))
+
+
+def load_run(run_dir) -> tuple[DAGNN, dict]:
+    """The best-validation model of a run directory (eval mode, CPU) and its resolved config dict."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} does not exist")
+    for name in ("config.json", "model.pt"):
+        if not (run_dir / name).is_file():
+            raise RunError(f"run directory {run_dir} has no {name}")
+    config = read_json(run_dir / "config.json", RunError)
+    for key in ("feature_dim", "vocab_size"):
+        if not config.get(key):
+            raise RunError(f"{run_dir / 'config.json'} lacks {key!r}")
+    try:
+        state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated file, not a state_dict, pickled objects...
+        raise RunError(f"{run_dir / 'model.pt'}: cannot read the weights ({exc})") from exc
+    if not isinstance(state, dict):
+        raise RunError(f"{run_dir / 'model.pt'}: expected a state_dict, got {type(state).__name__}")
+    for key in ("label_embeddings", "adjacency"):
+        if key not in state:
+            raise RunError(f"{run_dir / 'model.pt'} has no {key!r} buffer: not a DAGNN state_dict")
+    model = build_model(config, config["feature_dim"], config["vocab_size"], state["label_embeddings"],
+                        state["adjacency"])
+    model.load_state_dict(state)
+    model.eval()
+    return model, config

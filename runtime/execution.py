@@ -1,0 +1,48 @@
+"""How the runtime uses the machine: onnxruntime execution providers and a bounded thread count."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import InputError, shorten
+
+GPU_PROVIDERS = ("CUDAExecutionProvider",)
+THREADS_ENV = "DAGNN_FORCE_THREADS"
+
+
+def check_threads(threads, force: bool = False) -> int | None:
+    """A thread count for onnxruntime: ``None`` (its own choice) or 1 … the number of cores. More threads than
+    cores only adds contention (2000 threads ran for minutes); ``force=True`` or ``DAGNN_FORCE_THREADS=1``
+    allows it for experiments, up to 1024."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise InputError(f"threads must be a positive integer, got {shorten(threads)}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    forced = force or os.environ.get(THREADS_ENV, "").strip().lower() in ("1", "true", "yes")
+    limit = 1024 if forced else cores
+    if threads > limit:
+        hint = "" if forced else f" (force=True or {THREADS_ENV}=1 allows up to 1024)"
+        raise InputError(f"threads={int(threads)} is more than the {limit} "
+                         f"{'allowed' if forced else 'cores of this machine'}{hint}")
+    return int(threads)
+
+
+def resolve_providers(providers="auto") -> list:
+    """``"auto"``: CUDA when onnxruntime-gpu sees a GPU build, CPU otherwise (TensorRT builds an engine per
+    shape and takes minutes, so it is only used when asked for explicitly). Or a list of provider names."""
+    available = ort.get_available_providers()
+    if providers is None or providers == "auto":
+        return [p for p in GPU_PROVIDERS if p in available] + ["CPUExecutionProvider"]
+    if providers == "cpu":
+        return ["CPUExecutionProvider"]
+    if isinstance(providers, str):
+        providers = [providers]
+    names = [p[0] if isinstance(p, tuple) else p for p in providers]
+    unknown = [n for n in names if n not in available]
+    if unknown or not names:
+        raise InputError(f"execution providers {unknown or names} are not available in this onnxruntime "
+                         f"(available: {', '.join(available)})")
+    return list(providers)

@@ -1,0 +1,109 @@
+"""The in-memory side of the hnswlib backend: the HNSW graph and a mirror of the live items' ids and
+metadata, keyed by graph label (the store's seq), with the ``labels`` search filter. Not thread-safe on
+its own: ``HnswIndex`` holds its lock around every call.
+"""
+from __future__ import annotations
+
+import json
+
+import hnswlib
+import numpy as np
+
+LABEL_KEYS = ("labels", "predicted_labels")  # metadata fields the ``labels`` search filter looks at
+
+
+def label_names(meta: dict) -> set:
+    names = set()
+    for key in LABEL_KEYS:
+        value = meta.get(key)
+        values = [value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []
+        names.update(v for v in values if isinstance(v, str))
+    return names
+
+
+class Graph:
+    """An hnswlib graph (inner product over unit vectors = cosine) and the items it holds."""
+
+    def __init__(self, dim: int, M: int, ef_construction: int, capacity: int = 1,
+                 graph: hnswlib.Index | None = None):
+        """A new empty graph, or ``graph`` (a loaded checkpoint; ``apply_items`` without vectors then
+        names its items)."""
+        if graph is None:
+            graph = hnswlib.Index(space="ip", dim=dim)
+            graph.init_index(max_elements=max(capacity, 1), ef_construction=ef_construction, M=M)
+        self.hnsw = graph
+        self.items: dict = {}       # label -> (id, metadata JSON) of live items
+        self.labels: dict = {}      # live id -> label
+        self.by_label: dict = {}    # label name (metadata labels/predicted_labels) -> set of labels
+        self._exact = None          # cached (labels, vectors) of live items for exact search
+
+    def apply_items(self, seqs, ids, records, vectors=None) -> None:
+        """Take in items; with ``vectors`` also into the graph (without, the graph holds them already)."""
+        if vectors is not None:
+            needed = self.hnsw.get_current_count() + len(seqs)
+            if needed > self.hnsw.get_max_elements():
+                self.hnsw.resize_index(max(needed, 2 * self.hnsw.get_max_elements()))
+            self.hnsw.add_items(vectors, seqs)
+        for seq, key, record in zip(np.asarray(seqs).tolist(), ids, records):
+            self.items[seq] = (key, record)
+            self.labels[key] = seq
+            for name in label_names(json.loads(record)):
+                self.by_label.setdefault(name, set()).add(seq)
+        self._exact = None
+
+    def apply_removals(self, seqs) -> None:
+        for seq in np.asarray(seqs).tolist():
+            item = self.items.pop(seq, None)
+            if item is not None:
+                if self.labels.get(item[0]) == seq:  # not an id that came back under a newer seq
+                    del self.labels[item[0]]
+                for name in label_names(json.loads(item[1])):
+                    self.by_label[name].discard(seq)
+            try:
+                self.hnsw.mark_deleted(seq)
+            except RuntimeError:  # deleted already in the checkpoint the graph came from
+                pass
+        self._exact = None
+
+    def vectors(self, labels) -> np.ndarray:
+        return np.asarray(self.hnsw.get_items(labels, return_type="numpy"), dtype=np.float32)
+
+    def search(self, q: np.ndarray, k: int, wanted: frozenset | None, ef: int, exact: bool) -> tuple:
+        """(rows of (id, metadata JSON), scores) of the ``k`` best items per row of ``q``."""
+        allowed = None
+        if wanted is not None:
+            allowed = set().union(*(self.by_label.get(name, ()) for name in wanted))
+        k = min(int(k), len(self.labels) if allowed is None else len(allowed))
+        if k == 0:
+            return [[] for _ in q], np.zeros((len(q), 0), np.float32)
+        if exact:
+            found, scores = self._exact_search(q, k, allowed)
+        else:
+            self.hnsw.set_ef(max(int(ef), k))
+            try:
+                if allowed is None:
+                    found, distances = self.hnsw.knn_query(q, k=k)
+                else:  # the filter is a Python callable: one thread avoids contending for the GIL
+                    found, distances = self.hnsw.knn_query(q, k=k, num_threads=1, filter=allowed.__contains__)
+                scores = 1.0 - distances
+            except RuntimeError:  # too few reachable live items (many removed, small ef): fall back
+                found, scores = self._exact_search(q, k, allowed)
+        rows = [[self.items[int(lab)] for lab in row] for row in found]
+        return rows, np.asarray(scores, dtype=np.float32)
+
+    def _exact_search(self, q: np.ndarray, k: int, allowed: set | None = None):
+        if self._exact is None:
+            live = np.array(sorted(self.items), dtype=np.int64)
+            self._exact = (live, self.vectors(live))
+        labels, vectors = self._exact
+        if allowed is not None:
+            keep = np.isin(labels, np.fromiter(allowed, dtype=np.int64, count=len(allowed)))
+            labels, vectors = labels[keep], vectors[keep]
+        sims = q @ vectors.T
+        if k < sims.shape[1]:  # partial selection first: O(n) instead of sorting every item
+            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            order = np.lexsort((part, -np.take_along_axis(sims, part, axis=1)), axis=1)
+            top = np.take_along_axis(part, order, axis=1)
+        else:
+            top = np.argsort(-sims, axis=1, kind="stable")
+        return labels[top], np.take_along_axis(sims, top, axis=1)

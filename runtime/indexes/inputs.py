@@ -1,0 +1,76 @@
+"""Checks of what callers hand an index (ids, vectors, metadata, search options), the same for every
+backend, so that each refuses bad input with the same one-line message and changes nothing."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def item_key(item_id) -> str:
+    if isinstance(item_id, bool) or not isinstance(item_id, (str, int, np.integer)):
+        raise InputError(f"ids must be strings (or integers), got {type(item_id).__name__}")
+    key = str(item_id)
+    if not key:
+        raise InputError("ids must not be empty")
+    return key
+
+
+def item_keys(ids) -> list:
+    """One id or several, as strings."""
+    return [item_key(ids)] if isinstance(ids, (str, int, np.integer)) else [item_key(i) for i in ids]
+
+
+def unit_vectors(vectors, dim: int, what: str) -> np.ndarray:
+    """``(n, dim)`` float32 rows scaled to length 1 (cosine = inner product); refuses NaN and zeros."""
+    v = np.asarray(vectors, dtype=np.float32)
+    if v.ndim == 1:
+        v = v[None]
+    if v.ndim != 2 or v.shape[1] != dim:
+        raise InputError(f"{what} have shape {np.shape(vectors)}, this index holds {dim}-d vectors")
+    if not np.isfinite(v).all():
+        raise InputError(f"{what} contain NaN or infinite values")
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise InputError(f"{what} contain an all-zero vector (its cosine is undefined)")
+    return np.ascontiguousarray(v / norms)
+
+
+def additions(vectors, ids, metadata, dim: int) -> tuple:
+    """(keys, unit vectors, metadata JSON texts) of items to add, or InputError naming the first problem."""
+    v = unit_vectors(vectors, dim, "vectors to add")
+    keys = item_keys(ids)
+    if len(keys) != len(v):
+        raise InputError(f"{len(v)} vectors but {len(keys)} ids")
+    metadata = [{}] * len(keys) if metadata is None else list(metadata)
+    if len(metadata) != len(keys):
+        raise InputError(f"{len(keys)} ids but {len(metadata)} metadata records")
+    records = []
+    for key, meta in zip(keys, metadata):
+        if not isinstance(meta, dict):
+            raise InputError(f"metadata of id {key!r:.80} must be a dict, got {type(meta).__name__}")
+        try:
+            records.append(json.dumps(meta, ensure_ascii=False, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"metadata of id {key!r:.80} is not plain JSON ({exc})") from exc
+    seen = set()
+    dup = next((k for k in keys if k in seen or seen.add(k)), None)
+    if dup is not None:
+        raise InputError(f"id {dup!r:.80} appears twice in the items to add")
+    return keys, v, records
+
+
+def search_options(k, ef, labels) -> frozenset | None:
+    """Check ``k`` and ``ef``; the ``labels`` filter as a set of names (None: no filter)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    if ef is not None and (isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1):
+        raise InputError(f"ef must be a positive integer, got {ef!r}")
+    if labels is None:
+        return None
+    wanted = [labels] if isinstance(labels, str) else list(labels)
+    if not wanted or not all(isinstance(x, str) and x for x in wanted):
+        raise InputError(f"labels must be a non-empty list of label names, got {labels!r}"[:120])
+    return frozenset(wanted)

@@ -1,0 +1,374 @@
+"""The index store: an index's items, metadata and vectors in one SQLite database, its source of truth.
+
+Why a database: several processes (CLI runs, server workers) add and remove items of one index. Each change
+is one transaction (WAL journal, ``synchronous=FULL``, writers take the lock up front with ``BEGIN
+IMMEDIATE`` and wait for each other), so an acknowledged change survives kill -9 and power loss, no writer
+overwrites another's work, and a change writes bytes in proportion to its size, not to the index's. The
+HNSW graph is only an accelerator derived from these rows and checkpointed now and then (``checkpoint.py``).
+
+Tables of ``index.db``::
+
+    meta      key -> JSON value: format, format_version, dim, modality, embedding_space, HNSW parameters,
+              the bundle's digest when known, and the registered graph checkpoint
+    items     seq (never reused; the graph's label), id (unique), metadata (JSON text),
+              vector (float32 little-endian bytes, L2-normalised); removing an item deletes its row
+    removals  seq (never reused) -> item_seq: the removals a graph checkpoint may not have seen yet
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import IndexFileError, InputError
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "index.db"
+FORMAT = "dagnn-index"
+FORMAT_VERSION = 2
+CHUNK = 500  # ids per SQL statement (well under SQLite's bound-parameter limit)
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE items (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                    metadata TEXT NOT NULL, vector BLOB NOT NULL);
+CREATE TABLE removals (seq INTEGER PRIMARY KEY AUTOINCREMENT, item_seq INTEGER NOT NULL);
+"""
+
+
+def is_store(folder) -> bool:
+    return (Path(folder) / DB_FILE).is_file()
+
+
+def _chunks(seq, size=CHUNK):
+    for start in range(0, len(seq), size):
+        yield seq[start:start + size]
+
+
+@contextmanager
+def folder_lock(folder, blocking: bool = True):
+    """An advisory lock on the index folder for jobs beside the database (creating it, writing graph
+    checkpoints, converting, removing leftovers); yields whether it was taken. The kernel drops it when
+    its process dies, so kill -9 never leaves it held. Without ``fcntl`` (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield False
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Store:
+    """One index's SQLite database. Safe to share between threads (one connection behind a lock)."""
+
+    def __init__(self, folder, *, busy_timeout: float = 60.0):
+        """Open the store in ``folder``; ``busy_timeout``: seconds a writer waits for another to finish."""
+        self.folder = Path(folder)
+        self.path = self.folder / DB_FILE
+        self.busy_timeout = float(busy_timeout)
+        if not self.path.is_file():
+            raise IndexFileError(f"index {self.folder}: no {DB_FILE} (not an index folder?)")
+        self._lock = threading.RLock()
+        self._conn = None
+        with self._guard("opening"):
+            # mode=rw: never create an empty database by accident; autocommit, transactions are explicit
+            self._conn = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=self.busy_timeout,
+                                         isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk before add() returns
+            if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            self.meta = {k: json.loads(v) for k, v in self._conn.execute("SELECT key, value FROM meta")}
+        if self.meta.get("format") != FORMAT:
+            self.close()
+            raise IndexFileError(f"index {self.folder}: {DB_FILE} is not a dagnn index "
+                                 f"(format {self.meta.get('format')!r})")
+        if self.meta.get("format_version") != FORMAT_VERSION:
+            self.close()
+            raise IndexFileError(f"index {self.folder}: format_version {self.meta.get('format_version')!r} "
+                                 f"is not supported (supported: {FORMAT_VERSION}); a newer dagnn wrote it?")
+        self.dim = int(self.meta["dim"])
+        self._seen_version = None
+        self.created = False
+
+    @classmethod
+    def create(cls, folder, meta: dict, rows=(), last_seq: int = 0, **kwargs) -> "Store":
+        """A new store with ``meta`` (needs ``dim`` and ``embedding_space``), seeded with ``rows`` (see
+        ``_create_db``), or the one already in ``folder``: when several processes create one at the same
+        moment, exactly one wins and all get that one. ``created`` says which; callers check its meta."""
+        folder = Path(folder)
+        if not isinstance(meta.get("dim"), int) or meta["dim"] < 1 or not meta.get("embedding_space"):
+            raise InputError("an index store needs a positive integer dim and an embedding_space")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise IndexFileError(f"index {folder}: cannot create the folder ({exc})") from exc
+        with folder_lock(folder):
+            others = [p.name for p in folder.iterdir() if not p.name.startswith((".", DB_FILE))]
+            if not (folder / DB_FILE).exists() and others:
+                raise IndexFileError(f"refusing to create an index in {folder}: it holds other files "
+                                     f"({others[0]!r:.80}, ...)")
+            created = cls._create_db(folder, meta, rows, last_seq)
+        store = cls(folder, **kwargs)
+        store.created = created
+        return store
+
+    @staticmethod
+    def _create_db(folder: Path, meta: dict, rows=(), last_seq: int = 0) -> bool:
+        """Build the database with ``meta`` and ``rows`` (batches of (seq or None, id, metadata JSON,
+        float32 vector bytes); later items get seqs above ``last_seq``) under a temporary name, then link
+        it into place: no one ever sees it half-made. The caller holds the folder lock. Returns whether
+        this call created it (False: it existed already)."""
+        if (folder / DB_FILE).exists():
+            return False
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{DB_FILE}.tmp-")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.executescript(_SCHEMA)
+                version = {"format": FORMAT, "format_version": FORMAT_VERSION}
+                conn.executemany("INSERT INTO meta VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in {**meta, **version}.items()])
+                conn.execute("BEGIN")
+                for batch in rows:
+                    conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", batch)
+                if last_seq:  # sqlite_sequence is where AUTOINCREMENT keeps the last seq it gave
+                    conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'items'", (last_seq,))
+                    conn.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'items', ? WHERE NOT EXISTS "
+                                 "(SELECT 1 FROM sqlite_sequence WHERE name = 'items')", (last_seq,))
+                conn.execute("COMMIT")
+                conn.execute("PRAGMA journal_mode=WAL")  # persistent in the file
+            finally:
+                conn.close()
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.link(tmp, folder / DB_FILE)  # no-replace; the folder lock keeps other creators out
+            _fsync_dir(folder)
+        except (OSError, sqlite3.Error) as exc:
+            raise IndexFileError(f"index {folder}: cannot create {DB_FILE} ({exc})") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+    # ---- plumbing ------------------------------------------------------------------------------------
+    @contextmanager
+    def _guard(self, doing: str):
+        """Turn SQLite's exceptions into one-line IndexFileErrors that name the index."""
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise  # the caller explains it (duplicate id)
+        except sqlite3.ProgrammingError as exc:
+            raise IndexFileError(f"index {self.folder}: {doing} failed ({exc}); was the index closed?") from exc
+        except sqlite3.OperationalError as exc:
+            msg = str(exc)
+            if "full" in msg:
+                raise IndexFileError(f"index {self.folder}: disk full while {doing}; nothing was changed") from exc
+            if "locked" in msg or "busy" in msg:
+                raise IndexFileError(f"index {self.folder}: another process kept it locked for more than "
+                                     f"{self.busy_timeout:g} s while {doing}") from exc
+            raise IndexFileError(f"index {self.folder}: {doing} failed ({msg})") from exc
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+            raise IndexFileError(f"index {self.folder}: {DB_FILE} is corrupt ({exc})") from exc
+
+    @contextmanager
+    def _transaction(self, doing: str, write: bool = True):
+        """One transaction; a writer takes the write lock first (no lock upgrade, so no deadlock)."""
+        with self._lock, self._guard(doing):
+            conn = self._conn
+            if conn is None:
+                raise IndexFileError(f"index {self.folder} is closed")
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # ---- changes -------------------------------------------------------------------------------------
+    def add(self, ids: list, vectors: np.ndarray, records: list) -> None:
+        """Commit items (ids: strings; vectors: ``(n, dim)`` L2-normalised; records: metadata JSON text).
+        All or nothing: an id already in the store refuses the whole call."""
+        vectors = np.ascontiguousarray(vectors, dtype="<f4")
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim or not len(ids) == len(records) == len(vectors):
+            raise InputError(f"index {self.folder}: {len(ids)} ids, {len(records)} metadata records and "
+                             f"vectors of shape {vectors.shape} do not match {self.dim}-d items")
+        if len(set(ids)) != len(ids):
+            seen = set()
+            dup = next(i for i in ids if i in seen or seen.add(i))
+            raise InputError(f"id {dup!r:.80} appears twice in the items to add")
+        rows = [(i, r, v.tobytes()) for i, r, v in zip(ids, records, vectors)]
+        try:
+            with self._transaction("adding items") as conn:
+                conn.executemany("INSERT INTO items (id, metadata, vector) VALUES (?, ?, ?)", rows)
+        except sqlite3.IntegrityError as exc:
+            present = self.present(ids)
+            if not present:
+                raise IndexFileError(f"index {self.folder}: adding items failed ({exc})") from exc
+            raise InputError(f"id {present[0]!r:.80} is already in the index {self.folder} "
+                             f"({len(present)} duplicate ids); nothing was added") from exc
+
+    def remove(self, ids: list) -> None:
+        """Delete items and log their removal. All or nothing: an unknown id refuses the whole call."""
+        ids = list(dict.fromkeys(ids))
+        with self._transaction("removing items") as conn:
+            found = {}
+            for part in _chunks(ids):
+                marks = ",".join("?" * len(part))
+                found.update(conn.execute(f"SELECT id, seq FROM items WHERE id IN ({marks})", part))
+            unknown = [i for i in ids if i not in found]
+            if unknown:
+                raise InputError(f"id {unknown[0]!r:.80} is not in the index {self.folder} "
+                                 f"({len(unknown)} unknown ids); nothing was removed")
+            seqs = [(found[i],) for i in ids]
+            conn.executemany("DELETE FROM items WHERE seq = ?", seqs)
+            conn.executemany("INSERT INTO removals (item_seq) VALUES (?)", seqs)
+
+    # ---- reading -------------------------------------------------------------------------------------
+    def present(self, ids: list) -> list:
+        """Those of ``ids`` that are in the store, in the given order."""
+        found = set()
+        with self._transaction("reading ids", write=False) as conn:
+            for part in _chunks(list(ids)):
+                marks = ",".join("?" * len(part))
+                found.update(r[0] for r in conn.execute(f"SELECT id FROM items WHERE id IN ({marks})", part))
+        return [i for i in ids if i in found]
+
+    def count(self) -> int:
+        with self._transaction("counting items", write=False) as conn:
+            return conn.execute("SELECT count(*) FROM items").fetchone()[0]
+
+    def metadata_json(self, item_id: str) -> str | None:
+        with self._transaction("reading metadata", write=False) as conn:
+            row = conn.execute("SELECT metadata FROM items WHERE id = ?", (item_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def rows(self, seqs) -> dict:
+        """seq -> (id, metadata JSON) of those ``seqs`` still in the store (e.g. search hits)."""
+        out = {}
+        with self._transaction("reading items", write=False) as conn:
+            for part in _chunks([int(s) for s in seqs]):
+                marks = ",".join("?" * len(part))
+                out.update((s, (i, m)) for s, i, m in
+                           conn.execute(f"SELECT seq, id, metadata FROM items WHERE seq IN ({marks})", part))
+        return out
+
+    def marks(self) -> tuple:
+        """(last item seq, last removal seq) ever assigned: what a complete graph covers."""
+        with self._transaction("reading marks", write=False) as conn:
+            return self._marks(conn)
+
+    @staticmethod
+    def _marks(conn) -> tuple:
+        got = dict(conn.execute("SELECT name, seq FROM sqlite_sequence"))
+        return got.get("items", 0), got.get("removals", 0)
+
+    def changed(self) -> bool:
+        """Whether another connection committed since the last call (``PRAGMA data_version``: cheap)."""
+        with self._lock, self._guard("checking for changes"):
+            if self._conn is None:
+                raise IndexFileError(f"index {self.folder} is closed")
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            changed, self._seen_version = version != self._seen_version, version
+            return changed
+
+    def replay(self, after: tuple, on_items: Callable, on_removals: Callable, on_known: Callable | None = None,
+               batch: int = 2048) -> tuple:
+        """Feed what is newer than ``after`` = (item seq, removal seq), from one consistent snapshot:
+        ``on_items(seqs, ids, records, vectors)`` per batch of added items still present, then
+        ``on_removals(item_seqs)`` for removals of items at or below ``after[0]``. ``on_known(seqs, ids,
+        records)`` first gets the items at or below ``after[0]`` still present (a graph checkpoint holds
+        their vectors, not their ids). Returns the new marks."""
+        after_item, after_removal = int(after[0]), int(after[1])
+        with self._transaction("reading changes", write=False) as conn:
+            marks = self._marks(conn)
+            last = 0
+            while on_known is not None:
+                rows = conn.execute("SELECT seq, id, metadata FROM items WHERE seq > ? AND seq <= ? "
+                                    "ORDER BY seq LIMIT ?", (last, after_item, batch)).fetchall()
+                if not rows:
+                    break
+                on_known(np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows],
+                         [r[2] for r in rows])
+                last = rows[-1][0]
+            last = after_item
+            while True:
+                rows = conn.execute("SELECT seq, id, metadata, vector FROM items WHERE seq > ? AND seq <= ? "
+                                    "ORDER BY seq LIMIT ?", (last, marks[0], batch)).fetchall()
+                if not rows:
+                    break
+                if any(len(r[3]) != 4 * self.dim for r in rows):
+                    raise IndexFileError(f"index {self.folder}: an item's vector is not {self.dim} float32 values")
+                vectors = np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
+                on_items(np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows],
+                         [r[2] for r in rows], vectors)
+                last = rows[-1][0]
+            removed = [r[0] for r in conn.execute("SELECT item_seq FROM removals WHERE seq > ? AND seq <= ? "
+                                                  "AND item_seq <= ?", (after_removal, marks[1], after_item))]
+            if removed:
+                on_removals(np.array(removed, dtype=np.int64))
+        return marks
+
+    # ---- graph checkpoint registry ---------------------------------------------------------------------
+    def checkpoint(self) -> dict | None:
+        """The registered graph checkpoint: {file, sha256, marks: [item seq, removal seq]}, or None."""
+        with self._transaction("reading the checkpoint record", write=False) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def register_checkpoint(self, record: dict) -> tuple:
+        """Make ``record`` the checkpoint unless the registered one covers as much; returns (registered?,
+        the record it replaced or None). Any two snapshots are ordered, so marks compare component-wise."""
+        with self._transaction("registering a checkpoint") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
+            old = None if row is None else json.loads(row[0])
+            if old is not None and all(o >= n for o, n in zip(old["marks"], record["marks"])):
+                return False, old
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('checkpoint', ?)", (json.dumps(record),))
+            return True, old
+
+    def forget_checkpoint(self, record: dict) -> bool:
+        """Unregister ``record`` (found unusable) unless another process registered a newer one meanwhile;
+        returns whether it did."""
+        with self._transaction("dropping a checkpoint record") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
+            if row is None or json.loads(row[0]) != record:
+                return False
+            conn.execute("DELETE FROM meta WHERE key = 'checkpoint'")
+            return True

@@ -1,0 +1,69 @@
+"""Graph checkpoints: registered only when complete, checked on load, damaged ones logged and dropped."""
+import logging
+
+import hnswlib
+import numpy as np
+
+from dagnn_runtime.indexes import checkpoint
+from dagnn_runtime.indexes.store import Store, folder_lock
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from index_writer import META, vector_of  # noqa: E402
+
+
+def graph_of(ids):
+    g = hnswlib.Index(space="ip", dim=META["dim"])
+    g.init_index(max_elements=max(len(ids), 1), M=8, ef_construction=50)
+    g.add_items(np.stack([vector_of(i) for i in ids]), np.arange(1, len(ids) + 1))
+    return g
+
+
+def test_write_then_load_and_an_older_graph_never_replaces_a_newer_one(tmp_path):
+    store = Store.create(tmp_path / "ix", META)
+    assert checkpoint.load(store) is None
+    assert checkpoint.write(graph_of(["a", "b", "c"]), store, (3, 0))
+    first = store.checkpoint()["file"]
+    assert first.startswith("graph-3-0-")
+    assert not checkpoint.write(graph_of(["a", "b"]), store, (2, 0))  # older: dropped, file deleted
+    assert checkpoint.write(graph_of(["a", "b", "c", "d"]), store, (4, 1))
+    graph, marks = checkpoint.load(store)
+    assert marks == (4, 1) and graph.get_current_count() == 4
+    np.testing.assert_allclose(graph.get_items([4])[0], vector_of("d"), atol=1e-6)
+    assert sorted(p.name for p in store.folder.iterdir() if p.name.startswith("graph")) == \
+        [store.checkpoint()["file"]]
+
+
+def test_a_damaged_or_missing_checkpoint_is_logged_and_dropped(tmp_path, caplog):
+    store = Store.create(tmp_path / "ix", META)
+    checkpoint.write(graph_of(["a", "b"]), store, (2, 0))
+    path = store.folder / store.checkpoint()["file"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        assert checkpoint.load(store) is None
+    assert "does not match its SHA-256" in caplog.text and "rebuilding the graph from index.db" in caplog.text
+    assert store.checkpoint() is None
+    checkpoint.write(graph_of(["a", "b"]), store, (2, 0))
+    (store.folder / store.checkpoint()["file"]).unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert checkpoint.load(store) is None
+    assert "is missing" in caplog.text
+
+
+def test_leftovers_are_removed_only_when_nobody_holds_the_folder_lock(tmp_path):
+    store = Store.create(tmp_path / "ix", META)
+    checkpoint.write(graph_of(["a"]), store, (1, 0))
+    current = store.checkpoint()["file"]
+    for name in (".graph.tmp-x1", ".index.db.tmp-y2", ".index.db.tmp-y2-wal", "graph-0-0-dead.hnsw"):
+        (store.folder / name).write_bytes(b"partial")
+    (store.folder / "notes.txt").write_text("kept")
+    with folder_lock(store.folder):  # a checkpoint being written elsewhere: nothing is touched
+        assert checkpoint.remove_leftovers(store) == []
+    assert sorted(checkpoint.remove_leftovers(store)) == [".graph.tmp-x1", ".index.db.tmp-y2",
+                                                           ".index.db.tmp-y2-wal", "graph-0-0-dead.hnsw"]
+    assert sorted(p.name for p in store.folder.iterdir()) == [current, "index.db", "index.db-shm",
+                                                              "index.db-wal", "notes.txt"]
