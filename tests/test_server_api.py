@@ -184,6 +184,17 @@ def test_unusable_inputs_are_422(client):
     error_of(client.post("/v1/search", json={"text": "sky", "labels": ["unicorns"]}), 422, "unknown_label")
 
 
+def test_images_over_the_pixel_budget_are_422(client):
+    from PIL import Image
+
+    for size in ((9000, 9000), (2100, 100)):  # 81 MP; 21:1
+        buf = io.BytesIO()
+        Image.new("1", size).save(buf, format="PNG")
+        assert len(buf.getvalue()) < 1024 * 1024
+        message = error_of(client.post("/v1/tag", files={"image": ("big.png", buf.getvalue())}), 422, "invalid_image")
+        assert f"{size[0]}x{size[1]}" in message
+
+
 def test_wrong_media_type_is_415_and_unknown_routes_404_405(client):
     error_of(client.post("/v1/search", content=b"sky", headers={"content-type": "text/plain"}), 415)
     error_of(client.post("/v1/tag", json={"text": "sky"}), 415)
