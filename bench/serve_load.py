@@ -161,6 +161,8 @@ async def main_async(args, url: str) -> None:
         for conc in args.concurrency:
             plan = rng.choices(list(weights), weights=list(weights.values()), k=args.requests)
             mixed.append((conc, summarise(*await run_phase(load, plan, conc))))
+            print(f"concurrency {conc}: {mixed[-1][1]['all']['qps']:.1f} q/s mixed ({load_line()})",
+                  file=sys.stderr, flush=True)
             for route in (ROUTES[:3] if args.alone else ()):  # adds alone: bounded by saves, as in the mix
                 alone.append((conc, summarise(*await run_phase(load, [route] * args.alone, conc))))
         info = (await client.get("/v1/info")).json()

@@ -64,5 +64,6 @@ def serve(
     asgi = create_app(bundle, index, uploads=uploads, api_key=api_key, limits=limits, max_batch=max_batch,
                       max_wait_ms=max_wait_ms, model_workers=model_workers, threads=threads, refresh_s=refresh_s)
     config = uvicorn.Config(asgi, host=host, port=port, log_level=log_level, access_log=access_log,
-                            timeout_graceful_shutdown=10, server_header=False)
+                            timeout_graceful_shutdown=10, server_header=False,
+                            timeout_keep_alive=75)  # longer than clients keep idle connections: no reuse race
     uvicorn.Server(config).run()  # SIGTERM/SIGINT: stop accepting, finish requests, close the index

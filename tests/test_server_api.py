@@ -106,6 +106,7 @@ def test_tag_scores_every_label_against_its_threshold(client, data_dir, model):
 def test_info_names_the_bundle_and_sizes(client, model):
     info = client.get("/v1/info").json()
     assert info["model"]["embedding_space"] == model.embedding_space
+    assert info["model"]["bundle_digest"] == model.bundle_digest
     assert info["indexes"]["image"]["items"] >= 20 and info["batching"]["max_batch"] == 16
 
 

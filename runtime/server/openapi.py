@@ -136,7 +136,7 @@ _SCHEMAS = {
         "type": "object", "required": ["label", "threshold"],
         "properties": {"label": {"type": "string"}, "threshold": _NUM_OR_NULL}}}}},
     "Info": {"type": "object", "required": ["model", "indexes", "batching", "limits", "version"], "properties": {
-        "model": {"type": "object", "required": ["embedding_space", "providers"]},
+        "model": {"type": "object", "required": ["bundle_digest", "embedding_space", "providers"]},
         "indexes": {"type": "object"}, "batching": {"type": "object"}, "limits": {"type": "object"},
         "version": {"type": "string"}}},
 }

@@ -213,7 +213,8 @@ class Service:
 
     def info(self) -> dict:
         manifest = self.model.manifest
-        return {"model": {"embedding_space": self.model.embedding_space, "embedding_dim": self.model.embedding_dim,
+        return {"model": {"bundle_digest": self.model.bundle_digest, "embedding_space": self.model.embedding_space,
+                          "embedding_dim": self.model.embedding_dim,
                           "labels": len(self.model.labels), "vocabulary": len(self.model.vocab),
                           "name": manifest.get("model", {}).get("name"),
                           "variant": manifest.get("model", {}).get("variant"),

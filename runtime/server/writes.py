@@ -1,8 +1,9 @@
-"""Group commit: a write is acknowledged only once it is saved, and concurrent writers share one save.
+"""Group commit: a write is acknowledged only once ``index.save()`` ran after it, and concurrent writers
+share one save.
 
-Saving an index rewrites its files, which costs far more than adding one item; saving once per write
-would make writers queue behind each other's saves. Writers that arrive while a save runs wait for the
-next one, which then covers all of them.
+Depending on the backend, a save may be cheap (a store that commits every change writes a checkpoint
+only when due) or rewrite files; saving once per write would then make writers queue behind each other's
+saves. Writers that arrive while a save runs wait for the next one, which covers all of them.
 """
 from __future__ import annotations
 
