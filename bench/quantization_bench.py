@@ -86,7 +86,7 @@ def main() -> None:
     print(f"{'':>7} | {'':>5} | {'best / median':>16} | {'best / median':>16} | {'best / median':>15}")
     print("-" * 72)
     for threads in args.threads:
-        sessions = {k: session(b.graph_bytes["image_encoder"], threads) for k, b in bundles.items()}
+        sessions = {k: session(b.read_graph("image_encoder"), threads) for k, b in bundles.items()}
         for batch in args.batch:
             times = {k: [] for k in sessions}
             for sess in sessions.values():  # warm-up
@@ -116,7 +116,7 @@ def main() -> None:
         print(f"{name:<28} | {r['i2t']:.4f} | {r['t2i']:.4f} | {r['avg']:.4f}")
     drop = m["fp32"]["test"]["avg"] - m["int8"]["test"]["avg"]
     print(f"avg mAP lost by int8: {drop:+.4f} (target <= 0.005)")
-    sizes = {k: len(b.graph_bytes["image_encoder"]) / 2 ** 20 for k, b in bundles.items()}
+    sizes = {k: len(b.read_graph("image_encoder")) / 2 ** 20 for k, b in bundles.items()}
     print(f"image_encoder.onnx: fp32 {sizes['fp32']:.1f} MiB, int8 {sizes['int8']:.1f} MiB")
     q = bundles["int8"].manifest.get("quantization", {})
     print("quantisation: " + json.dumps({k: q[k] for k in q if k != "fp32_nodes"}))

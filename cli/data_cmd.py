@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from dagnn_runtime.errors import DagnnError, InputError
+from dagnn_runtime.errors import DagnnError, InputError, shorten
 
 from .app import data_app
 
@@ -26,7 +26,7 @@ def import_(
 ):
     """Convert paper-format .mat files into a data set folder that `dagnn train` reads."""
     if fmt not in ("gnn4cmr", "dcmh"):
-        raise InputError(f"--format {fmt[:80]!r}: choose gnn4cmr or dcmh")
+        raise InputError(f"--format {shorten(fmt)}: choose gnn4cmr or dcmh")
     if not src.exists():
         raise InputError(f"{src} does not exist")
     for option, path in (("--labels", labels), ("--vocab", vocab)):

@@ -7,11 +7,11 @@ from typing import Optional
 import typer
 
 from dagnn_runtime.constants import SPLITS
-from dagnn_runtime.errors import InputError
+from dagnn_runtime.errors import InputError, shorten
 
 from . import render
 from .app import app, needs_train_extra
-from .index_cmds import threads_opt
+from .options import expect_digest_opt, force_threads_opt, load_model, threads_opt
 
 
 @app.command("eval")
@@ -23,19 +23,25 @@ def eval_cmd(
     k: Optional[int] = typer.Option(None, "--k", min=1, help="Also report mAP@k."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     threads: Optional[int] = threads_opt,
+    force_threads: bool = force_threads_opt,
+    expect_digest: Optional[str] = expect_digest_opt,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Also write the evaluation figures (PNG) "
+                                         "into this folder (needs the [plots] extra)."),
 ):
     """Cross-modal mAP (I2T, T2I, average) and tagging metrics, from a bundle or a training run."""
     if split not in SPLITS:
-        raise InputError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
+        raise InputError(f"--split must be one of {', '.join(SPLITS)}, not {shorten(split)}")
+    if plots is not None and plots.exists() and not plots.is_dir():
+        raise InputError(f"--plots {shorten(str(plots), path=True)} is a file, not a folder")
     if run is not None:
-        if bundle is not None or data is not None:
-            raise InputError("give either --run RUN or --bundle B --data DIR, not both")
+        if bundle is not None or data is not None or expect_digest is not None:
+            raise InputError("give either --run RUN or --bundle B --data DIR (--expect-digest), not both")
         needs_train_extra("eval --run")
         from dagnn_export.evaluate import evaluate_run
 
-        result = evaluate_run(run, split, k)
+        result = evaluate_run(run, split, k, plots=plots)
         claimed = {}
     else:
         if bundle is None or data is None:
@@ -43,9 +49,9 @@ def eval_cmd(
         import dagnn_runtime as dr
         from dagnn_runtime.evaluation import claimed_metrics
 
-        model = dr.load(bundle, threads=threads)
+        model = load_model(bundle, threads, force_threads, expect_digest)
         with render.progress(f"encoding {split} images", None, quiet) as on_progress:
-            result = dr.evaluate_bundle(model, data, split, k, batch_size, on_progress=on_progress)
+            result = dr.evaluate_bundle(model, data, split, k, batch_size, on_progress=on_progress, plots=plots)
         claimed = claimed_metrics(model, split)
     title = f"{run or bundle}: {result.get('split', split)} split, {result.get('n', '?')} pairs"
     render.eval_result(result, claimed, title, as_json)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from dagnn_runtime.errors import InputError
+from dagnn_runtime.errors import InputError, shorten
 
 from .app import app, needs_train_extra
 
@@ -35,7 +35,7 @@ def export(
     """Export a trained run to ONNX graphs + manifest + model card, checked against torch before it is
     written (parity, onnx.checker, re-opened with the runtime loader)."""
     if quantize not in (None, "int8"):
-        raise InputError(f"--quantize {quantize[:80]!r} is not supported; use --quantize int8 or leave it out")
+        raise InputError(f"--quantize {shorten(quantize)} is not supported; use --quantize int8 or leave it out")
     if calibration_data is not None and quantize is None:
         raise InputError("--calibration-data only applies with --quantize int8")
     if not run.is_dir():

@@ -7,16 +7,15 @@ from typing import List, Optional
 import typer
 
 from dagnn_runtime.constants import MODALITIES
-from dagnn_runtime.errors import InputError
+from dagnn_runtime.errors import InputError, shorten
 
 from . import render
 from .app import index_app
+from .options import bundle_opt, expect_digest_opt, force_threads_opt, load_model, threads_opt  # noqa: F401
 
 _data_opt = typer.Option(None, "--data", help="Data set folder: indexes its photos (INDEX/image) and tag texts (INDEX/text).")
 _images_opt = typer.Option(None, "--images", help="Image folder (searched recursively) or file; repeatable.")
 _texts_opt = typer.Option(None, "--texts", help="Text file: one text per line, optionally 'ID<TAB>tags'.")
-bundle_opt = typer.Option(..., "--bundle", help="Bundle folder or .dagnn archive.")
-threads_opt = typer.Option(None, "--threads", min=1, help="Inference threads (default: onnxruntime's choice).")
 backend_opt = typer.Option(None, "--backend", help="hnsw (a folder) | milvus (--uri); default: from the location.")
 uri_opt = typer.Option(None, "--uri", help="Milvus: a *.db Milvus Lite path or http(s)://host:19530 (instead of a folder).")
 token_opt = typer.Option(None, "--token", envvar="DAGNN_MILVUS_TOKEN", help="Milvus server token.")
@@ -38,7 +37,7 @@ def _sources(data, images, texts, modality) -> list:
     if len(given) != 1:
         raise InputError("give exactly one of --data DIR, --images DIR|FILE, --texts FILE")
     if modality is not None and modality not in MODALITIES:
-        raise InputError(f"--modality must be image or text, not {modality!r}")
+        raise InputError(f"--modality must be image or text, not {shorten(modality)}")
     if data:
         return dr.sources_from_data(data, [modality] if modality else MODALITIES)
     src = dr.source_from_images(images) if images else dr.source_from_texts(texts)
@@ -47,11 +46,12 @@ def _sources(data, images, texts, modality) -> list:
     return [src]
 
 
-def _run_ingest(bundle, out, data, images, texts, modality, batch_size, threads, save_every, quiet, as_json,
-                create, index_options, milvus=False):
+def _run_ingest(bundle, out, data, images, texts, modality, batch_size, loading: dict, save_every, quiet,
+                as_json, create, index_options, milvus=False):
+    """``loading``: threads, force_threads, expect_digest for ``load_model``."""
     import dagnn_runtime as dr
 
-    model = dr.load(bundle, threads=threads)
+    model = load_model(bundle, **loading)
     reports = []
     for src in _sources(data, images, texts, modality):
         # --data lays out INDEX/image and INDEX/text; single sources go to INDEX itself unless it is such a parent
@@ -77,6 +77,8 @@ def index_build(
     modality: Optional[str] = typer.Option(None, "--modality", help="image|text: with --data, index only one."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     threads: Optional[int] = threads_opt,
+    force_threads: bool = force_threads_opt,
+    expect_digest: Optional[str] = expect_digest_opt,
     m: int = typer.Option(16, "--M", min=2, help="HNSW links per node."),
     ef_construction: int = typer.Option(200, "--ef-construction", min=1),
     ef: int = typer.Option(128, "--ef", min=1, help="Default search breadth stored with the index."),
@@ -90,19 +92,21 @@ def index_build(
     """Encode items with a bundle and index them. Re-running skips ids already in the index."""
     where, milvus = _where(out, uri, backend)
     options = {"M": m, "ef_construction": ef_construction, "ef": ef, **({"token": token} if milvus else {})}
+    loading = {"threads": threads, "force_threads": force_threads, "expect_digest": expect_digest}
     if from_embeddings is not None:
-        return _load_embeddings(bundle, where, from_embeddings, [data, images, texts], options, as_json, milvus)
-    _run_ingest(bundle, where, data, images, texts, modality, batch_size, threads, save_every, quiet, as_json,
+        return _load_embeddings(bundle, where, from_embeddings, [data, images, texts], options, as_json, milvus,
+                                expect_digest)
+    _run_ingest(bundle, where, data, images, texts, modality, batch_size, loading, save_every, quiet, as_json,
                 create=True, index_options=options, milvus=milvus)
 
 
-def _load_embeddings(bundle, where, folder, sources, options, as_json, milvus):
+def _load_embeddings(bundle, where, folder, sources, options, as_json, milvus, expect_digest):
     import dagnn_runtime as dr
     from dagnn_runtime.embed import load_into
 
     if any(sources):
         raise InputError("--from-embeddings replaces --data/--images/--texts: give only one of them")
-    model = dr.load(bundle)
+    model = load_model(bundle, expect_digest=expect_digest)
     target = where if milvus else dr.locate_index(where, "image") or where
     index = dr.open_index(target, model=model, modality="image", create=True, **options)
     render.ingest_reports([load_into(index, folder)], as_json)
@@ -119,6 +123,8 @@ def index_add(
     modality: Optional[str] = typer.Option(None, "--modality", help="image|text: with --data, add only one."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     threads: Optional[int] = threads_opt,
+    force_threads: bool = force_threads_opt,
+    expect_digest: Optional[str] = expect_digest_opt,
     save_every: int = typer.Option(2000, "--save-every", min=1),
     quiet: bool = typer.Option(False, "--quiet"),
     as_json: bool = typer.Option(False, "--json"),
@@ -126,7 +132,8 @@ def index_add(
 ):
     """Add items to an existing index (ids already present are skipped)."""
     where, milvus = _where(index, uri, backend)
-    _run_ingest(bundle, where, data, images, texts, modality, batch_size, threads, save_every, quiet, as_json,
+    loading = {"threads": threads, "force_threads": force_threads, "expect_digest": expect_digest}
+    _run_ingest(bundle, where, data, images, texts, modality, batch_size, loading, save_every, quiet, as_json,
                 create=False, index_options={"token": token} if milvus else {}, milvus=milvus)
 
 
@@ -162,7 +169,7 @@ def index_remove(
     render.conversions(opened.values())
     unknown = [i for i in ids if not any(i in ix for ix in opened.values())]
     if unknown:
-        raise InputError(f"id {unknown[0]!r} is not in {index} ({len(unknown)} unknown ids); nothing removed")
+        raise InputError(f"id {shorten(unknown[0])} is not in {where} ({len(unknown)} unknown ids); nothing removed")
     for folder, ix in opened.items():
         mine = [i for i in dict.fromkeys(ids) if i in ix]
         if mine:

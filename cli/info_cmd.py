@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from .app import app
+from .options import expect_digest_opt
 
 
 def bundle_summary(bundle) -> dict:
@@ -34,11 +36,14 @@ def bundle_summary(bundle) -> dict:
 def info(
     bundle: Path = typer.Option(..., "--bundle", help="Bundle folder or .dagnn archive."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    expect_digest: Optional[str] = expect_digest_opt,
 ):
     """Verify a bundle and print its identity (bundle digest), sizes, precision and test metrics."""
     from dagnn_runtime.bundle import read_bundle
 
-    s = bundle_summary(read_bundle(bundle))
+    opened = read_bundle(bundle, expect_digest=expect_digest)
+    opened.verify_graphs()  # loading checks a graph only when it is used; info checks every file
+    s = bundle_summary(opened)
     if as_json:
         typer.echo(json.dumps(s, indent=2, ensure_ascii=False))
         return

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 
 import typer
 
+from dagnn_runtime.errors import shorten
+
 
 def console(stderr: bool = False):
     from rich.console import Console
@@ -94,6 +96,8 @@ def index_infos(infos: list, as_json: bool) -> None:
         table.add_row(i["path"], str(i["modality"]), str(i["items"]), str(i["removed"]), str(i["dim"]),
                       str(i["M"]), str(i["ef"]), i["embedding_space"][:16] + "…")
     console().print(table)
+    for i in infos:  # in full, so that it can be pasted into --expect-digest
+        typer.echo(f"{i['path']}: built with bundle {i.get('bundle_digest') or 'not recorded (an older index)'}")
 
 
 # ---- search and tag --------------------------------------------------------------------------------------
@@ -115,7 +119,7 @@ def search_result(result, k: int, items: int, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table("rank", "score", "id", title=f"{result.source} {result.query!r} → {result.target} ({items} items)")
+    table = Table("rank", "score", "id", title=f"{result.source} {shorten(result.query)} → {result.target} ({items} items)")
     table.add_column("item", overflow="fold")
     table.add_column("labels")
     for rank, h in enumerate(result.hits, 1):
@@ -169,3 +173,5 @@ def eval_result(result: dict, claimed: dict, title: str, as_json: bool) -> None:
     for name, value, claim in rows:
         table.add_row(name, f"{value:.4f}", *([f"{claim:.4f}" if claim is not None else ""] if claimed else []))
     console().print(table)
+    for name, path in result.get("plots", {}).items():
+        console().print(f"figure {name}: {path}")

@@ -14,6 +14,7 @@ from dagnn_runtime.errors import InputError
 
 VARIANTS = ("dagnn", "dagnn-1", "dagnn-2", "dagnn-3", "dagnn-4", "dagnn-5")
 GNN_KINDS = ("gat", "gcn")
+GRAPH_DIRECTIONS = ("given", "transposed")
 
 # Defaults of the GAT/GCN correlation-matrix threshold (paper: tau=0.3 GAT, tau=0.4 & p=0.5 GCN).
 DEFAULT_TAU = {"gat": 0.3, "gcn": 0.4}
@@ -45,7 +46,10 @@ class TrainConfig:
     layer_aggregation: bool = True
     tau: float | None = None          # None: DEFAULT_TAU[gnn]
     p: float = 0.5
-    dropout: float = 0.0              # on the common representations v, t during training
+    # Which way the graph's edges point (the paper leaves it open): "given" lets label i aggregate from j
+    # when P(L_i|L_j) >= tau (B and A as in Eq. 6-8); "transposed" when P(L_j|L_i) >= tau (B^T, A^T).
+    graph_direction: str = "given"
+    dropout: float = 0.0              # on the z-scored inputs of Gv1/Gt1 (h_v, h_t) during training
     standardize_inputs: bool = True   # z-score h_v and h_t with training statistics before Gv1/Gt1
     # objective (Eq. 9-12) and its ablation switches (set by ``variant``)
     alpha: float = 0.2
@@ -103,6 +107,9 @@ class TrainConfig:
             raise InputError(f"unknown gnn {self.gnn!r}; choose gat or gcn")
         if self.gnn_layers < 1:
             raise InputError(f"gnn_layers must be >= 1, got {self.gnn_layers}")
+        if self.graph_direction not in GRAPH_DIRECTIONS:
+            raise InputError(f"graph_direction must be one of {', '.join(GRAPH_DIRECTIONS)}, "
+                             f"got {self.graph_direction!r}")
         if self.adversary not in ("dual", "common"):
             raise InputError(f"adversary must be 'dual' or 'common', got {self.adversary!r}")
         if self.classifier not in ("gnn", "linear"):

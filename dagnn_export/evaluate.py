@@ -10,7 +10,8 @@ import torch
 from dagnn_runtime.constants import SPLITS
 from dagnn_runtime.dataset import Dataset
 from dagnn_runtime.errors import InputError
-from dagnn_runtime.metrics import calibrate_thresholds, cross_modal_map, tagging_metrics, thresholds_to_json
+from dagnn_runtime.metrics import (calibrate_thresholds, cross_modal_map, tagging_metrics, thresholds_from_json,
+                                   thresholds_to_json)
 
 from .errors import RunError
 from .files import read_json
@@ -63,9 +64,10 @@ def split_metrics(model, data: TrainingData, split: str = "test", k: int | None 
     return result
 
 
-def evaluate_run(run_dir, split: str = "test", k: int | None = None) -> dict:
+def evaluate_run(run_dir, split: str = "test", k: int | None = None, plots=None, figures=None) -> dict:
     """Evaluate a run directory's model on one of its splits (``splits.json``), from the cached features
-    (``config["features"]``) and the data set's bag of words. Keys: i2t, t2i, avg, map_at_k (with k), tagging."""
+    (``config["features"]``) and the data set's bag of words. Keys: i2t, t2i, avg, map_at_k (with k), tagging;
+    with ``plots`` (a folder) also the figures written there (``plots``; ``figures``: which, default all)."""
     from .features import load_features
 
     if split not in SPLITS:
@@ -93,4 +95,45 @@ def evaluate_run(run_dir, split: str = "test", k: int | None = None) -> dict:
 
     parts = {name: part(name) for name in {"val", split}}
     data = TrainingData(dataset, None, parts.get("train"), parts["val"], parts.get("test"), None, None, None, None)
-    return split_metrics(model, data, split, k=k)
+    result = split_metrics(model, data, split, k=k)
+    if plots is not None:
+        from dagnn_runtime.plots import write_plots
+
+        inputs = run_plot_inputs(model, config, run_dir, getattr(data, split), dataset.labels,
+                                 thresholds_from_json(result["tagging"]["thresholds"]),
+                                 f"{run_dir.name}, {split} split ({result['n']} pairs)")
+        result["plots"] = {name: str(path) for name, path in write_plots(inputs, plots, figures).items()}
+    return result
+
+
+def run_plot_inputs(model: DAGNN, config: dict, run_dir: Path, part: Part, labels, thresholds, title: str):
+    """The figures' inputs for a run. "Without the GNN" can only be shown honestly from one run as the GNN's
+    own input vectors Q (the label word vectors): the paper's Fig. 5(b) instead trains a second model whose
+    classifiers are free parameters (our DAGNN-5 variant)."""
+    from dagnn_runtime.plots import PlotInputs
+
+    out = embed(model, part.h_v, part.bow)
+    with torch.no_grad():
+        z = model.classifiers().numpy()
+    graph = read_json(run_dir / "label_graph.json", RunError) if (run_dir / "label_graph.json").is_file() else {}
+    direction = config.get("graph_direction", "given")
+    baseline, baseline_caption = None, ""
+    if model.gnn is None:
+        z_caption = "classifiers Z, free parameters (DAGNN-5: no GNN)"
+    else:
+        z_caption = f"classifiers Z = {config.get('gnn', 'gat').upper()}-GNN(Q, label graph), trained"
+        if config.get("label_embeddings"):
+            baseline = model.label_embeddings.numpy()
+            baseline_caption = ("label word vectors Q, the GNN's input (no GNN). Not the paper's Fig. 5(b), "
+                                "which trains a second model with free classifiers")
+        else:
+            z_caption += "; Q is one-hot, so there is no 'without the GNN' view"
+    edges = np.asarray(graph["B"]) if "B" in graph else None
+    tau = graph.get("tau")
+    return PlotInputs(
+        title=title, labels=list(labels), image_emb=out["v"], text_emb=out["t"], y=part.y.numpy(),
+        image_scores=out["scores_v"], thresholds=thresholds, classifiers=z, classifiers_caption=z_caption,
+        edges=edges, edges_caption=(f"lines: the GNN's label graph, P(Li|Lj) ≥ {tau:g} in either direction "
+                                    f"(training labels; the GNN reads it '{direction}')") if edges is not None else "",
+        baseline=baseline, baseline_caption=baseline_caption,
+        history=read_json(run_dir / "history.json", RunError) if (run_dir / "history.json").is_file() else None)

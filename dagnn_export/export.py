@@ -36,8 +36,9 @@ from .errors import ExportError
 from .files import read_json
 from .manifest import (ARCHIVE_SUFFIX, CLASSIFIERS, IMAGE_GRAPH, TEXT_GRAPH, VOCAB, build_manifest, refuse_existing,
                        write_archive, write_manifest)
-from .onnx_graphs import ImageEncoder, TextEncoder, check_graph, export_onnx
+from .onnx_graphs import ImageEncoder, TextEncoder, check_graph, export_onnx, tag_id_matrix
 from .quantize import calibration_images, quantize_image_graph
+from .quantize_text import quantize_text_graph
 from .verify import (calibrated_thresholds, check_parity, exported_test_metrics, image_paths, ort_session,
                      split_indices, verify_bundle)
 
@@ -83,15 +84,16 @@ def _classifiers(model: nn.Module, dataset: Dataset) -> torch.Tensor:
 
 
 def write_graphs(job: _Job, bundle: Path, work: Path, opset: int, *, calibration_data, calibration_size: int,
-                 calibration_method: str, per_channel: bool) -> tuple[Path, dict | None]:
-    """Step 1: both graphs (int8 image graph when asked), the classifiers and the vocabulary, checked with
-    onnx.checker. Returns the fp32 image graph's path and the quantisation record."""
+                 calibration_method: str, per_channel: bool) -> tuple[Path, Path, dict | None]:
+    """Step 1: both graphs (int8 image and text graphs when asked), the classifiers and the vocabulary,
+    checked with onnx.checker. Returns the fp32 image and text graphs' paths and the quantisation record."""
     z_unit = F.normalize(job.z, dim=1, eps=1e-12)
     fp32_image = (work if job.quantize else bundle) / IMAGE_GRAPH
+    fp32_text = (work if job.quantize else bundle) / TEXT_GRAPH
     example = torch.from_numpy(load_batch(image_paths(job.dataset, job.idx["val"][:2], "val"), job.size))
     export_onnx(ImageEncoder(job.backbone, job.model, z_unit).eval(), example, "pixels", fp32_image, opset)
-    export_onnx(TextEncoder(job.model, z_unit).eval(), torch.from_numpy(job.dataset.bow(job.idx["val"][:2])),
-                "bow", bundle / TEXT_GRAPH, opset)
+    tags = torch.from_numpy(tag_id_matrix(job.dataset.bow(job.idx["val"][:2])))
+    export_onnx(TextEncoder(job.model, z_unit).eval(), tags, "tags", fp32_text, opset, input_axes={0: "N", 1: "L"})
     np.save(bundle / CLASSIFIERS, job.z.numpy().astype(np.float32), allow_pickle=False)
     (bundle / VOCAB).write_text("\n".join(job.dataset.vocab) + "\n", encoding="utf-8")
     quant_info = None
@@ -101,18 +103,20 @@ def write_graphs(job: _Job, bundle: Path, work: Path, opset: int, *, calibration
         quant_info = quantize_image_graph(fp32_image, bundle / IMAGE_GRAPH, cal_paths, job.size, work,
                                           per_channel=per_channel, method=calibration_method)
         quant_info["calibration_source"] = cal_what
+        quant_info["text_encoder"] = quantize_text_graph(fp32_text, bundle / TEXT_GRAPH, work,
+                                                         job.dataset.bow(job.idx["train"][:4096]))
     for graph in (IMAGE_GRAPH, TEXT_GRAPH):
         check_graph(bundle / graph)
-    return fp32_image, quant_info
+    return fp32_image, fp32_text, quant_info
 
 
-def validate(job: _Job, sessions: dict, text_session, *, parity_samples: int, parity_tol: float,
+def validate(job: _Job, sessions: dict, text_sessions: dict, *, parity_samples: int, parity_tol: float,
              min_int8_cosine: float) -> tuple[dict, dict, tuple]:
     """Step 2: parity against torch and thresholds from the exported graph's scores, on validation pairs.
     Returns (parity, thresholds, probe) where probe feeds the final re-open check."""
     val_paths = image_paths(job.dataset, job.idx["val"], "val")
     val_bow, val_labels = job.dataset.bow(job.idx["val"]), job.dataset.label_matrix(job.idx["val"])
-    parity, val, val_t = check_parity(job.model, job.backbone, val_paths, val_bow, job.size, sessions, text_session,
+    parity, val, val_t = check_parity(job.model, job.backbone, val_paths, val_bow, job.size, sessions, text_sessions,
                                       samples=parity_samples, tol=parity_tol, min_int8_cosine=min_int8_cosine,
                                       batch_size=job.batch_size)
     thresholds = calibrated_thresholds(val["image"][1], val_labels)
@@ -121,11 +125,11 @@ def validate(job: _Job, sessions: dict, text_session, *, parity_samples: int, pa
     return parity, thresholds, probe
 
 
-def measure_test(job: _Job, sessions: dict, text_session, thresholds: dict) -> dict:
+def measure_test(job: _Job, sessions: dict, text_sessions: dict, thresholds: dict) -> dict:
     """Step 3: test mAP and tagging of the exported graphs."""
     idx = job.idx["test"]
     return exported_test_metrics(image_paths(job.dataset, idx, "test"), job.dataset.bow(idx),
-                                 job.dataset.label_matrix(idx), job.size, sessions, text_session, thresholds,
+                                 job.dataset.label_matrix(idx), job.size, sessions, text_sessions, thresholds,
                                  {k: int(len(v)) for k, v in job.idx.items()}, job.batch_size)
 
 
@@ -175,7 +179,7 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
         bundle.mkdir()
         work.mkdir()
         t0 = time.time()
-        fp32_image, quant_info = write_graphs(job, bundle, work, opset, calibration_data=calibration_data,
+        fp32_image, fp32_text, quant_info = write_graphs(job, bundle, work, opset, calibration_data=calibration_data,
                                               calibration_size=calibration_size,
                                               calibration_method=calibration_method, per_channel=per_channel)
         log(f"graphs written and checked ({time.time() - t0:.0f}s)")
@@ -183,12 +187,14 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
         sessions = {"image": ort_session(bundle / IMAGE_GRAPH, threads)}
         if quantize:
             sessions["image_fp32"] = ort_session(fp32_image, threads)
-        text_session = ort_session(bundle / TEXT_GRAPH, threads)
-        parity, thresholds, probe = validate(job, sessions, text_session, parity_samples=parity_samples,
+        text_sessions = {"text": ort_session(bundle / TEXT_GRAPH, threads)}
+        if quantize:
+            text_sessions["text_fp32"] = ort_session(fp32_text, threads)
+        parity, thresholds, probe = validate(job, sessions, text_sessions, parity_samples=parity_samples,
                                              parity_tol=parity_tol, min_int8_cosine=min_int8_cosine)
         log(f"parity and thresholds on {len(idx['val'])} validation pairs ({time.time() - t0:.0f}s)")
 
-        metrics = measure_test(job, sessions, text_session, thresholds)
+        metrics = measure_test(job, sessions, text_sessions, thresholds)
         if run_metrics:
             metrics["torch_run"] = run_metrics
         log(f"test mAP {metrics['test']} ({time.time() - t0:.0f}s)")

@@ -1,6 +1,10 @@
 """Backbone feature cache: run the image backbone once over a data set and keep the vectors in an ``.npz``.
 
-DAGNN trains on fixed backbone features (the paper uses VGG19 fc7), so they are computed once here.
+This differs from the paper. There, ImgGAN starts from raw images and its VGG19 (ImageNet-pretrained,
+4096-d fc7) is part of the trained model: θcnn is in θv (Eq. 1), trained end to end. Here the backbone is
+frozen (by default EfficientNet-Lite0, 1280-d, on the data set's 128-px photos upscaled to 224) and only
+Gv1 onwards is trained, which is what makes training on a small CPU feasible; so the features are computed
+once, here.
 The cache is keyed by the SHA-256 of each image file: a rerun only computes rows whose file changed, and an
 interrupted run resumes from ``OUT.partial`` (written every minute), never leaving a half-written ``OUT``.
 

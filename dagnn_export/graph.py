@@ -1,8 +1,7 @@
 """The label correlation graph of the multi-hop GNN (paper Eq. 6-8), built from TRAINING labels only.
 
-    P_ij = M_ij / N_j          conditional probability P(L_i | L_j) from co-occurrence counts M, counts N
-    B_ij = [P_ij >= tau]       binarised to drop rare (noisy) co-occurrences
-    A_ij = p * B_ij (i != j),  A_ii = 1   re-weighted so a node keeps weight on itself (against over-smoothing)
+P, B and A themselves are computed in ``dagnn_runtime.label_graph`` (re-exported here); this module turns
+them into what the GNN layers are given.
 
 GCN propagates with the symmetric normalisation D^-1/2 A D^-1/2; GAT only uses which entries are edges
 (B plus self loops) as its attention mask, so p does not matter for GAT (as the paper notes).
@@ -11,25 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from dagnn_runtime.label_graph import cooccurrence, correlation_matrices
 
-def cooccurrence(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(M, N): M_ij = number of samples with both labels i and j, N_j = number of samples with label j."""
-    y = (np.asarray(labels) > 0).astype(np.float64)
-    if y.ndim != 2:
-        raise ValueError(f"label matrix must be 2-D (samples x labels), got shape {y.shape}")
-    m = y.T @ y
-    return m, np.diag(m).copy()
-
-
-def correlation_matrices(labels: np.ndarray, tau: float, p: float) -> dict[str, np.ndarray]:
-    """P, B, A of Eq. 6-8. A label that never occurs gets an all-zero column in P (no edges)."""
-    m, n = cooccurrence(labels)
-    prob = np.divide(m, n[None, :], out=np.zeros_like(m), where=n[None, :] > 0)
-    binary = (prob >= tau).astype(np.float64)
-    np.fill_diagonal(binary, 0.0)
-    adj = p * binary
-    np.fill_diagonal(adj, 1.0)
-    return {"P": prob.astype(np.float32), "B": binary.astype(np.float32), "A": adj.astype(np.float32)}
+__all__ = ["cooccurrence", "correlation_matrices", "gcn_normalize", "gat_mask", "propagation_matrix"]
 
 
 def gcn_normalize(adj: np.ndarray) -> np.ndarray:
@@ -49,10 +32,16 @@ def gat_mask(binary: np.ndarray) -> np.ndarray:
     return mask
 
 
-def propagation_matrix(graph: dict[str, np.ndarray], gnn: str) -> np.ndarray:
-    """What the GNN layers are given: the normalised A for GCN, the binary attention mask for GAT."""
+def propagation_matrix(graph: dict[str, np.ndarray], gnn: str, direction: str = "given") -> np.ndarray:
+    """What the GNN layers are given: the normalised A for GCN, the binary attention mask for GAT.
+
+    Row i of the result is what node i aggregates from. ``direction="given"`` uses A and B as built (i reads
+    j when P(L_i|L_j) >= tau); ``"transposed"`` uses their transposes (i reads j when P(L_j|L_i) >= tau)."""
+    if direction not in ("given", "transposed"):
+        raise ValueError(f"unknown graph direction {direction!r}")
+    flip = (lambda m: m.T) if direction == "transposed" else (lambda m: m)
     if gnn == "gcn":
-        return gcn_normalize(graph["A"])
+        return gcn_normalize(flip(graph["A"]))
     if gnn == "gat":
-        return gat_mask(graph["B"])
+        return gat_mask(flip(graph["B"]))
     raise ValueError(f"unknown gnn {gnn!r}")

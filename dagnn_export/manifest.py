@@ -15,7 +15,7 @@ from .files import json_default, write_json
 from .model_card import render_model_card
 from .onnx_graphs import OUTPUTS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the text graph takes padded tag ids (docs/bundle-format.md)
 IMAGE_GRAPH, TEXT_GRAPH, CLASSIFIERS, VOCAB, CARD = (
     "image_encoder.onnx", "text_encoder.onnx", "classifiers.npy", "vocab.txt", "MODEL_CARD.md")
 ARCHIVE_SUFFIX = ".dagnn"
@@ -49,7 +49,8 @@ def build_manifest(*, config: dict, backbone_name: str, labels: list, vocab_size
         "embedding_dim": dim,
         "graphs": {
             "image_encoder": graph(IMAGE_GRAPH, "pixels", ["N", size, size, 3], "uint8", quantize or "fp32"),
-            "text_encoder": graph(TEXT_GRAPH, "bow", ["N", vocab_size], "float32", "fp32"),
+            "text_encoder": {**graph(TEXT_GRAPH, "tags", ["N", "L"], "int64", quantize or "fp32"),
+                             "pad_id": vocab_size},
         },
         "classifiers": {"file": CLASSIFIERS, "shape": [n_labels, dim]},
         "thresholds": thresholds,

@@ -52,7 +52,11 @@ class TextMLP(nn.Module):
         self.head = nn.Linear(out_dim, num_labels)
 
     def forward(self, bow: torch.Tensor) -> torch.Tensor:
-        x = self.drop(F.leaky_relu(self.fc1(bow), 0.2))
+        return self.after_first_layer(self.fc1(bow))
+
+    def after_first_layer(self, h1: torch.Tensor) -> torch.Tensor:
+        """The MLP from fc1's output on (the exported text graph computes fc1 as a lookup of tag rows)."""
+        x = self.drop(F.leaky_relu(h1, 0.2))
         return F.leaky_relu(self.fc2(x), 0.2)
 
     def logits(self, bow: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -31,27 +32,46 @@ class ImageEncoder(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    """0/1 bag of words (N, V) → text MLP → Gt1 → (t, cos(t, Z))."""
+    """Tag ids (N, L), padded with the vocabulary size V → text MLP → Gt1 → (t, cos(t, Z)).
+
+    The MLP's first layer is computed as what it is for a 0/1 bag of words: the sum of the columns of its
+    weight for the tags present (a gather of L rows and a sum), plus its bias; the pad id gathers a zero
+    row. A query of 3 tags so reads 3 of the 1386 rows instead of the whole matrix (format 2)."""
 
     def __init__(self, model: nn.Module, z_unit: torch.Tensor):
         super().__init__()
         self.model = model
+        fc1 = model.text_mlp.fc1
+        rows = torch.cat([fc1.weight.detach().T, torch.zeros(1, fc1.out_features)])
+        self.register_buffer("tag_rows", rows.contiguous())
         self.register_buffer("z_unit", z_unit)
 
-    def forward(self, bow):
-        t = self.model.text_common(bow)
+    def forward(self, tags):
+        h1 = F.embedding(tags, self.tag_rows).sum(1) + self.model.text_mlp.fc1.bias
+        t = self.model.text_common(None, h_t=self.model.text_mlp.after_first_layer(h1))
         return t, F.normalize(t, dim=1, eps=1e-12) @ self.z_unit.T
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, input_name: str, path: Path, opset: int) -> None:
-    """Write ``module`` as ONNX with a dynamic batch axis and the bundle's output names."""
+def tag_id_matrix(bow: np.ndarray) -> np.ndarray:
+    """A 0/1 bag of words (N, V) → the text graph's input: tag ids (N, longest) padded with V."""
+    ids = [np.flatnonzero(row) for row in bow]
+    out = np.full((len(ids), max([1, *map(len, ids)])), bow.shape[1], dtype=np.int64)
+    for i, row in enumerate(ids):
+        out[i, :len(row)] = row
+    return out
+
+
+def export_onnx(module: nn.Module, example: torch.Tensor, input_name: str, path: Path, opset: int,
+                input_axes: dict | None = None) -> None:
+    """Write ``module`` as ONNX with a dynamic batch axis (``input_axes``: the input's dynamic axes, if
+    more) and the bundle's output names."""
     # The TorchScript-based exporter writes the requested opset natively; the torch.export-based one emits
     # opset 18 and its down-conversion to 17 fails on these graphs (ReduceMean), so use the former.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), (example,), str(path), input_names=[input_name], output_names=list(OUTPUTS),
                           opset_version=opset, dynamo=False, do_constant_folding=True,
-                          dynamic_axes={name: {0: "N"} for name in (input_name, *OUTPUTS)})
+                          dynamic_axes={input_name: input_axes or {0: "N"}, **{name: {0: "N"} for name in OUTPUTS}})
 
 
 def check_graph(path: Path) -> None:

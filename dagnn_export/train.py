@@ -116,7 +116,7 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
     tau = cfg.resolved_tau()
     graph = correlation_matrices(data.train.y.numpy(), tau, cfg.p)
     model = build_model(cfg, data.train.h_v.shape[1], data.train.bow.shape[1], data.label_embeddings,
-                        propagation_matrix(graph, cfg.gnn))
+                        propagation_matrix(graph, cfg.gnn, cfg.graph_direction))
 
     # 1) text MLP pretraining on all training text (never validation/test text).
     pre_bow = torch.cat([data.train.bow, data.text_only.bow])
@@ -133,6 +133,9 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
             f"{min((h['val_bce'] for h in text_history), default=float('nan')):.4f} ({time.time() - t0:.0f}s)")
     if cfg.freeze_text_mlp:
         model.text_mlp.requires_grad_(False)
+    # A fresh model is in train mode: without pretraining, h_t and its statistics would be taken with the
+    # MLP's dropout on, while evaluation recomputes them with it off.
+    model.text_mlp.eval()
     with torch.no_grad():
         h_t_train = model.text_features(data.train.bow)
     model.set_input_statistics(data.train.h_v, h_t_train, cfg.standardize_inputs)

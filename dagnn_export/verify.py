@@ -15,6 +15,7 @@ from dagnn_runtime.dataset import Dataset, Splits
 from dagnn_runtime.metrics import (calibrate_thresholds, cross_modal_map, l2_normalize, tagging_metrics,
                                    thresholds_from_json, thresholds_to_json)
 from dagnn_runtime.preprocess import load_batch
+from dagnn_runtime.text_ids import tag_id_batches
 
 from .errors import ExportError
 from .onnx_graphs import OUTPUTS
@@ -62,6 +63,16 @@ def run_graph(session, name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return emb, scores
 
 
+def run_text_graph(session, bow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(embedding, label_scores) of the tag-id text graph for a 0/1 bag of words, in chunks as the runtime
+    runs it."""
+    emb = np.empty((len(bow), session.get_outputs()[0].shape[1]), dtype=np.float32)
+    scores = np.empty((len(bow), session.get_outputs()[1].shape[1]), dtype=np.float32)
+    for rows, chunk in tag_id_batches([np.flatnonzero(row) for row in bow], bow.shape[1]):
+        emb[rows], scores[rows] = run_graph(session, "tags", chunk)
+    return emb, scores
+
+
 def encode_image_paths_ort(paths, size: int, sessions: dict, batch_size: int = 32, on_batch=None) -> dict:
     """Decode each batch of image files once and run every image session on it; ``on_batch(start,
     pixels)`` sees the pixels too. Returns {session key: (embeddings, label scores)}."""
@@ -90,10 +101,11 @@ def rounded_maps(image_emb, text_emb, labels) -> dict:
 
 
 # -------------------------------------------------------------------------------------------- checking
-def check_parity(model, backbone, val_paths, val_bow, size, sessions, text_session, *, samples: int, tol: float,
+def check_parity(model, backbone, val_paths, val_bow, size, sessions, text_sessions, *, samples: int, tol: float,
                  min_int8_cosine: float, batch_size: int) -> tuple[dict, dict, tuple]:
-    """Run the exported graphs on the validation pairs and compare the first ``samples`` with torch.
-    Returns (parity record, image outputs per session, text outputs); raises ExportError on disagreement."""
+    """Run the exported graphs on the validation pairs and compare the first ``samples`` with torch (the
+    fp32 graphs; int8 ones by their cosine to those). Returns (parity record, image outputs per session,
+    text outputs of the bundle's text graph); raises ExportError on disagreement."""
     n_par = min(samples, len(val_paths))
     ref = {"v": [], "t": [], "scores_v": [], "scores_t": []}
 
@@ -108,13 +120,14 @@ def check_parity(model, backbone, val_paths, val_bow, size, sessions, text_sessi
 
     val = encode_image_paths_ort(val_paths, size, sessions, batch_size, on_batch=torch_reference)
     ref = {key: np.concatenate(parts) for key, parts in ref.items()}
-    val_t = run_graph(text_session, "bow", val_bow)
+    texts = {key: run_text_graph(session, val_bow) for key, session in text_sessions.items()}
+    val_t, fp32_t = texts["text"], texts.get("text_fp32", texts["text"])
     img = val["image_fp32" if "image_fp32" in sessions else "image"]
     parity = {"split": "val", "samples": n_par, "tolerance": tol, "max_abs_diff": {
         "image_embedding": max_abs(img[0][:n_par], ref["v"]),
         "image_scores": max_abs(img[1][:n_par], ref["scores_v"]),
-        "text_embedding": max_abs(val_t[0][:n_par], ref["t"]),
-        "text_scores": max_abs(val_t[1][:n_par], ref["scores_t"])}}
+        "text_embedding": max_abs(fp32_t[0][:n_par], ref["t"]),
+        "text_scores": max_abs(fp32_t[1][:n_par], ref["scores_t"])}}
     bad = {k: v for k, v in parity["max_abs_diff"].items() if not v <= tol}
     if bad:
         raise ExportError("onnxruntime and torch disagree on validation inputs (max abs diff "
@@ -128,6 +141,13 @@ def check_parity(model, backbone, val_paths, val_bow, size, sessions, text_sessi
         if not cos.mean() >= min_int8_cosine:
             raise ExportError(f"int8 image embeddings drift from fp32: mean cosine {cos.mean():.4f} "
                               f"< {min_int8_cosine} on the validation split")
+    if "text_fp32" in texts:
+        cos = cosines(val_t[0], fp32_t[0])
+        parity.setdefault("int8_vs_fp32", {}).update({"text_embedding_cosine_mean": round(float(cos.mean()), 6),
+                                                      "text_embedding_cosine_min": round(float(cos.min()), 6)})
+        if not cos.mean() >= min_int8_cosine:
+            raise ExportError(f"int8 text embeddings drift from fp32: mean cosine {cos.mean():.4f} "
+                              f"< {min_int8_cosine} on the validation split")
     return parity, val, val_t
 
 
@@ -138,11 +158,11 @@ def calibrated_thresholds(scores, labels) -> dict:
             "split": "val", "scores": "image_encoder.label_scores"}
 
 
-def exported_test_metrics(test_paths, test_bow, test_labels, size, sessions, text_session, thresholds: dict,
+def exported_test_metrics(test_paths, test_bow, test_labels, size, sessions, text_sessions, thresholds: dict,
                           split_sizes: dict, batch_size: int) -> dict:
     """Test mAP and tagging metrics of the exported graphs (and of the fp32 image graph beside an int8 one)."""
     test = encode_image_paths_ort(test_paths, size, sessions, batch_size)
-    test_t, _ = run_graph(text_session, "bow", test_bow)
+    test_t, _ = run_text_graph(text_sessions["text"], test_bow)
     tagging = tagging_metrics(test["image"][1], test_labels, thresholds_from_json(thresholds["values"]))
     metrics = {"test": rounded_maps(test["image"][0], test_t, test_labels),
                "test_tagging": {k: round(float(tagging[k]), 6) for k in ("mean_ap", "CP", "CR", "CF1", "OF1")},

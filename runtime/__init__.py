@@ -1,7 +1,7 @@
 """dagnn_runtime: torch-free serving of exported DAGNN bundles (onnxruntime, numpy, Pillow, hnswlib).
 
     import dagnn_runtime as dr
-    model = dr.load("bundle/")                       # verifies every file before use
+    model = dr.load("bundle/")                       # verifies the manifest now, each graph at first use
     model.tag(["photo.jpg"], top=5)                  # [[(label, score), ...]]
     index = dr.open_index("photos-index", model=model, modality="image", create=True)
     dr.ingest(model, dr.source_from_images(["photos/"]), index)

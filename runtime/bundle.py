@@ -5,8 +5,11 @@ every other file, so one hex string pins everything that runs. The exporter stor
 manifest itself, which lets the loader notice a hand-edited manifest (swapped labels, changed thresholds)
 even when the caller pins nothing; older bundles without the field still load, without that self-check.
 Every value the runtime relies on is validated with an error naming the field, every listed file is
-checked against its digest (streaming, sizes capped, see ``bundle_io``) before anything uses it. Graph
-input/output checks happen in ``session.py`` once onnxruntime has parsed the graphs.
+checked against its digest (streaming, sizes capped, see ``bundle_io``) before anything uses it: the small
+files when the bundle is opened, a graph (tens of MB) when ``Bundle.read_graph`` asks for it, so that a
+command needing one encoder neither reads nor hashes the other (every listed file must be present when
+the bundle is opened). Graph input/output checks happen in ``session.py`` once onnxruntime has parsed a
+graph.
 """
 from __future__ import annotations
 
@@ -23,13 +26,13 @@ import numpy as np
 
 from . import bundle_io
 from .bundle_io import MANIFEST, check_member_name
-from .errors import BundleError, InputError
+from .errors import BundleError, InputError, shorten
 from .jsonio import loads as json_loads
 
 log = logging.getLogger(__name__)
 
 FORMAT = "dagnn-bundle"
-FORMAT_VERSIONS = (1,)
+FORMAT_VERSIONS = (1, 2)  # 2: the text graph takes padded tag ids (docs/bundle-format.md)
 GRAPHS = ("image_encoder", "text_encoder")
 DIGEST_FIELD = "bundle_digest"
 MAX_LABELS = 100_000
@@ -92,23 +95,48 @@ class Bundle:
     vocab: tuple
     classifiers: np.ndarray          # Z, (c, d) float32
     thresholds: np.ndarray           # (c,) float32, +inf = never predicted
-    graph_bytes: dict                # "image_encoder"/"text_encoder" -> ONNX bytes
+    graph_files: dict                # "image_encoder"/"text_encoder" -> file name in the bundle
     embedding_dim: int
     image_size: int
     embedding_space: str
     digest: str = ""                 # bundle_digest, the identity of the whole bundle
     self_checked: bool = False       # the manifest carried its digest and it matched
 
+    def read_graph(self, graph: str) -> bytes:
+        """The ONNX bytes of ``graph``, read now and checked against the manifest's SHA-256 (the file may
+        have changed since the bundle was opened: a changed one is refused, naming it)."""
+        name = self.graph_files[graph]
+        reader = bundle_io.open_reader(Path(self.source))
+        try:
+            return bundle_io.verify_file(reader, name, self.manifest["files"][name], bundle_io.MAX_GRAPH_BYTES,
+                                         keep=True)
+        finally:
+            reader.close()
 
+    def verify_graphs(self) -> None:
+        """Check every graph against its SHA-256 now, streaming (``read_bundle`` leaves that to first use)."""
+        reader = bundle_io.open_reader(Path(self.source))
+        try:
+            for name in self.graph_files.values():
+                bundle_io.verify_file(reader, name, self.manifest["files"][name], bundle_io.MAX_GRAPH_BYTES,
+                                      keep=False)
+        finally:
+            reader.close()
+
+
+def expected_digest(value) -> str | None:
+    """A pinned ``bundle_digest`` as given by a user (None: no pin), checked and lower-cased."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _HEX64.match(value.strip().lower()):
+        raise InputError(f"expected digest {shorten(value)} is not a 64-digit SHA-256 hex string")
+    return value.strip().lower()
 
 
 def read_bundle(path, expect_digest: str | None = None) -> Bundle:
     """Open, verify and parse the bundle at ``path``; raises ``BundleError`` naming the problem.
     ``expect_digest``: refuse any bundle whose ``bundle_digest`` differs (pinning one exact bundle)."""
-    if expect_digest is not None:
-        if not isinstance(expect_digest, str) or not _HEX64.match(expect_digest.strip().lower()):
-            raise InputError(f"expected digest {expect_digest!r} is not a 64-digit SHA-256 hex string")
-        expect_digest = expect_digest.strip().lower()
+    expect_digest = expected_digest(expect_digest)
     path = Path(path)
     if not path.exists():
         from .atomic import recover  # a writer may have died between its two renames
@@ -145,15 +173,23 @@ def _read(reader, source: str, expect_digest: str | None) -> Bundle:
         raise BundleError(f"bundle {source}: {MANIFEST} was changed after export (its {DIGEST_FIELD} does not "
                           "match its content); re-export the bundle instead of editing the manifest")
 
-    # Verify every listed file before using any of them; keep only those the runtime uses.
+    # Every listed file must be there; all but the graphs are verified now, before any of them is used
+    # (a graph when it is first read, see Bundle.read_graph); keep only those the runtime uses.
     listed = spec["files"]
     reader.check_members(listed)
     graph_files = [spec["graphs"][g] for g in GRAPHS]
-    keep = {*graph_files, spec["classifiers"], spec["vocab"]}
+    keep = {spec["classifiers"], spec["vocab"]}
     content = {}
     for name, file_digest in listed.items():
-        limit = bundle_io.MAX_GRAPH_BYTES if name in graph_files else bundle_io.MAX_OTHER_BYTES
-        data = bundle_io.verify_file(reader, name, file_digest, limit, keep=name in keep)
+        if name in graph_files:
+            size = reader.size(name)
+            if size is None:
+                raise BundleError(f"bundle {source}: missing file {name!r} (listed in {MANIFEST})")
+            if size > bundle_io.MAX_GRAPH_BYTES:
+                raise BundleError(f"bundle {source}: {name!r} is {size} bytes, more than the "
+                                  f"{bundle_io.MAX_GRAPH_BYTES}-byte limit")
+            continue
+        data = bundle_io.verify_file(reader, name, file_digest, bundle_io.MAX_OTHER_BYTES, keep=name in keep)
         if data is not None:
             content[name] = data
 
@@ -189,7 +225,7 @@ def _read(reader, source: str, expect_digest: str | None) -> Bundle:
     z.flags.writeable = False
 
     return Bundle(source=source, manifest=manifest, labels=tuple(labels), vocab=tuple(vocab), classifiers=z,
-                  thresholds=spec["thresholds"], graph_bytes={g: content[f] for g, f in zip(GRAPHS, graph_files)},
+                  thresholds=spec["thresholds"], graph_files=dict(zip(GRAPHS, graph_files)),
                   embedding_dim=d, image_size=manifest["preprocessing"]["size"], embedding_space=space,
                   digest=digest, self_checked=stored is not None)
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from .constants import MODALITIES
-from .errors import InputError
+from .errors import BundleError, InputError, shorten
 from .indexes import Hit, VectorIndex, locate_index, open_index
 
 
@@ -43,6 +43,15 @@ def _other(modality: str) -> str:
     return "text" if modality == "image" else "image"
 
 
+def _check_digest(model, expect_digest) -> None:
+    """``load(..., expect_digest=)``'s check, for a bundle loaded already."""
+    from .bundle import expected_digest
+
+    wanted = expected_digest(expect_digest)
+    if wanted is not None and model.bundle_digest != wanted:
+        raise BundleError(f"bundle {model.source}: its digest {model.bundle_digest} is not the expected {wanted}")
+
+
 def _shown_image(image) -> str:
     if isinstance(image, (str, os.PathLike)):
         return str(image)
@@ -59,7 +68,7 @@ class Searcher:
         """``indexes``: modality -> VectorIndex of ``model``'s embedding space (checked here)."""
         for modality, index in indexes.items():
             if modality not in MODALITIES:
-                raise InputError(f"indexes are keyed by modality ({', '.join(MODALITIES)}), not {modality!r}")
+                raise InputError(f"indexes are keyed by modality ({', '.join(MODALITIES)}), not {shorten(modality)}")
             if index.modality not in (None, modality):
                 raise InputError(f"index {index.location} holds {index.modality} items, not {modality} items")
             index.check_space(model, what=f"bundle {model.source}")
@@ -67,11 +76,19 @@ class Searcher:
         self.indexes: dict[str, VectorIndex] = dict(indexes)
 
     @classmethod
-    def open(cls, bundle, index=None, *, threads: int | None = None, providers="auto") -> "Searcher":
+    def open(cls, bundle, index=None, *, threads: int | None = None, providers="auto",
+             expect_digest: str | None = None, force_threads: bool = False) -> "Searcher":
         """``bundle``: a folder, a ``.dagnn`` archive or a loaded ``Model``. ``index``: one index location,
-        or a parent holding ``image/`` and ``text/`` (either may be missing); None for tagging only."""
+        or a parent holding ``image/`` and ``text/`` (either may be missing); None for tagging only.
+        ``expect_digest``: the ``bundle_digest`` the bundle must have (checked for a loaded ``Model`` too);
+        ``threads``/``force_threads``: as in ``load``."""
+        from .execution import check_threads
         from .session import Model, load
 
+        if isinstance(bundle, Model):
+            _check_digest(bundle, expect_digest)
+        else:  # refuse these before opening indexes
+            check_threads(threads, force_threads)
         indexes = {}
         if index is not None:
             single = locate_index(index)
@@ -82,10 +99,16 @@ class Searcher:
             else:
                 indexes = {m: open_index(index, modality=m) for m in MODALITIES if locate_index(index, m)}
                 if not indexes:
-                    raise InputError(f"no index at {index} (expected index.db there or in "
-                                     f"{index}/image, {index}/text)")
-        model = bundle if isinstance(bundle, Model) else load(bundle, providers=providers, threads=threads)
-        return cls(model, indexes)
+                    shown = shorten(str(index), path=True)
+                    raise InputError(f"no index at {shown} (expected index.db there or in its image/ or text/)")
+        try:
+            model = bundle if isinstance(bundle, Model) else load(
+                bundle, providers=providers, threads=threads, expect_digest=expect_digest, force_threads=force_threads)
+            return cls(model, indexes)
+        except BaseException:
+            for ix in {id(ix): ix for ix in indexes.values()}.values():
+                ix.close()
+            raise
 
     def _index_for(self, source: str, target: str | None):
         held = list({id(ix): ix for ix in self.indexes.values()}.values())
@@ -94,7 +117,7 @@ class Searcher:
             if target not in self.indexes and len(held) == 1:
                 target = held[0].modality or target
         elif target not in MODALITIES:
-            raise InputError(f"target must be image or text, not {target!r}")
+            raise InputError(f"target must be image or text, not {shorten(target)}")
         if target in self.indexes:
             return target, self.indexes[target]
         if len(held) == 1:
@@ -125,9 +148,9 @@ class Searcher:
     def tag(self, images, top: int | None = None) -> list:
         """Per image, the labels whose score passes the bundle's calibrated threshold, best first (at most
         ``top``), and the best label even when none passes."""
-        from .session import _image_list
+        from .decode import image_list
 
-        items = _image_list(images)
+        items = image_list(images)
         scores = self.model.score_labels(self.model.encode_images(items))
         passing = self.model.labels_above_threshold(scores, top=top)
         thresholds = [None if not math.isfinite(t) else float(t) for t in self.model.thresholds.tolist()]

@@ -17,10 +17,12 @@ def _finite(x: float):
 
 
 def evaluate_bundle(model, data, split: str = "test", k: int | None = None, batch_size: int = 32,
-                    on_progress: Callable[[int], None] | None = None) -> dict:
+                    on_progress: Callable[[int], None] | None = None, plots=None) -> dict:
     """Retrieval mAP (I2T, T2I, average; also at ``k`` when given) and tagging metrics of ``model`` on one
     split of the data set folder ``data``, split the way the bundle's training config split it.
-    ``on_progress(n)`` is called as images are encoded. Infinite thresholds are reported as None."""
+    ``on_progress(n)`` is called as images are encoded. Infinite thresholds are reported as None.
+    With ``plots`` (a folder), the figures of ``plots.write_plots`` are written there too and listed
+    under ``result["plots"]``."""
     from .dataset import Dataset, bag_of_words
     from .metrics import cross_modal_map, tagging_metrics
 
@@ -50,10 +52,35 @@ def evaluate_bundle(model, data, split: str = "test", k: int | None = None, batc
     result = {"split": split, "n": int(len(idx)), **cross_modal_map(image_emb, text_emb, y)}
     if k:
         result["map_at_k"] = {"k": int(k), **cross_modal_map(image_emb, text_emb, y, k=k)}
-    tagging = tagging_metrics(model.score_labels(image_emb), y, model.thresholds)
+    image_scores = model.score_labels(image_emb)
+    tagging = tagging_metrics(image_scores, y, model.thresholds)
     tagging["thresholds"] = [_finite(float(x)) for x in model.thresholds]
     result["tagging"] = tagging
+    if plots is not None:
+        from .plots import write_plots
+
+        train_y = ds.label_matrix(splits.train)[:, [ds.label_index[name] for name in model.labels]]
+        inputs = _plot_inputs(model, config, f"{Path(model.source).name}, {split} split ({len(idx)} pairs)",
+                              image_emb, text_emb, y, image_scores, train_y)
+        result["plots"] = {name: str(path) for name, path in write_plots(inputs, plots).items()}
     return result
+
+
+def _plot_inputs(model, config: dict, title: str, image_emb, text_emb, y, image_scores, train_y):
+    """A bundle holds Z but not the GNN's inputs, so its t-SNE shows Z alone; the label graph is rebuilt
+    from the training split's labels with the bundle's tau, as training built it."""
+    from .label_graph import correlation_matrices
+    from .plots import PlotInputs
+
+    tau = float(config.get("tau") or 0.3)
+    edges = correlation_matrices(train_y, tau, float(config.get("p", 0.5)))["B"] if len(train_y) else None
+    return PlotInputs(
+        title=title, labels=list(model.labels), image_emb=image_emb, text_emb=text_emb, y=y,
+        image_scores=image_scores, thresholds=np.asarray(model.thresholds),
+        classifiers=np.asarray(model.classifiers),
+        classifiers_caption="classifiers Z of the bundle (the GNN's output; its inputs are not in a bundle)",
+        edges=edges, edges_caption=f"lines: label pairs with P(Li|Lj) ≥ {tau:g} or P(Lj|Li) ≥ {tau:g} "
+                                   "on the training split (the GNN's graph)" if edges is not None else "")
 
 
 def claimed_metrics(model, split: str = "test") -> dict:

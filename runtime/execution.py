@@ -12,22 +12,33 @@ GPU_PROVIDERS = ("CUDAExecutionProvider",)
 THREADS_ENV = "DAGNN_FORCE_THREADS"
 
 
-def check_threads(threads, force: bool = False) -> int | None:
+def check_threads(threads, force: bool = False, *, option: str = "threads", force_option: str = "force=True") \
+        -> int | None:
     """A thread count for onnxruntime: ``None`` (its own choice) or 1 … the number of cores. More threads than
     cores only adds contention (2000 threads ran for minutes); ``force=True`` or ``DAGNN_FORCE_THREADS=1``
-    allows it for experiments, up to 1024."""
+    allows it for experiments, up to 1024. ``option``/``force_option``: how messages name the two (the CLI
+    says ``--threads`` and ``--force-threads``)."""
     if threads is None:
         return None
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise InputError(f"threads must be a positive integer, got {shorten(threads)}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        raise InputError(f"{option} must be a positive integer, got {shorten(threads)}")
+    cores = usable_cores()
     forced = force or os.environ.get(THREADS_ENV, "").strip().lower() in ("1", "true", "yes")
     limit = 1024 if forced else cores
     if threads > limit:
-        hint = "" if forced else f" (force=True or {THREADS_ENV}=1 allows up to 1024)"
-        raise InputError(f"threads={int(threads)} is more than the {limit} "
+        hint = "" if forced else f" ({force_option} or {THREADS_ENV}=1 allows up to 1024)"
+        raise InputError(f"{option}={int(threads)} is more than the {limit} "
                          f"{'allowed' if forced else 'cores of this machine'}{hint}")
     return int(threads)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which containers and ``taskset`` narrow), not
+    the machine's count: the default size of onnxruntime's and the image decoders' thread pools."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def resolve_providers(providers="auto") -> list:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from .constants import IMAGE_SUFFIXES, MODALITIES
-from .errors import ImageInputError, InputError
+from .errors import InputError, shorten
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def sources_from_data(data_dir, modalities=MODALITIES) -> list:
 
     unknown = [m for m in modalities if m not in MODALITIES]
     if unknown:
-        raise InputError(f"modality must be image or text, not {unknown[0]!r}")
+        raise InputError(f"modality must be image or text, not {shorten(unknown[0])}")
     ds = Dataset.load(data_dir)
     out = []
     if "image" in modalities:
@@ -106,20 +106,24 @@ def source_from_texts(path) -> Source:
     return src
 
 
-def _encode(model, src: Source, chunk: list):
-    """Encode the items at positions ``chunk``: (positions encoded, their embeddings, problem lines)."""
-    ok, problems = [], []
+def _batches(model, src: Source, todo: list, batch_size: int):
+    """Encode the items at positions ``todo`` batch by batch: yields (items done, positions encoded, their
+    embeddings, problem lines). Images are decoded one batch ahead, in threads (``Model.iter_pixels``)."""
     if src.modality == "image":
-        import numpy as np
+        items = [src.items[pos] for pos in todo]
+        for positions, pixels, errors in model.iter_pixels(items, batch_size):
+            ok = [todo[i] for i in positions]
+            yield (len(positions) + len(errors), ok, model.encode_pixels(pixels) if ok else None,
+                   [str(exc) for _, exc in errors])
+        return
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        yield (len(chunk), *_encode_texts(model, src, chunk))
 
-        pixels = []
-        for pos in chunk:
-            try:
-                pixels.append(model.preprocess([src.items[pos]])[0])
-                ok.append(pos)
-            except ImageInputError as exc:
-                problems.append(str(exc))
-        return ok, model.encode_pixels(np.stack(pixels)) if pixels else None, problems
+
+def _encode_texts(model, src: Source, chunk: list):
+    """Encode the texts at positions ``chunk``: (positions encoded, their embeddings, problem lines)."""
+    ok, problems = [], []
     texts = []
     for pos in chunk:
         known, unknown = model.parse_text(src.items[pos])
@@ -127,7 +131,7 @@ def _encode(model, src: Source, chunk: list):
             texts.append(known)
             ok.append(pos)
         else:
-            problems.append(f"id {src.ids[pos]!r}: no tag in the bundle vocabulary "
+            problems.append(f"id {shorten(src.ids[pos])}: no tag in the bundle vocabulary "
                             f"({', '.join(unknown[:5]) or 'empty text'})")
     return ok, model.encode_texts(texts) if texts else None, problems
 
@@ -138,7 +142,7 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
     called as items are done (those already present first, in one call). Raises ``InputError`` only when
     none of the source's items could be added and the index held none of them before."""
     if source.modality not in MODALITIES:
-        raise InputError(f"source modality must be image or text, not {source.modality!r}")
+        raise InputError(f"source modality must be image or text, not {shorten(source.modality)}")
     if index.modality and index.modality != source.modality:
         raise InputError(f"index {index.location} holds {index.modality} items, "
                          f"cannot add {source.modality} items to it")
@@ -146,7 +150,7 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
         raise InputError(f"source has {len(source.ids)} ids, {len(source.items)} items, {len(source.meta)} "
                          "metadata records: they must match")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise InputError(f"batch_size must be a positive integer, got {shorten(batch_size)}")
     index.check_space(model, what=f"bundle {model.source}")
     seen, todo, duplicates = set(), [], 0
     for pos, item_id in enumerate(source.ids):
@@ -159,9 +163,7 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
     if on_progress and len(source.ids) > len(todo):
         on_progress(len(source.ids) - len(todo))
     skipped, added, unsaved = [], 0, 0
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        ok, emb, problems = _encode(model, source, chunk)
+    for done, ok, emb, problems in _batches(model, source, todo, batch_size):
         skipped += problems
         for line in problems:
             log.debug("skipped %s", line)
@@ -172,7 +174,7 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
             index.save()
             unsaved = 0
         if on_progress:
-            on_progress(len(chunk))
+            on_progress(done)
     if todo and not added and not present:
         raise InputError(f"nothing could be added to {index.location}: {len(skipped)} unusable items "
                          f"(first: {skipped[0]})")

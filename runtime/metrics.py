@@ -20,32 +20,44 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(norm, eps)
 
 
-def retrieval_map(queries: np.ndarray, query_labels: np.ndarray, database: np.ndarray,
-                  database_labels: np.ndarray, k: int | None = None, batch: int = 512) -> float:
-    """mAP (or mAP@k) of ranking ``database`` for each query by cosine similarity."""
+def ranked_relevance(queries: np.ndarray, query_labels: np.ndarray, database: np.ndarray,
+                     database_labels: np.ndarray, k: int | None = None, batch: int = 512):
+    """Yield ``(start, rel, n_rel)`` per batch of queries: ``rel`` (batch x k, 0/1) is the relevance of the
+    top ``k`` database items in cosine order (ties in database order), ``n_rel`` the number of relevant
+    items in the whole database. Memory is bounded by ``batch`` x database size."""
     queries, database = np.asarray(queries), np.asarray(database)
     if len(queries) != len(query_labels) or len(database) != len(database_labels):
         raise ValueError("embeddings and label matrices must have the same number of rows")
     if queries.shape[1] != database.shape[1]:
         raise ValueError(f"query dim {queries.shape[1]} != database dim {database.shape[1]}")
-    n_db = len(database)
-    k = n_db if k is None or k <= 0 else min(k, n_db)
+    k = len(database) if k is None or k <= 0 else min(k, len(database))
     db_norm = l2_normalize(database)
     db_labels = (np.asarray(database_labels) > 0).astype(np.float32)
-    ap = np.zeros(len(queries), dtype=np.float64)
-    ranks = np.arange(1, k + 1, dtype=np.float64)
     for start in range(0, len(queries), batch):
-        q = l2_normalize(queries[start:start + batch])
-        sim = q @ db_norm.T
+        sim = l2_normalize(queries[start:start + batch]) @ db_norm.T
         # Negate so a stable ascending sort puts higher similarity first and keeps ties in database order.
         order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
         q_labels = (np.asarray(query_labels[start:start + batch]) > 0).astype(np.float32)
         relevant = (q_labels @ db_labels.T) > 0
-        rel_sorted = np.take_along_axis(relevant, order, axis=1).astype(np.float64)
-        hits = np.cumsum(rel_sorted, axis=1)
-        n_rel = hits[:, -1]
-        precision_sum = (hits / ranks * rel_sorted).sum(axis=1)
-        ap[start:start + batch] = np.where(n_rel > 0, precision_sum / np.maximum(n_rel, 1), 0.0)
+        yield start, np.take_along_axis(relevant, order, axis=1).astype(np.float64), relevant.sum(1)
+
+
+def query_average_precisions(queries: np.ndarray, query_labels: np.ndarray, database: np.ndarray,
+                             database_labels: np.ndarray, k: int | None = None, batch: int = 512) -> np.ndarray:
+    """AP (or AP@k) of every query, ranking ``database`` by cosine similarity."""
+    ap = np.zeros(len(queries), dtype=np.float64)
+    for start, rel, _ in ranked_relevance(queries, query_labels, database, database_labels, k, batch):
+        hits = np.cumsum(rel, axis=1)
+        n_found = hits[:, -1] if rel.shape[1] else np.zeros(len(rel))
+        precision_sum = (hits / np.arange(1, rel.shape[1] + 1) * rel).sum(axis=1)
+        ap[start:start + len(rel)] = np.where(n_found > 0, precision_sum / np.maximum(n_found, 1), 0.0)
+    return ap
+
+
+def retrieval_map(queries: np.ndarray, query_labels: np.ndarray, database: np.ndarray,
+                  database_labels: np.ndarray, k: int | None = None, batch: int = 512) -> float:
+    """mAP (or mAP@k) of ranking ``database`` for each query by cosine similarity."""
+    ap = query_average_precisions(queries, query_labels, database, database_labels, k, batch)
     return float(ap.mean()) if len(ap) else 0.0
 
 
@@ -75,11 +87,8 @@ def tagging_metrics(scores: np.ndarray, targets: np.ndarray, thresholds: np.ndar
     """Per-label AP and its mean over labels with a positive, and CF1 (per-label F1 averaged as
     2·CP·CR/(CP+CR)) / OF1 (overall F1) at the given per-label decision thresholds."""
     scores, targets = np.asarray(scores), np.asarray(targets) > 0
-    pred = scores >= np.asarray(thresholds)[None, :]
     per_label_ap = [average_precision(scores[:, j], targets[:, j]) for j in range(scores.shape[1])]
-    tp = (pred & targets).sum(0).astype(np.float64)
-    fp = (pred & ~targets).sum(0).astype(np.float64)
-    fn = (~pred & targets).sum(0).astype(np.float64)
+    tp, fp, fn, _ = confusion_counts(scores, targets, thresholds).T.astype(np.float64)
     cp = np.mean(np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0))
     cr = np.mean(np.divide(tp, tp + fn, out=np.zeros_like(tp), where=(tp + fn) > 0))
     valid = [ap for ap in per_label_ap if not np.isnan(ap)]
@@ -89,6 +98,14 @@ def tagging_metrics(scores: np.ndarray, targets: np.ndarray, thresholds: np.ndar
         "CP": float(cp), "CR": float(cr), "CF1": float(0.0 if cp + cr == 0 else 2 * cp * cr / (cp + cr)),
         "OF1": f1_from_counts(tp.sum(), fp.sum(), fn.sum()),
     }
+
+
+def confusion_counts(scores: np.ndarray, targets: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Per label, (TP, FP, FN, TN) of predicting the label when its score >= its threshold: (labels x 4)."""
+    scores, targets = np.asarray(scores), np.asarray(targets) > 0
+    pred = scores >= np.asarray(thresholds)[None, :]
+    return np.stack([(pred & targets).sum(0), (pred & ~targets).sum(0), (~pred & targets).sum(0),
+                     (~pred & ~targets).sum(0)], axis=1).astype(np.int64)
 
 
 def calibrate_thresholds(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

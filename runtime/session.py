@@ -1,26 +1,32 @@
 """A loaded bundle: onnxruntime sessions for both encoders plus the label classifiers and thresholds.
 
-``Model`` keeps no mutable state after construction (onnxruntime sessions may be run from several threads
-at once), so one instance can serve concurrent callers.
+A session is built (and its graph read and verified) when an encoder is first used, so that a text query
+never pays for the image graph; ``Model.build_sessions`` or ``load(lazy=False)`` builds them up front.
+Apart from that one-time build, guarded by a lock, ``Model`` keeps no mutable state (onnxruntime sessions
+may be run from several threads at once), so one instance can serve concurrent callers.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import difflib
-import os
-from typing import Iterable, Sequence
+import threading
+from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
 
 from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle
-from .dataset import bag_of_words, tokenize
+from .dataset import tokenize
+from .decode import image_list, iter_pixels
 from .errors import BundleError, ImageInputError, InputError, shorten
-from .execution import check_threads, resolve_providers
+from .execution import check_threads, resolve_providers, usable_cores
 from .metrics import l2_normalize
-from .preprocess import load_image
+from .text_ids import tag_id_batches
+
+# A text batch of at most this many rows runs in a single-threaded session of the text graph: a query's
+# few-row products are too small to share between threads, whose hand-offs would cost more than they save.
+SMALL_TEXT_BATCH = 16
+SINGLE_THREAD = "1-thread "
 
 MAX_TEXT_CHARS = 10_000
 MAX_TAGS = 512
@@ -36,50 +42,62 @@ def _dims_ok(shape, expected) -> bool:
 class Model:
     """Encode images and texts into the bundle's common space, score labels and tag images."""
 
-    def __init__(self, bundle: Bundle, providers="auto", threads: int | None = None, force_threads: bool = False):
+    def __init__(self, bundle: Bundle, providers="auto", threads: int | None = None, lazy: bool = True,
+                 force_threads: bool = False):
         self._bundle = bundle
-        threads = check_threads(threads, force_threads)
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3  # onnxruntime's own warnings would otherwise go to stderr unasked
-        chosen = resolve_providers(providers)
-        self._sessions = {}
-        for g in GRAPHS:
-            try:
-                self._sessions[g] = ort.InferenceSession(bundle.graph_bytes[g], sess_options=opts, providers=chosen)
-            except Exception as exc:  # onnxruntime raises its own exception types
-                name = bundle.manifest["graphs"][g]["file"]
-                raise BundleError(f"bundle {bundle.source}: onnxruntime cannot load {name!r} ({exc})") from exc
-        c, d = len(bundle.labels), bundle.embedding_dim
-        s, v = bundle.image_size, len(bundle.vocab)
-        self._check_graph("image_encoder", "tensor(uint8)", [None, s, s, 3], d, c)
-        self._check_graph("text_encoder", "tensor(float)", [None, v], d, c)
+        self._threads = check_threads(threads, force_threads)
+        self._providers = resolve_providers(providers)
+        self._sessions: dict = {}
+        self._lock = threading.Lock()
+        text = bundle.manifest["graphs"]["text_encoder"]
+        self._text_input = text.get("input")
+        if self._text_input == "tags" and text.get("pad_id", len(bundle.vocab)) != len(bundle.vocab):
+            raise BundleError(f"bundle {bundle.source}: {MANIFEST} graphs.text_encoder.pad_id is "
+                              f"{shorten(text.get('pad_id'))}, not the vocabulary size {len(bundle.vocab)}")
         self._vocab_index = {t: j for j, t in enumerate(bundle.vocab)}
         zn = l2_normalize(bundle.classifiers)
         zn.flags.writeable = False
         self._z_normalized = zn
-        self._bundle = dataclasses.replace(bundle, graph_bytes={})  # the sessions hold the graphs now
+        if not lazy:
+            self.build_sessions()
 
-    def _check_graph(self, g: str, dtype: str, in_shape: list, d: int, c: int) -> None:
-        spec = self._bundle.manifest["graphs"][g]
-        where = f"bundle {self._bundle.source}: {spec['file']!r}"
-        sess = self._sessions[g]
-        inputs = sess.get_inputs()
-        if len(inputs) != 1 or inputs[0].name != spec.get("input"):
-            raise BundleError(f"{where} has inputs {[i.name for i in inputs]}, {MANIFEST} says {spec.get('input')!r}")
-        if inputs[0].type != dtype or not _dims_ok(inputs[0].shape, in_shape):
-            raise BundleError(f"{where} input {inputs[0].name!r} is {inputs[0].type} {inputs[0].shape}, "
-                              f"expected {dtype} {['N' if x is None else x for x in in_shape]}")
-        outputs = {o.name: o for o in sess.get_outputs()}
-        wanted = spec.get("outputs", [])
-        if list(wanted)[:2] != ["embedding", "label_scores"] or any(o not in outputs for o in wanted):
-            raise BundleError(f"{where} has outputs {sorted(outputs)}, {MANIFEST} says {wanted} "
-                              "(must start with 'embedding', 'label_scores')")
-        for out, width in (("embedding", d), ("label_scores", c)):
-            if not _dims_ok(outputs[out].shape, [None, width]):
-                raise BundleError(f"{where} output {out!r} has shape {outputs[out].shape}, expected [N, {width}]")
+    def build_sessions(self, graphs=GRAPHS) -> None:
+        """Read, verify and load ``graphs`` now rather than at their first use (e.g. before serving)."""
+        for g in graphs:
+            self._session(g)
+            if g == "text_encoder" and (self._threads or usable_cores()) > 1:
+                self._session(SINGLE_THREAD + g)
+
+    def _session(self, g: str):
+        sess = self._sessions.get(g)
+        if sess is not None:
+            return sess
+        with self._lock:
+            if g not in self._sessions:
+                self._sessions[g] = self._build(g)
+            return self._sessions[g]
+
+    def _build(self, key: str):
+        bundle, g = self._bundle, key.removeprefix(SINGLE_THREAD)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1 if key != g else self._threads or usable_cores()
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # onnxruntime's own warnings would otherwise go to stderr unasked
+        data = bundle.read_graph(g)
+        try:
+            sess = ort.InferenceSession(data, sess_options=opts, providers=self._providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            name = bundle.manifest["graphs"][g]["file"]
+            raise BundleError(f"bundle {bundle.source}: onnxruntime cannot load {name!r} ({exc})") from exc
+        c, d = len(bundle.labels), bundle.embedding_dim
+        s, v = bundle.image_size, len(bundle.vocab)
+        if g == "image_encoder":
+            _check_graph(bundle, sess, g, "tensor(uint8)", [None, s, s, 3], d, c)
+        elif self._text_input == "tags":
+            _check_graph(bundle, sess, g, "tensor(int64)", [None, None], d, c)
+        else:
+            _check_graph(bundle, sess, g, "tensor(float)", [None, v], d, c)
+        return sess
 
     # ---- read-only views -------------------------------------------------------------------------------
     @property
@@ -126,7 +144,8 @@ class Model:
 
     @property
     def providers(self) -> list:
-        return self._sessions["image_encoder"].get_providers()
+        """The execution providers the sessions are built with, in order of preference."""
+        return [p[0] if isinstance(p, tuple) else p for p in self._providers]
 
     def __repr__(self) -> str:
         return (f"<dagnn_runtime.Model {self.source!r}: {len(self.labels)} labels, {len(self.vocab)} tags, "
@@ -135,21 +154,31 @@ class Model:
     # ---- encoding ------------------------------------------------------------------------------------
     def _run(self, g: str, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         spec = self._bundle.manifest["graphs"][g]
-        emb, scores = self._sessions[g].run(["embedding", "label_scores"], {spec["input"]: array})
+        key = g
+        if g == "text_encoder" and len(array) <= SMALL_TEXT_BATCH and (self._threads or usable_cores()) > 1:
+            key = SINGLE_THREAD + g
+        emb, scores = self._session(key).run(["embedding", "label_scores"], {spec["input"]: array})
         return emb, scores
 
     def encode_images(self, items, batch_size: int = 32) -> np.ndarray:
         """Paths, bytes, PIL images or uint8 arrays → L2-normalised float32 ``(n, d)``.
 
         A single path/bytes/PIL image/(H, W, 3) array counts as a list of one; a 4-D uint8 array is a batch.
+        The next batch is decoded while the encoder runs on this one (see ``iter_pixels``).
         """
-        items = _image_list(items)
-        batch_size = _positive(batch_size, "batch_size")
+        items = image_list(items)
         out = np.empty((len(items), self.embedding_dim), dtype=np.float32)
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            out[start:start + len(chunk)] = self.encode_pixels(self.preprocess(chunk))
+        for positions, pixels, errors in self.iter_pixels(items, batch_size):
+            if errors:
+                i, exc = errors[0]
+                raise ImageInputError(str(exc) if len(items) == 1 else f"item {i}: {exc}") from exc
+            out[positions] = self.encode_pixels(pixels)
         return out
+
+    def iter_pixels(self, items: Sequence, batch_size: int = 32):
+        """Decode ``items`` batch by batch in threads, one batch ahead of the caller → yields ``(positions,
+        pixels, errors)`` (see ``decode.iter_pixels``)."""
+        return iter_pixels(items, self.image_size, _positive(batch_size, "batch_size"))
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """An already preprocessed uint8 batch ``(n, S, S, 3)`` (see ``preprocess``) → L2-normalised ``(n, d)``."""
@@ -163,6 +192,8 @@ class Model:
 
     def preprocess(self, items: Sequence) -> np.ndarray:
         """Images → the uint8 ``(n, S, S, 3)`` batch the image graph takes (``preprocess.load_image``)."""
+        from .preprocess import load_image  # Pillow only when images are used
+
         arrays = []
         for i, item in enumerate(items):
             try:
@@ -194,10 +225,10 @@ class Model:
     def closest_tags(self, tag: str, n: int = 3) -> list:
         return difflib.get_close_matches(tag, self.vocab, n=n, cutoff=0.6)
 
-    def bow(self, items) -> np.ndarray:
-        """Texts → the 0/1 bag of words over the bundle vocabulary; a text with no known tag is refused."""
+    def tag_ids(self, items) -> list:
+        """Texts → per text the vocabulary indices of its known tags; a text with no known tag is refused."""
         items = [items] if isinstance(items, str) else list(items)
-        tag_lists = []
+        ids = []
         for i, item in enumerate(items):
             known, unknown = self.parse_text(item)
             where = f"text {shorten(item)}" if len(items) == 1 else f"text {i} ({shorten(item)})"
@@ -213,13 +244,26 @@ class Model:
                     hints.append(f"and {len(unknown) - 5} more")
                 raise InputError(f"{where}: no tag is in the bundle vocabulary of {len(self.vocab)} tags: "
                                  + "; ".join(hints))
-            tag_lists.append(known)
-        return bag_of_words(tag_lists, self._vocab_index)
+            ids.append([self._vocab_index[t] for t in known])
+        return ids
+
+    def bow(self, items) -> np.ndarray:
+        """Texts → the 0/1 bag of words over the bundle vocabulary; a text with no known tag is refused."""
+        return self._bow_of_ids(self.tag_ids(items))
+
+    def _bow_of_ids(self, ids: list) -> np.ndarray:
+        out = np.zeros((len(ids), len(self.vocab)), dtype=np.float32)
+        for i, row in enumerate(ids):
+            out[i, row] = 1.0
+        return out
 
     def encode_texts(self, items, batch_size: int = 256) -> np.ndarray:
         """Tag lists or strings → L2-normalised float32 ``(n, d)``. Tags outside the vocabulary are ignored,
         but a text must contain at least one known tag."""
-        return self.encode_bow(self.bow(items), batch_size=batch_size)
+        ids = self.tag_ids(items)
+        if self._text_input == "tags":
+            return self._encode_tag_ids(ids, _positive(batch_size, "batch_size"))
+        return self.encode_bow(self._bow_of_ids(ids), batch_size=batch_size)
 
     def encode_bow(self, bow, batch_size: int = 256) -> np.ndarray:
         """A ready 0/1 bag-of-words matrix ``(n, V)`` over ``vocab`` → L2-normalised float32 ``(n, d)``."""
@@ -227,10 +271,21 @@ class Model:
         if bow.ndim != 2 or bow.shape[1] != len(self.vocab):
             raise InputError(f"bag of words has shape {bow.shape}, expected (n, {len(self.vocab)})")
         batch_size = _positive(batch_size, "batch_size")
+        if self._text_input == "tags":
+            if not np.isin(bow, (0.0, 1.0)).all():
+                raise InputError("bag of words must hold only 0 and 1 (this bundle's text graph takes tag ids)")
+            return self._encode_tag_ids([np.flatnonzero(row) for row in bow], batch_size)
         out = np.empty((len(bow), self.embedding_dim), dtype=np.float32)
         for start in range(0, len(bow), batch_size):
             chunk = np.ascontiguousarray(bow[start:start + batch_size])
             out[start:start + len(chunk)] = self._run("text_encoder", chunk)[0]
+        return l2_normalize(out)
+
+    def _encode_tag_ids(self, ids: list, batch_size: int) -> np.ndarray:
+        """Tag-id lists → embeddings through the tag-id text graph (format 2), see ``tag_id_batches``."""
+        out = np.empty((len(ids), self.embedding_dim), dtype=np.float32)
+        for rows, chunk in tag_id_batches(ids, len(self.vocab), batch_size):
+            out[rows] = self._run("text_encoder", chunk)[0]
         return l2_normalize(out)
 
     # ---- labels --------------------------------------------------------------------------------------
@@ -273,25 +328,32 @@ def _positive(value, name: str) -> int:
     return int(value)
 
 
-def _image_list(items) -> list:
-    if isinstance(items, (str, os.PathLike, bytes, bytearray, Image.Image)):
-        return [items]
-    if isinstance(items, np.ndarray):
-        if items.ndim == 4:
-            return list(items)
-        return [items]
-    if isinstance(items, Iterable):
-        return list(items)
-    raise InputError(f"images must be a path, bytes, PIL image, uint8 array or a list of them, "
-                     f"got {type(items).__name__}")
+def _check_graph(bundle: Bundle, sess, g: str, dtype: str, in_shape: list, d: int, c: int) -> None:
+    spec = bundle.manifest["graphs"][g]
+    where = f"bundle {bundle.source}: {spec['file']!r}"
+    inputs = sess.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != spec.get("input"):
+        raise BundleError(f"{where} has inputs {[i.name for i in inputs]}, {MANIFEST} says {spec.get('input')!r}")
+    if inputs[0].type != dtype or not _dims_ok(inputs[0].shape, in_shape):
+        raise BundleError(f"{where} input {inputs[0].name!r} is {inputs[0].type} {inputs[0].shape}, "
+                          f"expected {dtype} {['N' if x is None else x for x in in_shape]}")
+    outputs = {o.name: o for o in sess.get_outputs()}
+    wanted = spec.get("outputs", [])
+    if list(wanted)[:2] != ["embedding", "label_scores"] or any(o not in outputs for o in wanted):
+        raise BundleError(f"{where} has outputs {sorted(outputs)}, {MANIFEST} says {wanted} "
+                          "(must start with 'embedding', 'label_scores')")
+    for out, width in (("embedding", d), ("label_scores", c)):
+        if not _dims_ok(outputs[out].shape, [None, width]):
+            raise BundleError(f"{where} output {out!r} has shape {outputs[out].shape}, expected [N, {width}]")
 
 
-def load(bundle_path, providers="auto", threads: int | None = None, *, expect_digest: str | None = None,
-         force_threads: bool = False) -> Model:
-    """Open a bundle (folder or ``.dagnn`` archive), verify every file and dimension, build the sessions.
+def load(bundle_path, providers="auto", threads: int | None = None, *, lazy: bool = True,
+         expect_digest: str | None = None, force_threads: bool = False) -> Model:
+    """Open a bundle (folder or ``.dagnn`` archive): verify the manifest, the small files and the dimensions
+    now, and each graph when its encoder is first used (``lazy=False``: every graph now).
 
     ``expect_digest``: the ``bundle_digest`` the bundle must have (pins one exact bundle). ``threads``: at
     most the number of cores unless ``force_threads`` (or ``DAGNN_FORCE_THREADS=1``)."""
-    check_threads(threads, force_threads)  # before the (slow) verification
+    check_threads(threads, force_threads)  # before the verification
     return Model(read_bundle(bundle_path, expect_digest=expect_digest), providers=providers, threads=threads,
-                 force_threads=force_threads)
+                 lazy=lazy, force_threads=force_threads)

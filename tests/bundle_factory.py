@@ -2,7 +2,9 @@
 data set folder to go with them, so that runtime and CLI tests run on the torch-free install.
 
 Image encoder: uint8 NHWC pixels → Cast → /255 → mean over H, W (float64) → MatMul (3→h) → Tanh → MatMul (h→d).
-Text encoder: bow → MatMul (V→d). Both also output ``label_scores`` = cos(embedding, Z), like exported ones.
+Text encoder: bow → MatMul (V→d); or, in a format-2 bundle (``tag_ids=True``), padded tag ids (N, L) →
+Gather (rows of the same matrix plus a zero row for the pad id V) → ReduceSum over L. Both also output
+``label_scores`` = cos(embedding, Z), like exported ones.
 """
 from __future__ import annotations
 
@@ -75,6 +77,19 @@ def text_encoder(w: np.ndarray, z: np.ndarray, input_name: str = "bow") -> bytes
     return _model("text_encoder", nodes + more_nodes, inits + more_inits, inp, d, len(z))
 
 
+def text_encoder_tags(w: np.ndarray, z: np.ndarray, input_name: str = "tags") -> bytes:
+    """The same function as ``text_encoder(w, z)`` on tag ids: sum of the rows of ``w`` named by each row
+    of ``(N, L)`` ids, padded with the vocabulary size (a zero row)."""
+    v, d = w.shape
+    inp = helper.make_tensor_value_info(input_name, TensorProto.INT64, ["N", "L"])
+    nodes = [helper.make_node("Gather", ["w", input_name], ["rows"], axis=0),
+             helper.make_node("ReduceSum", ["rows", "axis1"], ["embedding"], keepdims=0)]
+    inits = [numpy_helper.from_array(np.vstack([w, np.zeros((1, d))]).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1")]
+    more_nodes, more_inits = _scores_nodes("s", z)
+    return _model("text_encoder", nodes + more_nodes, inits + more_inits, inp, d, len(z))
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     import io
 
@@ -122,8 +137,9 @@ def write_bundle(out, files: dict, manifest: dict, archive: bool = False) -> Pat
 
 
 def bundle_parts(d: int = 16, size: int = 224, labels=LABELS, vocab=VOCAB, seed: int = 0, hidden: int = 16,
-                 thresholds=None) -> tuple[dict, dict]:
-    """(files, sealed manifest) of a random but valid bundle."""
+                 thresholds=None, tag_ids: bool = False) -> tuple[dict, dict]:
+    """(files, sealed manifest) of a random but valid bundle; ``tag_ids``: format 2, whose text graph takes
+    padded tag ids instead of a bag of words."""
     rng = np.random.default_rng(seed)
     c, v = len(labels), len(vocab)
     z = rng.standard_normal((c, d)).astype(np.float32)
@@ -134,14 +150,14 @@ def bundle_parts(d: int = 16, size: int = 224, labels=LABELS, vocab=VOCAB, seed:
         thresholds = np.round(rng.uniform(-0.3, 0.3, c), 4).tolist()
     files = {
         "image_encoder.onnx": image_encoder(w1, w2, z, size),
-        "text_encoder.onnx": text_encoder(wt, z),
+        "text_encoder.onnx": text_encoder_tags(wt, z) if tag_ids else text_encoder(wt, z),
         "classifiers.npy": npy_bytes(z),
         "vocab.txt": ("\n".join(vocab) + "\n").encode(),
         "MODEL_CARD.md": b"# Test bundle\n\nBuilt by tests/bundle_factory.py (random weights).\n",
     }
     manifest = {
         "format": "dagnn-bundle",
-        "format_version": 1,
+        "format_version": 2 if tag_ids else 1,
         "created": "2026-01-01T00:00:00Z",
         "model": {"name": "DAGNN", "variant": "test", "gnn": "none", "backbone": "mean_rgb", "precision": "fp32"},
         "labels": list(labels),
@@ -152,7 +168,8 @@ def bundle_parts(d: int = 16, size: int = 224, labels=LABELS, vocab=VOCAB, seed:
         "embedding_dim": d,
         "graphs": {
             "image_encoder": {"file": "image_encoder.onnx", "input": "pixels", "outputs": ["embedding", "label_scores"]},
-            "text_encoder": {"file": "text_encoder.onnx", "input": "bow", "outputs": ["embedding", "label_scores"]},
+            "text_encoder": {"file": "text_encoder.onnx", "input": "tags" if tag_ids else "bow",
+                             "outputs": ["embedding", "label_scores"]},
         },
         "classifiers": {"file": "classifiers.npy", "shape": [c, d]},
         "thresholds": {"values": list(thresholds), "f1": [0.5] * c, "split": "val"},

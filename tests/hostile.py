@@ -120,6 +120,8 @@ def tampered_bundles(d: Path) -> Path:
     labels = list(manifest["labels"])
     labels[0], labels[1] = labels[1], labels[0]
     write_bundle(d / "swapped", files, dict(manifest, labels=labels))
+    # the same swap, re-signed: a valid bundle of the same embedding space but another identity
+    write_bundle(d / "relabelled", files, resign(dict(manifest, labels=labels)))
     thr = dict(manifest["thresholds"], values=[-1.0] * len(labels))
     write_bundle(d / "thresholds_minus1", files, dict(manifest, thresholds=thr))
     thr = dict(manifest["thresholds"], values=[5.0] + manifest["thresholds"]["values"][1:])

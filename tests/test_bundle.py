@@ -56,7 +56,31 @@ def test_a_changed_byte_is_refused_naming_the_file(tmp_path, name):
     for archive in (False, True):
         path = write_bundle(tmp_path / ("t.dagnn" if archive else "t"), files, manifest, archive=archive)
         with pytest.raises(dr.BundleError, match=rf"{name}.*SHA-256"):
-            dr.load(path)
+            dr.load(path, lazy=False)
+
+
+def test_a_lazy_load_verifies_each_graph_at_its_first_use(tmp_path):
+    """A text query never reads the image graph; a changed graph is refused when its encoder is first used."""
+    files, manifest = bundle_parts()
+    data = bytearray(files["image_encoder.onnx"])
+    data[len(data) // 2] ^= 0x01
+    files["image_encoder.onnx"] = bytes(data)
+    for archive in (False, True):
+        m = dr.load(write_bundle(tmp_path / ("l.dagnn" if archive else "l"), files, manifest, archive=archive))
+        assert m.encode_texts(["sky, clouds"]).shape == (1, 16)
+        assert not any("image" in key for key in m._sessions)  # the image graph was never read
+        with pytest.raises(dr.BundleError, match="image_encoder.onnx.*SHA-256"):
+            m.encode_images(np.full((30, 30, 3), 128, np.uint8))
+
+
+def test_a_graph_changed_after_loading_is_refused(tmp_path, bundle_dir):
+    import shutil
+
+    path = shutil.copytree(bundle_dir, tmp_path / "b")
+    m = dr.load(path)
+    (path / "text_encoder.onnx").write_bytes((path / "text_encoder.onnx").read_bytes() + b"\0")
+    with pytest.raises(dr.BundleError, match="text_encoder.onnx.*SHA-256"):
+        m.encode_texts(["sky"])
 
 
 @pytest.mark.parametrize("archive", [False, True])
@@ -80,7 +104,7 @@ def test_missing_manifest_and_path(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("format_version", 2, "format_version 2 is not supported"),
+    ("format_version", 3, "format_version 3 is not supported"),
     ("format", "other", "format 'other'"),
 ])
 def test_unknown_format_is_refused(tmp_path, key, value, message):
@@ -126,27 +150,27 @@ def test_graph_inputs_and_outputs_are_checked_against_the_manifest(tmp_path):
     graphs = json.loads(json.dumps(manifest["graphs"]))
     graphs["image_encoder"]["input"] = "image"
     with pytest.raises(dr.BundleError, match="image_encoder.onnx' has inputs \\['pixels'\\]"):
-        dr.load(write_bundle(tmp_path / "a", files, resign(dict(manifest, graphs=graphs))))
+        dr.load(write_bundle(tmp_path / "a", files, resign(dict(manifest, graphs=graphs))), lazy=False)
 
     # a text graph producing 8-d embeddings in a 16-d bundle
     rng = np.random.default_rng(1)
     z = np.load(__import__("io").BytesIO(files["classifiers.npy"]))
     files2 = dict(files, **{"text_encoder.onnx": text_encoder(rng.standard_normal((20, 8)), z[:, :8])})
     with pytest.raises(dr.BundleError, match="text_encoder.onnx' output 'embedding' has shape"):
-        dr.load(write_bundle(tmp_path / "b", files2, seal(manifest, files2)))
+        dr.load(write_bundle(tmp_path / "b", files2, seal(manifest, files2)), lazy=False)
 
     # an image graph for 64-px input in a bundle declaring 224-px preprocessing
     files3 = dict(files, **{"image_encoder.onnx": image_encoder(rng.standard_normal((3, 4)),
                                                                  rng.standard_normal((4, 16)), z, 64)})
     with pytest.raises(dr.BundleError, match="input 'pixels' is tensor\\(uint8\\) \\[.*64"):
-        dr.load(write_bundle(tmp_path / "c", files3, seal(manifest, files3)))
+        dr.load(write_bundle(tmp_path / "c", files3, seal(manifest, files3)), lazy=False)
 
 
 def test_a_graph_onnxruntime_cannot_read_is_refused(tmp_path):
     files, manifest = bundle_parts()
     files["text_encoder.onnx"] = b"\x08\x07 this is not a protobuf model"
     with pytest.raises(dr.BundleError, match="onnxruntime cannot load 'text_encoder.onnx'"):
-        dr.load(write_bundle(tmp_path / "g", files, seal(manifest, files)))
+        dr.load(write_bundle(tmp_path / "g", files, seal(manifest, files)), lazy=False)
 
 
 def test_bad_member_names_are_refused(tmp_path):

@@ -96,3 +96,15 @@ def test_demo_command_refuses_an_out_path_that_is_a_file(tmp_path):
     target.write_text("x")
     result = CliRunner().invoke(app, ["demo", "--out", str(target)])
     assert result.exit_code == 1 and "is not a folder" in result.output
+
+
+def test_demo_report_shows_the_figures(demo_run):
+    pytest.importorskip("matplotlib", reason="needs the [plots] extra (matplotlib)")
+    pytest.importorskip("sklearn", reason="needs the [plots] extra (scikit-learn)")
+    from plot_checks import assert_figures
+
+    out, *_ = demo_run
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for name in ("per_label_ap.png", "tsne_classifiers.png"):
+        assert f'src="report_files/{name}"' in page
+    assert_figures(out / "report_files", ["per_label_ap.png", "tsne_classifiers.png"])

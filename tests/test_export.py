@@ -15,6 +15,7 @@ from dagnn_export.backbones import build_backbone  # noqa: E402
 from dagnn_export.config import make_config  # noqa: E402
 from dagnn_export.export import ExportError, export_bundle  # noqa: E402
 from dagnn_export.manifest import embedding_space  # noqa: E402
+from dagnn_export.onnx_graphs import tag_id_matrix  # noqa: E402
 from dagnn_runtime.bundle import file_sha256  # noqa: E402
 from dagnn_export.graph import correlation_matrices, propagation_matrix  # noqa: E402
 from dagnn_export.model import build_model  # noqa: E402
@@ -86,7 +87,9 @@ def test_bundle_files_manifest_and_digests(bundle, setup):
     assert names == sorted(["image_encoder.onnx", "text_encoder.onnx", "classifiers.npy", "vocab.txt",
                             "MODEL_CARD.md", "manifest.json"])
     m = json.loads((bundle / "manifest.json").read_text())
-    assert m["format"] == "dagnn-bundle" and m["format_version"] == 1
+    assert m["format"] == "dagnn-bundle" and m["format_version"] == 2
+    text = m["graphs"]["text_encoder"]
+    assert (text["input"], text["input_dtype"], text["pad_id"]) == ("tags", "int64", len(dataset.vocab))
     assert m["labels"] == dataset.labels and m["vocabulary"]["size"] == len(dataset.vocab)
     assert (bundle / "vocab.txt").read_text().split() == dataset.vocab
     assert m["files"] == {name: file_sha256(bundle / name) for name in names if name != "manifest.json"}
@@ -111,7 +114,7 @@ def test_onnxruntime_alone_matches_torch_with_any_batch_size(bundle, setup):
     for idx in (splits.test[:1], splits.test[:7]):  # dynamic batch
         pixels, bow, ref = torch_outputs(setup, idx)
         v, sv = img.run(["embedding", "label_scores"], {"pixels": pixels})
-        t, st = txt.run(["embedding", "label_scores"], {"bow": bow})
+        t, st = txt.run(["embedding", "label_scores"], {"tags": tag_id_matrix(bow)})
         for got, key in ((v, "v"), (sv, "scores_v"), (t, "t"), (st, "scores_t")):
             np.testing.assert_allclose(got, ref[key], atol=1e-4, err_msg=key)
         np.testing.assert_allclose(sv, l2_normalize(v) @ l2_normalize(z).T, atol=1e-5)
@@ -223,6 +226,15 @@ def test_int8_static_quantisation(setup, tmp_path, normalisation):
     assert m["quantization"]["calibration_images"] == 16 and m["quantization"]["format"] == "QDQ"
     q = m["parity"]["int8_vs_fp32"]
     assert 0.9 <= q["image_embedding_cosine_mean"] <= 1.0 and q["samples"] == len(splits.val)
+    assert 0.9 <= q["text_embedding_cosine_mean"] <= 1.0
+    assert m["graphs"]["text_encoder"]["precision"] == "int8"
+    assert m["quantization"]["text_encoder"]["method"] == "static"
+    text_ops = {n.op_type for n in onnx.load(str(out / "text_encoder.onnx")).graph.node}
+    assert "QuantizeLinear" in text_ops and "Gemm" not in text_ops
+    texts = [dataset.pairs[i].tags for i in splits.val if dataset.pairs[i].tags][:6]
+    int8_model = dr.load(out, providers="cpu")
+    alone = np.concatenate([int8_model.encode_texts([t]) for t in texts])
+    np.testing.assert_allclose(int8_model.encode_texts(texts), alone, atol=1e-6)  # calibrated, batch-independent
     assert set(m["metrics"]) >= {"test", "test_fp32"}
     graph = onnx.load(str(out / "image_encoder.onnx")).graph
     ops = [n.op_type for n in graph.node]

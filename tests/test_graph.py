@@ -55,3 +55,22 @@ def test_gat_mask_is_binary_graph_plus_self_loops():
     # p does not change what GAT sees
     np.testing.assert_array_equal(propagation_matrix(correlation_matrices(Y, 0.4, 0.9), "gat"),
                                   propagation_matrix(g, "gat"))
+
+
+def test_transposed_direction_flips_who_reads_whom():
+    g = correlation_matrices(Y, tau=0.4, p=0.5)
+    # given: label 2 (rare) reads no one, everyone reads label 2; transposed: the reverse
+    np.testing.assert_array_equal(propagation_matrix(g, "gat", "transposed"), [[1, 1, 0], [1, 1, 0], [1, 1, 1]])
+    np.testing.assert_allclose(propagation_matrix(g, "gcn", "transposed"), gcn_normalize(g["A"].T))
+    with pytest.raises(ValueError, match="direction"):
+        propagation_matrix(g, "gat", "sideways")
+
+
+def test_graph_direction_is_a_validated_config_option():
+    from dagnn_export.config import make_config
+    from dagnn_runtime.errors import InputError
+
+    assert make_config().graph_direction == "given"
+    assert make_config(graph_direction="transposed").graph_direction == "transposed"
+    with pytest.raises(InputError, match="graph_direction"):
+        make_config(graph_direction="up")

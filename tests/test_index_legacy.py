@@ -77,3 +77,53 @@ def test_a_corrupt_version_1_graph_is_refused_and_left_as_it_was(tmp_path):
     with pytest.raises(IndexFileError, match="graph.hnsw does not match the SHA-256"):
         legacy.convert(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["graph.hnsw", "index.json"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('"just a string"', r"index\.json: expected a JSON object, found str"),
+    ("[1, 2]", r"index\.json: expected a JSON object, found list"),
+    ("{broken", r"index\.json: not valid JSON \(line 1"),
+    ("[" * 5000 + "]" * 5000, r"index\.json: JSON nested 5000 levels deep, more than the limit of 64"),
+    ('{"a": 1, "a": 2}', r"index\.json: not valid JSON \(duplicate key 'a'\)"),
+    (None, r"index\.json 'items': expected a JSON array, found str"),
+    ("graph", r"graph\.hnsw does not match the SHA-256"),
+    ("item", r"index\.json 'items': expected \[id, metadata object\] or null per item"),
+])
+def test_a_corrupt_version_1_index_json_is_one_clear_error_and_left_as_it_was(tmp_path, text, message):
+    """Before: "'str' object has no attribute 'get'" and other parser tracebacks."""
+    import dagnn_runtime as dr
+
+    folder = tmp_path / "ix"
+    write_v1(folder, ["a", "b"])
+    meta = json.loads((folder / "index.json").read_text())
+    if text is None:
+        text = json.dumps(dict(meta, items="ab"))
+    elif text == "graph":
+        text = json.dumps(dict(meta, graph="graph.hnsw"))
+    elif text == "item":
+        text = json.dumps(dict(meta, items=[["a", "not an object"], ["b", {}]]))
+    (folder / "index.json").write_text(text)
+    for attempt in (lambda: legacy.convert(folder), lambda: dr.open_index(folder)):
+        with pytest.raises(IndexFileError, match=message) as err:
+            attempt()
+        assert str(folder) in str(err.value) and len(str(err.value)) < 300
+    assert sorted(p.name for p in folder.iterdir()) == ["graph.hnsw", "index.json"]
+
+
+def test_a_version_1_folder_left_aside_by_a_killed_save_is_restored_and_converted(tmp_path):
+    """The version-1 writer replaced the whole folder with two renames; killed between them, the index was
+    only at .NAME.old-HOST-PID-*. Opening the index puts it back (atomic.recover), then converts it."""
+    import subprocess
+
+    import dagnn_runtime as dr
+    from dagnn_runtime import atomic
+
+    write_v1(tmp_path / "ix", ["a", "b"])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (tmp_path / "ix").rename(tmp_path / f".ix.old-{atomic._HOST}-{dead}-abcd1234")
+    assert dr.locate_index(tmp_path / "ix") == tmp_path / "ix"
+    index = dr.open_index(tmp_path / "ix")
+    assert sorted(index.ids) == ["a", "b"] and index.converted
+    index.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["ix"]

@@ -103,6 +103,11 @@ ROWS = {
             r"^.*/data_deep/pairs\.jsonl:2: JSON nested 5000 levels deep, more than the limit of 64$"),
     "R37": ("from dagnn_runtime.dataset import Dataset; Dataset.load('{b}/data_str').splits()", 1,
             r"^.*/data_str/split_test\.json: expected \{\"test\": \[row, \.\.\.\]\} with integer rows$"),
+    "R42": ("dagnn query --bundle {b}/relabelled --index {b}/index_good --text sky", 1,
+            r"^error: index .*/index_good was built with bundle [0-9a-f]{8}…[0-9a-f]{4}, not with bundle "
+            r".*/relabelled \([0-9a-f]{8}…[0-9a-f]{4}\): what changed is unknown, but the digest covers labels, "
+            r"thresholds and preprocessing; rebuild the index with this bundle, or load the one it was built "
+            r"with \(--expect-digest; `dagnn index info` shows it\)$"),
 }
 # Rows whose command needs more than a folder of files live in test_reliability_atomic.py.
 ATOMIC_ROWS = ("R38", "R39", "R40", "R41")
@@ -121,6 +126,12 @@ def places(tmp_path_factory):
         first = '{"row": 0, "image": "a.jpg", "tags": ["blue"], "labels": ["sky"]}'
         (d / "pairs.jsonl").write_text(first + "\n" + (pairs_line or first.replace('"row": 0', '"row": 1')) + "\n")
         (d / "split_test.json").write_text(split)
+    import dagnn_runtime as dr
+
+    good = dr.load(b / "good")  # an index built with the good bundle, for R42
+    index = dr.open_index(b / "index_good", model=good, modality="image", create=True)
+    index.add(good.encode_texts(["sky"]), ["a"])
+    index.close()
     return {"img": str(img), "b": str(b)}
 
 

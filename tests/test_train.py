@@ -136,6 +136,24 @@ def test_checkpoint_round_trip_and_evaluate_run(run, subset):
     torch.testing.assert_close(v1, v2)
 
 
+def test_eval_run_plots_writes_every_figure(run, tmp_path):
+    pytest.importorskip("matplotlib", reason="needs the [plots] extra (matplotlib)")
+    pytest.importorskip("sklearn", reason="needs the [plots] extra (scikit-learn)")
+    from typer.testing import CliRunner
+
+    import dagnn_cli.main  # noqa: F401  (registers every command on the app)
+    from dagnn_cli.app import app
+    from plot_checks import assert_figures
+
+    out = tmp_path / "figs"
+    result = CliRunner().invoke(app, ["eval", "--run", str(run), "--plots", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.output)["plots"]
+    assert sorted(listed) == ["map_at_k", "per_label_ap", "pr_curve", "tagging_confusion", "training", "tsne"]
+    assert_figures(out, ["per_label_ap.png", "pr_curve.png", "map_at_k.png", "tsne_classifiers.png",
+                         "training.png", "tagging_confusion.png"])
+
+
 def test_load_run_names_what_is_missing(run, tmp_path):
     from dagnn_export.evaluate import evaluate_run
     from dagnn_export.run import RunError, load_run

@@ -25,6 +25,7 @@ from dagnn_runtime.metrics import cross_modal_map
 from ..errors import DemoError
 from ..files import write_json
 from . import render
+from .report import FILES_DIR
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "mirflickr-mini"
 BACKBONE = "efficientnet_lite0"
@@ -176,6 +177,26 @@ def _metrics_stage(model, ds: Dataset, run_dir: Path, run_metrics: dict, console
     return metrics, len(test_labels)
 
 
+def _figures(out: Path, console) -> dict:
+    """The per-label mAP and t-SNE figures of the run for the report ({caption: relative path}); none,
+    with a note, without the [plots] extra."""
+    from dagnn_runtime.errors import DagnnError
+
+    from ..evaluate import evaluate_run
+
+    try:
+        drawn = evaluate_run(out / "run", "test", plots=out / FILES_DIR, figures=("per_label_ap", "tsne"))["plots"]
+    except DagnnError as exc:
+        if "[plots]" not in str(exc):
+            raise
+        console.print(f"report without figures: {exc}")
+        return {}
+    captions = {"per_label_ap": "Per-label retrieval mAP on the test split (mean AP of the queries with the label)",
+                "tsne": "t-SNE of the classifiers Z (left) and of the GNN's input label vectors (right), "
+                        "label co-occurrence graph drawn over them"}
+    return {captions[name]: f"{FILES_DIR}/{Path(path).name}" for name, path in drawn.items()}
+
+
 def _check_margin(plan: Plan, served: dict, chance: dict) -> None:
     margin = served["avg"] - chance["avg"]
     if plan.min_margin is not None and not (served["i2t"] > chance["i2t"] and served["t2i"] > chance["t2i"]
@@ -279,8 +300,12 @@ def run_demo(out_dir, quick: bool = False, console=None, plan: Plan | None = Non
             "stages": list(stages.done),
             "next_command": f"# from the folder `dagnn demo` ran in\n{q_cmd}\n{t_cmd}\n{tag_cmd}",
         }
+        t_figures = time.perf_counter()
+        results["figures"] = _figures(out, console)
+        t_figures = time.perf_counter() - t_figures
         report = write_report(results, out)
-        st["detail"] = f"{report.name} + {len(list((out / 'report_files').glob('*.jpg')))} thumbnails"
+        st["detail"] = (f"{report.name} + {len(list((out / 'report_files').glob('*.jpg')))} thumbnails, "
+                        f"{len(results['figures'])} figures ({t_figures:.1f} s)")
 
     total = time.perf_counter() - started
     summary = {"plan": plan.name, "seconds": round(total, 1), "cpu_seconds": round(time.process_time(), 1),

@@ -255,6 +255,10 @@ def render_report(results: dict, out_dir) -> str:
         note = results.get("curves_note")
         body.append("<h2>Training curves</h2>" + (f'<p class="sub">{_e(note)}</p>' if note else "")
                     + '<div class="charts">' + "".join(charts) + "</div>")
+    if results.get("figures"):
+        body.append("<h2>Figures</h2>" + "".join(
+            f'<figure><img src="{_e(src)}" alt="{_e(caption)}" style="max-width:100%">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>" for caption, src in results["figures"].items()))
     if results.get("stages"):
         body.append("<h2>Timing</h2>" + _timing_section(results["stages"]))
     if results.get("next_command"):
@@ -273,6 +277,7 @@ def write_report(results: dict, out_dir) -> Path:
                    "results": [{"image" (path or None), "tags", "labels", "score"}]}];
     ``tagging``: {"image", "tags", "true": [label], "predicted": [{"label", "score", "threshold"}]};
     ``curves``: {chart title: [value per epoch] or {"values": [...], "mark": epoch}}, ``curves_note``;
+    ``figures``: {caption: PNG path relative to ``out_dir``};
     ``stages``: [{"name", "seconds", "detail"}];
     ``next_command``: str.
     """

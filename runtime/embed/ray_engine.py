@@ -22,10 +22,12 @@ log = logging.getLogger(__name__)
 class _ShardEncoder:
     """A Ray Data actor: loads the bundle once, then encodes and writes the shards it is handed."""
 
-    def __init__(self, bundle: str, out: str, batch_size: int, threads: int):
+    def __init__(self, bundle: str, out: str, batch_size: int, threads: int, digest: str | None = None,
+                 force_threads: bool = False):
         from .. import load
 
-        self.model = load(bundle, providers="cpu", threads=threads)
+        # pinned to the driver's bundle: a bundle replaced meanwhile would write embeddings of another model
+        self.model = load(bundle, providers="cpu", threads=threads, expect_digest=digest, force_threads=force_threads)
         self.out, self.batch_size = out, batch_size
 
     def __call__(self, batch: dict) -> dict:
@@ -40,7 +42,7 @@ class _ShardEncoder:
 
 
 def embed_ray(bundle, model, items, out, *, shard_size: int = 1000, batch_size: int = 32, workers: int = 2,
-              threads: int = 1, on_shard=None) -> EmbedReport:
+              threads: int = 1, on_shard=None, force_threads: bool = False) -> EmbedReport:
     """Embed ``items`` into ``out`` on Ray Data with ``workers`` actors; same files as ``local.embed``."""
     try:
         import ray
@@ -65,7 +67,8 @@ def embed_ray(bundle, model, items, out, *, shard_size: int = 1000, batch_size: 
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             _ShardEncoder, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads,
             fn_constructor_kwargs={"bundle": str(bundle), "out": str(out), "batch_size": batch_size,
-                                   "threads": threads})
+                                   "threads": threads, "digest": getattr(model, "bundle_digest", None),
+                                   "force_threads": force_threads})
         for result in ds.iter_rows():
             report.items += int(result["rows"])
             report.errors += int(result["errors"])

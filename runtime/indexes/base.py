@@ -56,3 +56,28 @@ class VectorIndex(Protocol):
         """Raise ``MismatchError`` for a bundle (or embedding_space string) of another space."""
 
     def info(self) -> dict: ...
+
+
+def short_digest(digest: str) -> str:
+    """A digest as messages show it: enough to tell two apart, short enough to read."""
+    return f"{digest[:8]}…{digest[-4:]}"
+
+
+def check_identity(where: str, space: str, digest: str | None, model_or_space, what: str = "bundle") -> None:
+    """The one check that an index may be used with a bundle (or an embedding_space string): the same
+    embedding space, and, when both sides know it, the same ``bundle_digest``. The space alone misses a
+    bundle whose labels, thresholds or preprocessing were changed (the graphs, hence the space, are the
+    same), so an index records the digest of the bundle that built it. Indexes made before that record
+    none and are checked by space alone."""
+    from ..errors import MismatchError
+
+    given = getattr(model_or_space, "embedding_space", model_or_space)
+    if given != space:
+        raise MismatchError(f"{where} holds embeddings of space {space[:12]}…, the {what} produces space "
+                            f"{str(given)[:12]}…: rebuild the index with this bundle")
+    theirs = getattr(model_or_space, "bundle_digest", None)
+    if digest and isinstance(theirs, str) and theirs and theirs != digest:
+        raise MismatchError(f"{where} was built with bundle {short_digest(digest)}, not with {what} "
+                            f"({short_digest(theirs)}): what changed is unknown, but the digest covers labels, "
+                            "thresholds and preprocessing; rebuild the index with this bundle, or load the one "
+                            "it was built with (--expect-digest; `dagnn index info` shows it)")

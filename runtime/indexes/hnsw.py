@@ -9,18 +9,18 @@ without a location live in memory only. Capacity grows on its own; removal marks
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import recover
 from ..constants import MODALITIES
 from ..errors import IndexFileError, InputError, MismatchError
 from . import checkpoint, legacy
-from .base import Hit
-from .hnsw_graph import Graph
+from .base import Hit, check_identity
+from .hnsw_graph import Graph, read_record
 from .inputs import additions, item_key, item_keys, search_options, unit_vectors
 from .store import Store
 
@@ -37,9 +37,11 @@ class HnswIndex:
     """Cosine k-NN over L2-normalised vectors with ids and metadata. Safe to share between threads."""
 
     def __init__(self, dim: int, embedding_space: str, modality: str | None = None, M: int = 16,
-                 ef_construction: int = 200, ef: int = 128, capacity: int | None = 1024, location=None):
+                 ef_construction: int = 200, ef: int = 128, capacity: int | None = 1024, location=None,
+                 bundle_digest: str | None = None):
         """``capacity`` is only a first allocation: ``add`` grows it. ``location``: the folder of its
-        store, created by the first ``add`` or ``save``; an index without one lives in memory only."""
+        store, created by the first ``add`` or ``save``; an index without one lives in memory only.
+        ``bundle_digest``: the identity of the bundle whose embeddings it holds (None: not recorded)."""
         if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):
             raise InputError(f"capacity must be a positive integer, got {capacity!r}")
         if not isinstance(dim, int) or dim < 1:
@@ -49,6 +51,7 @@ class HnswIndex:
         if modality is not None and modality not in MODALITIES:
             raise InputError(f"modality must be one of {MODALITIES}, got {modality!r}")
         self.dim, self.embedding_space, self.modality = dim, embedding_space, modality
+        self.bundle_digest = bundle_digest or None
         self.M, self.ef_construction, self.ef = int(M), int(ef_construction), int(ef)
         self.location = None if location is None else str(location)
         self._g = Graph(dim, self.M, self.ef_construction, capacity or 1)
@@ -62,6 +65,7 @@ class HnswIndex:
     @classmethod
     def for_model(cls, model, modality: str | None = None, **kwargs) -> "HnswIndex":
         """An empty index for embeddings of ``model`` (a loaded bundle)."""
+        kwargs.setdefault("bundle_digest", getattr(model, "bundle_digest", None))
         return cls(model.embedding_dim, model.embedding_space, modality=modality, **kwargs)
 
     @classmethod
@@ -111,7 +115,7 @@ class HnswIndex:
             label = self._graph.labels.get(key)
             if label is None:
                 raise InputError(f"id {item_id!r:.80} is not in the index")
-            return json.loads(self._graph.items[label][1])
+            return read_record(self._graph.items[label][1])
 
     def info(self) -> dict:
         self._sync()
@@ -119,17 +123,14 @@ class HnswIndex:
             g = self._graph
             return {"items": len(g.labels), "removed": g.hnsw.get_current_count() - len(g.labels),
                     "capacity": self.capacity, "dim": self.dim, "space": "cosine", "modality": self.modality,
-                    "embedding_space": self.embedding_space, "M": self.M,
+                    "embedding_space": self.embedding_space, "bundle_digest": self.bundle_digest, "M": self.M,
                     "ef_construction": self.ef_construction, "ef": self.ef,
                     "location": self.location, "pending_checkpoint": self._pending()}
 
     def check_space(self, model_or_space, what: str = "bundle") -> None:
-        """Refuse a bundle (or embedding_space string) whose embeddings live in another space."""
-        space = getattr(model_or_space, "embedding_space", model_or_space)
-        if space != self.embedding_space:
-            raise MismatchError(f"index {self.location or '(in memory)'} holds embeddings of space "
-                                f"{self.embedding_space[:12]}…, the {what} produces space {str(space)[:12]}…: "
-                                "rebuild the index with this bundle")
+        """Refuse a bundle (or embedding_space string) of another space, or a bundle of another digest."""
+        check_identity(f"index {self.location or '(in memory)'}", self.embedding_space, self.bundle_digest,
+                       model_or_space, what)
 
     # ---- changes -------------------------------------------------------------------------------------
     def add(self, vectors, ids, metadata=None) -> None:
@@ -180,7 +181,7 @@ class HnswIndex:
         self._sync()
         with self._lock:
             rows, scores = self._graph.search(q, k, wanted, ef or self.ef, exact)
-        return [[Hit(item[0], float(s), json.loads(item[1])) for item, s in zip(row, srow)]
+        return [[Hit(item[0], float(s), read_record(item[1])) for item, s in zip(row, srow)]
                 for row, srow in zip(rows, scores)]
 
     # ---- the store -------------------------------------------------------------------------------------
@@ -189,14 +190,15 @@ class HnswIndex:
         """Open the index in ``folder`` (converting a version-1 folder once); with ``model`` (a bundle or
         embedding_space), refuse another space."""
         folder = Path(folder)
-        if not folder.is_dir():
-            raise IndexFileError(f"index {folder}: no such folder")
+        if not folder.is_dir() and not (recover(folder) and folder.is_dir()):  # a version-1 save killed
+            raise IndexFileError(f"index {folder}: no such folder")              # between its two renames
         converted = legacy.convert(folder) if legacy.is_v1(folder) else False
         store = Store(folder)
         try:
             meta = store.meta
             index = cls(store.dim, meta["embedding_space"], modality=meta.get("modality"), capacity=1,
-                        location=folder, **{p: meta[p] for p in PARAMS if p in meta})
+                        location=folder, bundle_digest=meta.get("bundle_digest"),
+                        **{p: meta[p] for p in PARAMS if p in meta})
             index._attach(store)
         except BaseException:
             store.close()
@@ -222,7 +224,8 @@ class HnswIndex:
         """Create the store at ``location`` with this in-memory index's items (their labels become its
         seqs), or open the one another process created there meanwhile when this index is still empty."""
         meta = {"dim": self.dim, "embedding_space": self.embedding_space, "space": "cosine",
-                "modality": self.modality, **{p: getattr(self, p) for p in PARAMS}}
+                "modality": self.modality, **{p: getattr(self, p) for p in PARAMS},
+                **({"bundle_digest": self.bundle_digest} if self.bundle_digest else {})}
         g = self._graph
         labels = sorted(g.items)
 
@@ -238,6 +241,10 @@ class HnswIndex:
                 raise IndexFileError(f"index {self.location} exists already: open it to add to it")
             if (found["embedding_space"], store.dim) != (self.embedding_space, self.dim):
                 raise MismatchError(f"index {self.location} exists already, with embeddings of another space")
+            theirs = found.get("bundle_digest")
+            if theirs and self.bundle_digest and theirs != self.bundle_digest:
+                raise MismatchError(f"index {self.location} exists already, built with another bundle")
+            self.bundle_digest = theirs  # what the store records is what this index is
             store = Store(self.location)
         self._marks = (self._marks[0], 0)  # removed items were never written: no removals to replay
         self._attach(store)

@@ -4,15 +4,27 @@ its own: ``HnswIndex`` holds its lock around every call.
 """
 from __future__ import annotations
 
-import json
-
 import hnswlib
 import numpy as np
+
+from .. import jsonio
+from ..errors import IndexFileError
 
 LABEL_KEYS = ("labels", "predicted_labels")  # metadata fields the ``labels`` search filter looks at
 
 
-def label_names(meta: dict) -> set:
+def read_record(text) -> dict:
+    """An item's metadata record as stored (JSON text), read with bounds: a damaged index.db gives an
+    IndexFileError naming the problem, not a parser's exception."""
+    what = "an item's metadata in the index"
+    return jsonio.expect(jsonio.loads(text, what, error=IndexFileError), dict, what, error=IndexFileError)
+
+
+def label_names(record: str) -> set:
+    """The label names in a metadata record (JSON text); most records without labels are not parsed."""
+    if "labels" not in record:
+        return set()
+    meta = read_record(record)
     names = set()
     for key in LABEL_KEYS:
         value = meta.get(key)
@@ -47,7 +59,7 @@ class Graph:
         for seq, key, record in zip(np.asarray(seqs).tolist(), ids, records):
             self.items[seq] = (key, record)
             self.labels[key] = seq
-            for name in label_names(json.loads(record)):
+            for name in label_names(record):
                 self.by_label.setdefault(name, set()).add(seq)
         self._exact = None
 
@@ -57,7 +69,7 @@ class Graph:
             if item is not None:
                 if self.labels.get(item[0]) == seq:  # not an id that came back under a newer seq
                     del self.labels[item[0]]
-                for name in label_names(json.loads(item[1])):
+                for name in label_names(item[1]):
                     self.by_label[name].discard(seq)
             try:
                 self.hnsw.mark_deleted(seq)

@@ -14,6 +14,7 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
+from .. import jsonio
 from ..bundle import file_sha256
 from ..errors import IndexFileError
 from .store import DB_FILE, Store, _fsync_dir, folder_lock
@@ -31,12 +32,17 @@ def is_v1(folder) -> bool:
 
 def _read(folder: Path):
     """(meta, labels, items) of a version-1 folder, checked as the version-1 reader did."""
+    what = f"index {folder}: {V1_META}"
+    meta = jsonio.expect(jsonio.load_file(folder / V1_META, what, error=IndexFileError), dict, what,
+                         error=IndexFileError)
     try:
-        meta = json.loads((folder / V1_META).read_text(encoding="utf-8"))
         if meta.get("format") != "dagnn-index" or meta.get("format_version") != 1:
             raise IndexFileError(f"index {folder}: {V1_META} is not a version-1 dagnn index "
                                  f"(format {meta.get('format')!r}, version {meta.get('format_version')!r})")
-        dim, items = int(meta["dim"]), meta["items"]
+        dim, items = int(meta["dim"]), jsonio.expect(meta["items"], list, f"{what} 'items'", error=IndexFileError)
+        if any(it is not None and (not isinstance(it, list) or len(it) != 2 or not isinstance(it[1], dict))
+               for it in items):
+            raise IndexFileError(f"{what} 'items': expected [id, metadata object] or null per item")
         live = [(label, str(it[0]), json.dumps(it[1], ensure_ascii=False))
                 for label, it in enumerate(items) if it is not None]
         store_meta = {"dim": dim, "embedding_space": str(meta["embedding_space"]), "space": "cosine",
@@ -48,7 +54,8 @@ def _read(folder: Path):
     graph_path = folder / V1_GRAPH
     if not graph_path.is_file():
         raise IndexFileError(f"index {folder}: missing {V1_GRAPH}")
-    if file_sha256(graph_path) != meta.get("graph", {}).get("sha256"):
+    graph_meta = meta.get("graph")
+    if file_sha256(graph_path) != (graph_meta.get("sha256") if isinstance(graph_meta, dict) else None):
         raise IndexFileError(f"index {folder}: {V1_GRAPH} does not match the SHA-256 in {V1_META} "
                              "(changed or corrupt)")
     graph = hnswlib.Index(space="ip", dim=dim)

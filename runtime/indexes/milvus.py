@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DagnnError, IndexFileError, InputError, MismatchError
-from .base import Hit
+from .. import jsonio
+from ..errors import DagnnError, IndexFileError, InputError
+from .base import Hit, check_identity
 from .milvus_schema import (BATCH, FORMAT, FORMAT_VERSION, MAX_K, collection_name, connect, create_collection,
                             is_milvus_location, item_key, label_filter, literal, shown, to_row, wrapped)
 
@@ -62,9 +63,10 @@ class MilvusIndex:
     """One modality's items of one embedding space in a Milvus collection (cosine similarity)."""
 
     def __init__(self, client, uri: str, collection: str, *, modality, embedding_space: str, dim: int,
-                 index_type: str, ef: int):
+                 index_type: str, ef: int, bundle_digest: str | None = None):
         self._client, self.uri, self.collection = client, uri, collection
         self.modality, self.embedding_space, self.dim = modality, embedding_space, dim
+        self.bundle_digest = bundle_digest or None  # of the bundle that created it; None: not recorded
         self.index_type, self.ef = index_type, ef
         self.index_params: dict = {}
         self.location = f"{shown(uri)}#{collection}"
@@ -99,7 +101,8 @@ class MilvusIndex:
                 if not isinstance(space, str) or not space or not dim:
                     raise InputError(f"{where}: creating a collection needs the bundle (embedding space and dim)")
                 params = {"M": int(M), "efConstruction": int(ef_construction)} if index_type == "HNSW" else None
-                create_collection(client, name, where, modality, space, int(dim), index_type, params)
+                create_collection(client, name, where, modality, space, int(dim), index_type, params,
+                                  digest=getattr(model, "bundle_digest", None))
             index = cls._from_collection(client, uri, name, where, ef)
             if modality is not None and index.modality not in (None, modality):
                 raise InputError(f"{where} holds {index.modality} items, not {modality} items")
@@ -126,8 +129,11 @@ class MilvusIndex:
         dim = int(fields["vector"]["params"]["dim"])
         index = cls(client, uri, name, modality=props.get("dagnn.modality") or None,
                     embedding_space=props["dagnn.embedding_space"], dim=dim,
-                    index_type=index_desc.get("index_type", "HNSW"), ef=int(ef))
-        index.index_params = json.loads(props.get("dagnn.index_params") or "{}")
+                    index_type=index_desc.get("index_type", "HNSW"), ef=int(ef),
+                    bundle_digest=props.get("dagnn.bundle_digest") or None)
+        index.index_params = jsonio.expect(jsonio.loads(props.get("dagnn.index_params") or "{}",
+                                                        f"{where} property dagnn.index_params", error=IndexFileError),
+                                           dict, f"{where} property dagnn.index_params", error=IndexFileError)
         return index
 
     # ---- contents ------------------------------------------------------------------------------------
@@ -150,16 +156,14 @@ class MilvusIndex:
     def info(self) -> dict:
         return {"backend": "milvus", "uri": shown(self.uri), "collection": self.collection, "items": len(self),
                 "dim": self.dim, "space": "cosine", "modality": self.modality,
-                "embedding_space": self.embedding_space, "index_type": self.index_type,
+                "embedding_space": self.embedding_space, "bundle_digest": self.bundle_digest,
+                "index_type": self.index_type,
                 "index_params": self.index_params, "ef": self.ef,
                 "M": self.index_params.get("M", "-"), "removed": 0}  # Milvus compacts deletions itself
 
     def check_space(self, model_or_space, what: str = "bundle") -> None:
-        """Refuse a bundle (or embedding_space string) whose embeddings live in another space."""
-        space = getattr(model_or_space, "embedding_space", model_or_space)
-        if space != self.embedding_space:
-            raise MismatchError(f"this index holds embeddings of space {self.embedding_space[:12]}…, the {what} "
-                                f"produces space {str(space)[:12]}…: rebuild the index with this bundle")
+        """Refuse a bundle (or embedding_space string) of another space, or a bundle of another digest."""
+        check_identity(f"index {self.location}", self.embedding_space, self.bundle_digest, model_or_space, what)
 
     # ---- changes -------------------------------------------------------------------------------------
     def add(self, vectors, ids, metadata=None) -> None:

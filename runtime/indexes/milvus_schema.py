@@ -73,7 +73,8 @@ def connect(uri: str, token, timeout: float, where: str):
         return MilvusClient(uri=uri, token=token or "", timeout=timeout)
 
 
-def create_collection(client, name: str, where: str, modality, space: str, dim: int, index_type: str, params=None) -> None:
+def create_collection(client, name: str, where: str, modality, space: str, dim: int, index_type: str, params=None,
+                      digest: str | None = None) -> None:
     from pymilvus import DataType, MilvusClient
 
     if index_type not in INDEX_TYPES:
@@ -89,7 +90,8 @@ def create_collection(client, name: str, where: str, modality, space: str, dim: 
     index_params.add_index(field_name="vector", index_type=index_type, metric_type="COSINE",
                            params=params or INDEX_TYPES[index_type])
     props = {"dagnn.format": FORMAT, "dagnn.format_version": FORMAT_VERSION, "dagnn.embedding_space": space,
-             "dagnn.modality": modality or "", "dagnn.index_params": json.dumps(params or INDEX_TYPES[index_type])}
+             "dagnn.modality": modality or "", "dagnn.index_params": json.dumps(params or INDEX_TYPES[index_type]),
+             **({"dagnn.bundle_digest": digest} if digest else {})}
     with wrapped(where, "create"):
         client.create_collection(name, schema=schema, index_params=index_params, consistency_level="Strong",
                                  description=f"dagnn {modality or 'items'} embeddings of space {space}",

@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import jsonio
 from ..errors import IndexFileError, InputError
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,15 @@ class Store:
             self._conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk before add() returns
             if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 self._conn.execute("PRAGMA journal_mode=WAL")
-            self.meta = {k: json.loads(v) for k, v in self._conn.execute("SELECT key, value FROM meta")}
+            rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
+        try:  # an index folder may come from anywhere: its JSON is read with bounds, like any input
+            self.meta = {str(k): jsonio.loads(v, f"index {self.folder}: {DB_FILE} meta {str(k)[:40]!r}",
+                                              error=IndexFileError) for k, v in rows}
+        except (IndexFileError, TypeError) as exc:
+            self.close()
+            if isinstance(exc, IndexFileError):
+                raise
+            raise IndexFileError(f"index {self.folder}: {DB_FILE} meta holds a value that is not text") from exc
         if self.meta.get("format") != FORMAT:
             self.close()
             raise IndexFileError(f"index {self.folder}: {DB_FILE} is not a dagnn index "
@@ -112,7 +121,13 @@ class Store:
             self.close()
             raise IndexFileError(f"index {self.folder}: format_version {self.meta.get('format_version')!r} "
                                  f"is not supported (supported: {FORMAT_VERSION}); a newer dagnn wrote it?")
-        self.dim = int(self.meta["dim"])
+        self.dim = self.meta.get("dim")
+        space, digest = self.meta.get("embedding_space"), self.meta.get("bundle_digest")
+        if (isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1 or not space
+                or not isinstance(space, str) or not isinstance(digest, (str, type(None)))):
+            self.close()
+            raise IndexFileError(f"index {self.folder}: {DB_FILE} meta is damaged (dim, embedding_space "
+                                 "or bundle_digest missing or of the wrong type)")
         self._seen_version = None
         self.created = False
 
@@ -350,14 +365,29 @@ class Store:
         """The registered graph checkpoint: {file, sha256, marks: [item seq, removal seq]}, or None."""
         with self._transaction("reading the checkpoint record", write=False) as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else self._record(row[0])
+
+    def _record(self, text) -> dict | None:
+        """A checkpoint record as written by ``checkpoint.write``, or None (logged) when it is damaged:
+        the graph is then rebuilt from the rows, which is slower but loses nothing."""
+        try:
+            record = jsonio.expect(jsonio.loads(text, "checkpoint record", error=IndexFileError), dict,
+                                   "checkpoint record", error=IndexFileError)
+            marks = record["marks"]
+            if not (isinstance(record["file"], str) and isinstance(record["count"], int)
+                    and isinstance(marks, list) and len(marks) == 2 and all(isinstance(m, int) for m in marks)):
+                raise IndexFileError("checkpoint record: fields of the wrong type")
+        except (IndexFileError, KeyError, TypeError) as exc:
+            log.warning("index %s: ignoring a damaged graph checkpoint record (%s)", self.folder, exc)
+            return None
+        return record
 
     def register_checkpoint(self, record: dict) -> tuple:
         """Make ``record`` the checkpoint unless the registered one covers as much; returns (registered?,
         the record it replaced or None). Any two snapshots are ordered, so marks compare component-wise."""
         with self._transaction("registering a checkpoint") as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
-            old = None if row is None else json.loads(row[0])
+            old = None if row is None else self._record(row[0])
             if old is not None and all(o >= n for o, n in zip(old["marks"], record["marks"])):
                 return False, old
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('checkpoint', ?)", (json.dumps(record),))
@@ -368,7 +398,7 @@ class Store:
         returns whether it did."""
         with self._transaction("dropping a checkpoint record") as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
-            if row is None or json.loads(row[0]) != record:
+            if row is None or self._record(row[0]) != record:
                 return False
             conn.execute("DELETE FROM meta WHERE key = 'checkpoint'")
             return True

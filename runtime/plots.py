@@ -1,0 +1,222 @@
+"""Evaluation figures as PNG files (``dagnn eval --plots DIR``), drawn with matplotlib's Agg canvas.
+
+matplotlib and scikit-learn (t-SNE) come with the ``[plots]`` extra and are imported only when a figure is
+drawn, so the base install stays small. Inputs are plain arrays (``PlotInputs``): a bundle evaluation and a
+training run's evaluation fill them the same way; the numbers come from ``curves`` and ``metrics``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write
+from .curves import cross_modal_curves
+from .errors import DagnnError, InputError, shorten
+from .metrics import confusion_counts
+
+logger = logging.getLogger(__name__)
+
+COLORS = {"i2t": "#3366cc", "t2i": "#dc7633"}
+NAMES = {"i2t": "image → text", "t2i": "text → image"}
+
+
+@dataclass
+class PlotInputs:
+    title: str                      # what was evaluated, e.g. "RUN, test split (2000 pairs)"
+    labels: list
+    image_emb: np.ndarray           # the split's image and text embeddings and labels
+    text_emb: np.ndarray
+    y: np.ndarray
+    image_scores: np.ndarray        # label scores of the split's images, and the tagging thresholds
+    thresholds: np.ndarray
+    classifiers: np.ndarray         # Z, one row per label
+    classifiers_caption: str
+    edges: np.ndarray | None = None     # B of the label graph (drawn as undirected lines), or None
+    edges_caption: str = ""
+    baseline: np.ndarray | None = None  # the vectors shown "without the GNN" beside Z, or None
+    baseline_caption: str = ""
+    history: dict | None = None         # a run's history.json
+
+
+def _matplotlib():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise DagnnError("figures need matplotlib: pip install 'dagnn[plots]'") from None
+    return Figure, FigureCanvasAgg
+
+
+def _save(fig, path: Path) -> Path:
+    _, canvas = _matplotlib()
+    canvas(fig)
+    fig.tight_layout()
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+
+
+def _figure(width: float, height: float, ncols: int = 1):
+    figure, _ = _matplotlib()
+    fig = figure(figsize=(width, height))
+    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+
+
+def per_label_ap(inputs: PlotInputs, curves: dict, path: Path) -> Path:
+    fig, (ax,) = _figure(max(8.0, 0.42 * len(inputs.labels)), 4.2)
+    x = np.arange(len(inputs.labels))
+    for offset, name in ((-0.2, "i2t"), (0.2, "t2i")):
+        vals = curves[name]["per_label"]
+        overall = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+        ax.bar(x + offset, np.nan_to_num(vals), width=0.4, color=COLORS[name],
+               label=f"{NAMES[name]} (mean over labels {overall:.3f})")
+    ax.set_xticks(x, inputs.labels, rotation=60, ha="right")
+    ax.set_ylabel("mAP of the queries with this label")
+    ax.set_ylim(0, 1)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(f"Per-label retrieval mAP — {inputs.title}")
+    return _save(fig, path)
+
+
+def pr_curve(inputs: PlotInputs, curves: dict, path: Path) -> Path:
+    fig, (ax,) = _figure(5.5, 4.5)
+    for name in ("i2t", "t2i"):
+        ax.plot(curves[name]["recall"], curves[name]["precision"], marker=".", color=COLORS[name],
+                label=NAMES[name])
+    ax.set_xlabel("recall (mean over queries, at rank k)")
+    ax.set_ylabel("precision (mean over queries, at rank k)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"Precision–recall — {inputs.title}", fontsize=9)
+    return _save(fig, path)
+
+
+def map_at_k(inputs: PlotInputs, curves: dict, path: Path) -> Path:
+    fig, (ax,) = _figure(5.5, 4.5)
+    for name in ("i2t", "t2i"):
+        ax.plot(curves[name]["k"], curves[name]["map"], marker=".", color=COLORS[name], label=NAMES[name])
+    ax.set_xscale("log")
+    ax.set_xlabel("k (retrieved items)")
+    ax.set_ylabel("mAP@k")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    ax.set_title(f"mAP@k — {inputs.title}", fontsize=9)
+    return _save(fig, path)
+
+
+def _tsne(vectors: np.ndarray) -> np.ndarray:
+    try:
+        from sklearn.manifold import TSNE
+    except ImportError:
+        raise DagnnError("the t-SNE figure needs scikit-learn: pip install 'dagnn[plots]'") from None
+    n = len(vectors)
+    # Perplexity must stay below the number of points; a few neighbours suit 24 labels.
+    return TSNE(n_components=2, perplexity=min(8.0, max(1.0, (n - 1) / 3)), metric="cosine", init="pca",
+                random_state=0).fit_transform(np.asarray(vectors, dtype=np.float64))
+
+
+def tsne(inputs: PlotInputs, path: Path) -> Path | None:
+    """Fig. 5 of the paper: t-SNE of the classifiers, the label graph's edges drawn over it."""
+    if len(inputs.labels) < 3:
+        logger.info("t-SNE figure skipped: fewer than 3 labels")
+        return None
+    panels = [(inputs.classifiers, inputs.classifiers_caption)]
+    if inputs.baseline is not None:
+        panels.append((inputs.baseline, inputs.baseline_caption))
+    fig, axes = _figure(6.0 * len(panels), 6.0, len(panels))
+    edges = None if inputs.edges is None else (np.asarray(inputs.edges) > 0)
+    for ax, (vectors, caption) in zip(axes, panels):
+        xy = _tsne(vectors)
+        if edges is not None:
+            for i, j in zip(*np.nonzero(np.triu(edges | edges.T, 1))):
+                ax.plot(xy[[i, j], 0], xy[[i, j], 1], color="#999999", lw=0.8, alpha=0.5, zorder=1)
+        ax.scatter(xy[:, 0], xy[:, 1], s=30, color="#3366cc", zorder=2)
+        for (px, py), label in zip(xy, inputs.labels):
+            ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, 3), fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(caption, fontsize=9, wrap=True)
+    if inputs.edges_caption:
+        fig.text(0.5, 0.005, inputs.edges_caption, ha="center", va="bottom", fontsize=8, color="#555555")
+    fig.suptitle(f"t-SNE of the label classifiers — {inputs.title}", fontsize=10)
+    return _save(fig, path)
+
+
+def training(inputs: PlotInputs, path: Path) -> Path | None:
+    rows = (inputs.history or {}).get("epochs") or []
+    if not rows:
+        return None
+    pre = (inputs.history or {}).get("text_pretraining") or []
+    fig, axes = _figure(15.0 if pre else 10.0, 4.0, 3 if pre else 2)
+    epochs = [r["epoch"] for r in rows]
+    for key in ("total", "cla", "mdi", "adv"):
+        if key in rows[0]:
+            axes[0].plot(epochs, [r[key] for r in rows], marker=".", label=key)
+    axes[0].set_title("training losses (mean per epoch)")
+    for key, color in (("val_i2t", COLORS["i2t"]), ("val_t2i", COLORS["t2i"]), ("val_avg", "#333333")):
+        if key in rows[0]:
+            axes[1].plot(epochs, [r[key] for r in rows], marker=".", color=color, label=key)
+    selected = inputs.history.get("selected_epoch")
+    if selected:
+        axes[1].axvline(selected, color="#2a9d3c", ls="--", label=f"selected epoch {selected}")
+    axes[1].set_title("validation mAP")
+    if pre:
+        for key in ("train_bce", "val_bce"):
+            axes[2].plot([r["epoch"] for r in pre], [r[key] for r in pre], marker=".", label=key)
+        axes[2].set_title("text MLP pretraining (BCE)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Training — {inputs.title}", fontsize=10)
+    return _save(fig, path)
+
+
+def tagging_confusion(inputs: PlotInputs, path: Path) -> Path:
+    """Per label TP/FP/FN/TN at the thresholds; colour = rate (TP, FN over positives; FP, TN over negatives)."""
+    counts = confusion_counts(inputs.image_scores, inputs.y, inputs.thresholds)
+    pos = counts[:, [0, 2]].sum(1, keepdims=True)
+    neg = counts[:, [1, 3]].sum(1, keepdims=True)
+    denom = np.concatenate([pos, neg, pos, neg], axis=1).astype(np.float64)
+    rates = np.divide(counts, denom, out=np.zeros(counts.shape), where=denom > 0)
+    fig, (ax,) = _figure(6.0, max(3.0, 0.3 * len(inputs.labels) + 1.2))
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for (i, j), value in np.ndenumerate(counts):
+        ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                color="white" if rates[i, j] > 0.6 else "black")
+    ax.set_xticks(range(4), ["TP", "FP", "FN", "TN"])
+    ax.set_yticks(range(len(inputs.labels)), inputs.labels, fontsize=8)
+    fig.colorbar(im, ax=ax, label="rate (TP, FN of positives; FP, TN of negatives)")
+    ax.set_title(f"Tagging at the calibrated thresholds\n{inputs.title}", fontsize=9)
+    return _save(fig, path)
+
+
+FIGURES = ("per_label_ap", "pr_curve", "map_at_k", "tsne", "training", "tagging_confusion")
+
+
+def write_plots(inputs: PlotInputs, out_dir, only=None) -> dict:
+    """Write every figure that ``inputs`` allows (or those named in ``only``, see ``FIGURES``) into
+    ``out_dir``; returns {name: path}."""
+    wanted = set(FIGURES if only is None else only)
+    if wanted - set(FIGURES):
+        raise InputError(f"unknown figures {sorted(wanted - set(FIGURES))}; choose from {', '.join(FIGURES)}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"plots folder {shorten(str(out_dir), path=True)} is a file, not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    needs_curves = wanted & {"per_label_ap", "pr_curve", "map_at_k"}
+    curves = cross_modal_curves(inputs.image_emb, inputs.text_emb, inputs.y) if needs_curves else {}
+    draw = {
+        "per_label_ap": lambda: per_label_ap(inputs, curves, out_dir / "per_label_ap.png"),
+        "pr_curve": lambda: pr_curve(inputs, curves, out_dir / "pr_curve.png"),
+        "map_at_k": lambda: map_at_k(inputs, curves, out_dir / "map_at_k.png"),
+        "tsne": lambda: tsne(inputs, out_dir / "tsne_classifiers.png"),
+        "training": lambda: training(inputs, out_dir / "training.png"),
+        "tagging_confusion": lambda: tagging_confusion(inputs, out_dir / "tagging_confusion.png"),
+    }
+    written = {name: draw[name]() for name in FIGURES if name in wanted}
+    return {name: path for name, path in written.items() if path is not None}
