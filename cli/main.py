@@ -4,4 +4,4 @@ from __future__ import annotations
 
 from .app import app, main  # noqa: F401
 from . import (data_cmd, demo_cmd, embed_cmd, eval_cmd, export_cmd, features_cmd, index_cmds, info_cmd,  # noqa: E402,F401
-               search_cmds, train_cmds)
+               search_cmds, serve_cmd, train_cmds)

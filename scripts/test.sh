@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install dagnn from this checkout into virtual environments and run the test suite.
-#  - .venv       : the full install (runtime + [train] + [dev] + [milvus] + [ray] + [plots]) runs every test;
+#  - .venv       : the full install (runtime + [train] + [dev] + [serve] + [milvus] + [ray] + [plots]) runs every test;
 #  - .venv-base  : the torch-free base install (+ test tools) proves `import dagnn_runtime` never needs torch
 #                  and runs the suite again, where torch-only tests skip.
 set -euo pipefail
@@ -13,8 +13,8 @@ make_venv() {  # make_venv DIR EXTRAS
     "$1/bin/python" -m pip install -q ".$2"
 }
 
-echo "== full install (.[train,dev,milvus,ray,plots])"
-make_venv .venv "[train,dev,milvus,ray,plots]"
+echo "== full install (.[train,dev,serve,milvus,ray,plots])"
+make_venv .venv "[train,dev,serve,milvus,ray,plots]"
 echo "== torch-free base install (. plus pytest, onnx)"
 make_venv .venv-base "[dev]"
 .venv-base/bin/python - <<'PY'
