@@ -3,7 +3,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -34,8 +33,8 @@ def tree(tmp_path_factory) -> Path:
 def test_contracts_hold(tree):
     result = lint(tree, tree / "pyproject.toml")
     assert result.returncode == 0, result.stdout + result.stderr
-    contracts = tomllib.loads((tree / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
-    assert f"{len(contracts)} kept, 0 broken" in result.stdout
+    contracts = (tree / "pyproject.toml").read_text().count("\n[[tool.importlinter.contracts]]\n")
+    assert contracts >= 4 and f"{contracts} kept, 0 broken" in result.stdout
 
 
 @pytest.mark.parametrize("module, line, broken", [
