@@ -11,7 +11,7 @@ from dagnn_runtime.errors import InputError, shorten
 
 from . import render
 from .app import index_app
-from .options import bundle_opt, expect_digest_opt, force_threads_opt, load_model, threads_opt  # noqa: F401
+from .options import bundle_opt, expect_digest_opt, force_threads_opt, load_model, threads_opt
 
 _data_opt = typer.Option(None, "--data", help="Data set folder: indexes its photos (INDEX/image) and tag texts (INDEX/text).")
 _images_opt = typer.Option(None, "--images", help="Image folder (searched recursively) or file; repeatable.")
@@ -19,6 +19,10 @@ _texts_opt = typer.Option(None, "--texts", help="Text file: one text per line, o
 backend_opt = typer.Option(None, "--backend", help="hnsw (a folder) | milvus (--uri); default: from the location.")
 uri_opt = typer.Option(None, "--uri", help="Milvus: a *.db Milvus Lite path or http(s)://host:19530 (instead of a folder).")
 token_opt = typer.Option(None, "--token", envvar="DAGNN_MILVUS_TOKEN", help="Milvus server token.")
+_batch_size_opt = typer.Option(32, "--batch-size", min=1)
+_save_every_opt = typer.Option(2000, "--save-every", min=1, help="Checkpoint after this many additions.")
+_quiet_opt = typer.Option(False, "--quiet", help="No progress bar.")
+_json_opt = typer.Option(False, "--json", help="Print the summary as JSON.")
 
 
 def _where(folder, uri, backend):
@@ -75,16 +79,16 @@ def index_build(
     images: Optional[List[Path]] = _images_opt,
     texts: Optional[Path] = _texts_opt,
     modality: Optional[str] = typer.Option(None, "--modality", help="image|text: with --data, index only one."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    batch_size: int = _batch_size_opt,
     threads: Optional[int] = threads_opt,
     force_threads: bool = force_threads_opt,
     expect_digest: Optional[str] = expect_digest_opt,
     m: int = typer.Option(16, "--M", min=2, help="HNSW links per node."),
     ef_construction: int = typer.Option(200, "--ef-construction", min=1),
     ef: int = typer.Option(128, "--ef", min=1, help="Default search breadth stored with the index."),
-    save_every: int = typer.Option(2000, "--save-every", min=1, help="Checkpoint after this many additions."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    save_every: int = _save_every_opt,
+    quiet: bool = _quiet_opt,
+    as_json: bool = _json_opt,
     from_embeddings: Optional[Path] = typer.Option(None, "--from-embeddings",
                                                    help="Load `dagnn embed` shards instead of encoding."),
     backend: Optional[str] = backend_opt, uri: Optional[str] = uri_opt, token: Optional[str] = token_opt,
@@ -121,13 +125,13 @@ def index_add(
     images: Optional[List[Path]] = _images_opt,
     texts: Optional[Path] = _texts_opt,
     modality: Optional[str] = typer.Option(None, "--modality", help="image|text: with --data, add only one."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    batch_size: int = _batch_size_opt,
     threads: Optional[int] = threads_opt,
     force_threads: bool = force_threads_opt,
     expect_digest: Optional[str] = expect_digest_opt,
-    save_every: int = typer.Option(2000, "--save-every", min=1),
-    quiet: bool = typer.Option(False, "--quiet"),
-    as_json: bool = typer.Option(False, "--json"),
+    save_every: int = _save_every_opt,
+    quiet: bool = _quiet_opt,
+    as_json: bool = _json_opt,
     backend: Optional[str] = backend_opt, uri: Optional[str] = uri_opt, token: Optional[str] = token_opt,
 ):
     """Add items to an existing index (ids already present are skipped)."""
@@ -181,7 +185,7 @@ def index_remove(
 @index_app.command("info")
 def index_info(
     index: Optional[Path] = typer.Option(None, "--index", help="Index folder (or a --data parent)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = _json_opt,
     backend: Optional[str] = backend_opt, uri: Optional[str] = uri_opt, token: Optional[str] = token_opt,
 ):
     """Size, dimension, modality, embedding space and HNSW parameters of an index."""

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from dagnn_runtime.indexes.hnsw import HnswIndex
-from dagnn_runtime.indexes.store import is_store
+from dagnn_runtime.indexes.store_file import is_store
 
 DIM = 8
 SPACE = "s" * 64

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import jsonio
 from ..atomic import atomic_write_text
 from ..errors import InputError, MismatchError
 
@@ -95,7 +96,7 @@ def make_plan(items, out, embedding_space: str, shard_size: int = 1000) -> Plan:
                  "shard_size": shard_size, "items": len(items), "items_sha256": _digest(items)}
     plan_path = out / PLAN_FILE
     if plan_path.is_file():
-        old = json.loads(plan_path.read_text(encoding="utf-8"))
+        old = _read_plan(plan_path)
         if old.get("embedding_space") != embedding_space:
             raise MismatchError(f"{out} holds embeddings of space {str(old.get('embedding_space'))[:12]}…, the "
                                 f"bundle produces space {embedding_space[:12]}…: use another output folder")
@@ -112,6 +113,11 @@ def make_plan(items, out, embedding_space: str, shard_size: int = 1000) -> Plan:
     plan = Plan(out, embedding_space, shards)
     plan.done = [s.index for s in shards if _finished(out / s.name, s.digest)]
     return plan
+
+
+def _read_plan(path: Path) -> dict:
+    """A folder's plan.json: it may come from anywhere, so it is read with bounds like any input."""
+    return jsonio.expect(jsonio.load_file(path), dict, str(path))
 
 
 def _finished(path: Path, digest: str) -> bool:
@@ -177,7 +183,7 @@ def read_embeddings(folder, model=None, batch_rows: int = 10000):
     plan_path = folder / PLAN_FILE
     if not plan_path.is_file():
         raise InputError(f"{folder} is not an embeddings folder (no {PLAN_FILE})")
-    plan = json.loads(plan_path.read_text(encoding="utf-8"))
+    plan = _read_plan(plan_path)
     space = getattr(model, "embedding_space", model)
     if space is not None and plan.get("embedding_space") != space:
         raise MismatchError(f"{folder} holds embeddings of space {str(plan.get('embedding_space'))[:12]}…, the "
@@ -191,8 +197,10 @@ def read_embeddings(folder, model=None, batch_rows: int = 10000):
         meta = pf.schema_arrow.metadata or {}
         if meta.get(b"dagnn.embedding_space", b"").decode() != plan["embedding_space"]:
             raise MismatchError(f"{path.name} in {folder} was written for another embedding space")
-        names = json.loads(meta[b"dagnn.label_names"])
-        thresholds = np.array(json.loads(meta[b"dagnn.thresholds"]), dtype=np.float32)
+        where = f"{path.name} in {folder}: Parquet metadata"
+        names = jsonio.loads(meta.get(b"dagnn.label_names", b""), f"{where} dagnn.label_names")
+        thresholds = np.array(jsonio.loads(meta.get(b"dagnn.thresholds", b""), f"{where} dagnn.thresholds"),
+                              dtype=np.float32)
         for rb in pf.iter_batches(batch_size=batch_rows):
             ok = rb.column("error").is_null().to_numpy(zero_copy_only=False)
             if not ok.any():

@@ -18,7 +18,7 @@ def _is_hnsw(path: Path) -> bool:
     """A folder with an index store, or a version-1 index folder (converted when opened)."""
     from ..atomic import recover
     from .legacy import is_v1
-    from .store import is_store
+    from .store_file import is_store
 
     if not path.exists():  # a version-1 save killed between its two renames left it aside as .NAME.old-*
         recover(path)

@@ -21,11 +21,21 @@ import hnswlib
 
 from ..bundle import file_sha256
 from ..errors import IndexFileError
-from .store import DB_FILE, Store, _fsync_dir, folder_lock
+from .store import Store
+from .store_file import DB_FILE, folder_lock, fsync_dir
 
 log = logging.getLogger(__name__)
 
 TMP_PREFIXES = (".graph.tmp-", f".{DB_FILE}.tmp-")
+# A checkpoint is due once the changes since the last one reach MIN_CHANGES and this fraction of the items:
+# the bytes written for checkpoints stay proportional to the changes (amortised), and opening replays at
+# most about that fraction of the index.
+MIN_CHANGES, FRACTION = 1000, 0.1
+
+
+def due(pending: int, items: int, min_changes: int = MIN_CHANGES) -> bool:
+    """Whether ``pending`` changes since the last checkpoint of an index of ``items`` call for a new one."""
+    return pending >= max(min_changes, FRACTION * items)
 
 
 def _is_graph(name: str) -> bool:
@@ -52,7 +62,7 @@ def write(graph: hnswlib.Index, store: Store, marks: tuple) -> bool:
                       "count": graph.get_current_count(), "dim": graph.dim}
             os.chmod(tmp, 0o644)
             os.replace(tmp, folder / name)
-            _fsync_dir(folder)
+            fsync_dir(folder)
             registered, old = store.register_checkpoint(record)
         except BaseException:
             tmp.unlink(missing_ok=True)

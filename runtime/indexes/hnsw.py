@@ -25,10 +25,6 @@ from .inputs import additions, item_key, item_keys, search_options, unit_vectors
 from .store import Store
 
 PARAMS = ("M", "ef_construction", "ef")
-# A graph checkpoint is written once the changes since the last one reach CHECKPOINT_MIN and this fraction
-# of the items: the bytes written for checkpoints stay proportional to the changes (amortised), and
-# opening replays at most about that fraction of the index.
-CHECKPOINT_MIN, CHECKPOINT_FRACTION = 1000, 0.1
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +55,7 @@ class HnswIndex:
         self._store: Store | None = None
         self._marks = (0, 0)          # (last item seq, last removal seq) the graph covers
         self._checkpointed = (0, 0)   # marks of the last checkpoint this copy loaded or wrote
-        self.checkpoint_min = CHECKPOINT_MIN
+        self.checkpoint_min = checkpoint.MIN_CHANGES
         self.converted = False        # opened a version-1 folder and converted it
 
     @classmethod
@@ -227,17 +223,12 @@ class HnswIndex:
                 "modality": self.modality, **{p: getattr(self, p) for p in PARAMS},
                 **({"bundle_digest": self.bundle_digest} if self.bundle_digest else {})}
         g = self._graph
-        labels = sorted(g.items)
-
-        def rows():
-            for i in range(0, len(labels), 2048):
-                part = labels[i:i + 2048]
-                yield [(s, *g.items[s], v.astype("<f4").tobytes()) for s, v in zip(part, g.vectors(part))]
-        store = Store.create(self.location, meta, rows(), last_seq=self._marks[0])
+        seeded = bool(g.items)
+        store = Store.create(self.location, meta, g.store_rows(), last_seq=self._marks[0])
         if not store.created:
             found = store.meta
             store.close()
-            if g.items or self._marks != (0, 0):
+            if seeded or self._marks != (0, 0):
                 raise IndexFileError(f"index {self.location} exists already: open it to add to it")
             if (found["embedding_space"], store.dim) != (self.embedding_space, self.dim):
                 raise MismatchError(f"index {self.location} exists already, with embeddings of another space")
@@ -248,7 +239,7 @@ class HnswIndex:
             store = Store(self.location)
         self._marks = (self._marks[0], 0)  # removed items were never written: no removals to replay
         self._attach(store)
-        if labels:
+        if seeded:
             self._checkpoint_if_due(force=True)
 
     def _catch_up(self) -> None:
@@ -272,7 +263,7 @@ class HnswIndex:
         pending = self._pending()
         if self._store is None or not pending:
             return
-        if force or pending >= max(self.checkpoint_min, CHECKPOINT_FRACTION * len(self._graph.labels)):
+        if force or checkpoint.due(pending, len(self._graph.labels), self.checkpoint_min):
             try:
                 if checkpoint.write(self._graph.hnsw, self._store, self._marks):
                     self._checkpointed = self._marks

@@ -80,6 +80,14 @@ class Graph:
     def vectors(self, labels) -> np.ndarray:
         return np.asarray(self.hnsw.get_items(labels, return_type="numpy"), dtype=np.float32)
 
+    def store_rows(self, batch: int = 2048):
+        """The live items as batches of store rows (seq = label, id, metadata JSON, float32 vector bytes),
+        to seed a new store with an in-memory index's items."""
+        labels = sorted(self.items)
+        for i in range(0, len(labels), batch):
+            part = labels[i:i + batch]
+            yield [(s, *self.items[s], v.astype("<f4").tobytes()) for s, v in zip(part, self.vectors(part))]
+
     def search(self, q: np.ndarray, k: int, wanted: frozenset | None, ef: int, exact: bool) -> tuple:
         """(rows of (id, metadata JSON), scores) of the ``k`` best items per row of ``q``."""
         allowed = None

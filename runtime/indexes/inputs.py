@@ -9,18 +9,23 @@ import numpy as np
 from ..errors import InputError
 
 
-def item_key(item_id) -> str:
+def item_key(item_id, max_bytes: int | None = None) -> str:
+    """An id as its string key; ``max_bytes`` is a backend's limit on a key's UTF-8 length (Milvus)."""
     if isinstance(item_id, bool) or not isinstance(item_id, (str, int, np.integer)):
         raise InputError(f"ids must be strings (or integers), got {type(item_id).__name__}")
     key = str(item_id)
     if not key:
         raise InputError("ids must not be empty")
+    if max_bytes is not None and len(key.encode()) > max_bytes:
+        raise InputError(f"id {key[:80]!r}… is longer than {max_bytes} bytes")
     return key
 
 
-def item_keys(ids) -> list:
+def item_keys(ids, max_bytes: int | None = None) -> list:
     """One id or several, as strings."""
-    return [item_key(ids)] if isinstance(ids, (str, int, np.integer)) else [item_key(i) for i in ids]
+    if isinstance(ids, (str, int, np.integer)):
+        return [item_key(ids, max_bytes)]
+    return [item_key(i, max_bytes) for i in ids]
 
 
 def unit_vectors(vectors, dim: int, what: str) -> np.ndarray:
@@ -38,10 +43,10 @@ def unit_vectors(vectors, dim: int, what: str) -> np.ndarray:
     return np.ascontiguousarray(v / norms)
 
 
-def additions(vectors, ids, metadata, dim: int) -> tuple:
+def additions(vectors, ids, metadata, dim: int, max_id_bytes: int | None = None) -> tuple:
     """(keys, unit vectors, metadata JSON texts) of items to add, or InputError naming the first problem."""
     v = unit_vectors(vectors, dim, "vectors to add")
-    keys = item_keys(ids)
+    keys = item_keys(ids, max_id_bytes)
     if len(keys) != len(v):
         raise InputError(f"{len(v)} vectors but {len(keys)} ids")
     metadata = [{}] * len(keys) if metadata is None else list(metadata)

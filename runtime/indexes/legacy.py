@@ -17,7 +17,7 @@ import numpy as np
 from .. import jsonio
 from ..bundle import file_sha256
 from ..errors import IndexFileError
-from .store import DB_FILE, Store, _fsync_dir, folder_lock
+from .store_file import DB_FILE, create_db, folder_lock, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def _rows(graph, live):
 def _remove_v1_files(folder: Path) -> None:
     for name in (V1_META, V1_GRAPH):
         (folder / name).unlink(missing_ok=True)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     siblings = [*folder.parent.glob(f".{folder.name}.tmp-*"), *folder.parent.glob(f".{folder.name}.old-*")]
     for sibling in siblings:
         names = {p.name for p in sibling.iterdir()} if sibling.is_dir() else None
@@ -102,7 +102,7 @@ def convert(folder) -> bool:
             return False
         meta, graph, live = _read(folder)
         try:
-            Store._create_db(folder, meta, _rows(graph, live))
+            create_db(folder, meta, _rows(graph, live))
         except OSError as exc:
             raise IndexFileError(f"index {folder}: converting to {DB_FILE} failed ({exc})") from exc
         _remove_v1_files(folder)

@@ -30,8 +30,9 @@ import numpy as np
 from .. import jsonio
 from ..errors import DagnnError, IndexFileError, InputError
 from .base import Hit, check_identity
-from .milvus_schema import (BATCH, FORMAT, FORMAT_VERSION, MAX_K, collection_name, connect, create_collection,
-                            is_milvus_location, item_key, label_filter, literal, shown, to_row, wrapped)
+from .inputs import additions, item_key, item_keys, unit_vectors
+from .milvus_schema import (BATCH, FORMAT, FORMAT_VERSION, MAX_ID_BYTES, MAX_K, collection_name, connect,
+                            create_collection, is_milvus_location, label_filter, literal, shown, to_row, wrapped)
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,10 @@ class MilvusIndex:
         return int(rows[0]["count(*)"])
 
     def __contains__(self, item_id) -> bool:
-        return bool(self._present([item_key(item_id)]))
+        return bool(self._present([item_key(item_id, MAX_ID_BYTES)]))
 
     def metadata(self, item_id) -> dict:
-        key = item_key(item_id)
+        key = item_key(item_id, MAX_ID_BYTES)
         with self._wrapped("read metadata"):
             rows = self._client.query(self.collection, filter=f"id in {literal([key])}", output_fields=["metadata"])
         if not rows:
@@ -168,17 +169,8 @@ class MilvusIndex:
     # ---- changes -------------------------------------------------------------------------------------
     def add(self, vectors, ids, metadata=None) -> None:
         """Add items; a wrong dimension, a duplicate id or bad metadata is refused before anything is sent."""
-        v = self._vectors(vectors, "vectors to add")
-        keys = [item_key(i) for i in ([ids] if isinstance(ids, (str, int)) else ids)]
-        if len(keys) != len(v):
-            raise InputError(f"{len(v)} vectors but {len(keys)} ids")
-        metadata = [{}] * len(keys) if metadata is None else list(metadata)
-        if len(metadata) != len(keys):
-            raise InputError(f"{len(keys)} ids but {len(metadata)} metadata records")
-        if len(set(keys)) != len(keys):
-            dup = next(k for k in keys if keys.count(k) > 1)
-            raise InputError(f"id {dup!r} appears twice in the items to add")
-        rows = [to_row(key, vec, meta) for key, vec, meta in zip(keys, v, metadata)]
+        keys, v, records = additions(vectors, ids, metadata, self.dim, MAX_ID_BYTES)
+        rows = [to_row(key, vec, record) for key, vec, record in zip(keys, v, records)]
         present = self._present(keys)
         if present:
             raise InputError(f"id {present[0]!r} is already in the index ({len(present)} duplicate ids); "
@@ -197,7 +189,7 @@ class MilvusIndex:
 
     def remove(self, ids) -> None:
         """Delete items; unknown ids are refused, changing nothing."""
-        keys = list(dict.fromkeys(item_key(i) for i in ([ids] if isinstance(ids, (str, int)) else ids)))
+        keys = list(dict.fromkeys(item_keys(ids, MAX_ID_BYTES)))
         present = set(self._present(keys))
         unknown = [k for k in keys if k not in present]
         if unknown:
@@ -221,7 +213,7 @@ class MilvusIndex:
         predicted labels contain any of them (filtered inside Milvus); ``exact`` ranks every item (slow)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
             raise InputError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
-        q = self._vectors(vectors, "query vectors")
+        q = unit_vectors(vectors, self.dim, "query vectors")
         expr = label_filter(labels)
         if exact:
             return self._exact(q, int(k), expr)
@@ -262,19 +254,6 @@ class MilvusIndex:
                 for row_i, row_s in zip(best_i, best_s)]
 
     # ---- helpers -------------------------------------------------------------------------------------
-    def _vectors(self, vectors, what: str) -> np.ndarray:
-        v = np.asarray(vectors, dtype=np.float32)
-        if v.ndim == 1:
-            v = v[None]
-        if v.ndim != 2 or v.shape[1] != self.dim:
-            raise InputError(f"{what} have shape {np.shape(vectors)}, this index holds {self.dim}-d vectors")
-        if not np.isfinite(v).all():
-            raise InputError(f"{what} contain NaN or infinite values")
-        norms = np.linalg.norm(v, axis=1, keepdims=True)
-        if (norms == 0).any():
-            raise InputError(f"{what} contain an all-zero vector (its cosine is undefined)")
-        return np.ascontiguousarray(v / norms)
-
     def _present(self, keys: list) -> list:
         found = []
         for start in range(0, len(keys), BATCH):

@@ -98,24 +98,9 @@ def create_collection(client, name: str, where: str, modality, space: str, dim: 
                                  properties=props)
 
 
-def item_key(item_id) -> str:
-    if isinstance(item_id, bool) or not isinstance(item_id, (str, int, np.integer)):
-        raise InputError(f"ids must be strings (or integers), got {type(item_id).__name__}")
-    key = str(item_id)
-    if not key:
-        raise InputError("ids must not be empty")
-    if len(key.encode()) > MAX_ID_BYTES:
-        raise InputError(f"id {key[:80]!r}… is longer than {MAX_ID_BYTES} bytes")
-    return key
-
-
-def to_row(key: str, vector: np.ndarray, meta) -> dict:
-    if not isinstance(meta, dict):
-        raise InputError(f"metadata of id {key!r} must be a dict, got {type(meta).__name__}")
-    try:
-        meta = json.loads(json.dumps(meta, ensure_ascii=False, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"metadata of id {key!r} is not plain JSON ({exc})") from exc
+def to_row(key: str, vector: np.ndarray, record: str) -> dict:
+    """A Milvus row of one checked item (``inputs.additions``: key, unit vector, metadata JSON text)."""
+    meta = json.loads(record)
     row = {"id": key, "vector": vector.tolist(), "metadata": meta}
     for field in LABEL_FIELDS:
         values = [_label_name(x) for x in (meta.get(field) or [])] if isinstance(meta.get(field) or [], list) else None

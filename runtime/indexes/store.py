@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,59 +28,16 @@ import numpy as np
 
 from .. import jsonio
 from ..errors import IndexFileError, InputError
+from .store_file import DB_FILE, checked_meta, create_db, folder_lock
 
 log = logging.getLogger(__name__)
 
-DB_FILE = "index.db"
-FORMAT = "dagnn-index"
-FORMAT_VERSION = 2
 CHUNK = 500  # ids per SQL statement (well under SQLite's bound-parameter limit)
-
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE items (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
-                    metadata TEXT NOT NULL, vector BLOB NOT NULL);
-CREATE TABLE removals (seq INTEGER PRIMARY KEY AUTOINCREMENT, item_seq INTEGER NOT NULL);
-"""
-
-
-def is_store(folder) -> bool:
-    return (Path(folder) / DB_FILE).is_file()
 
 
 def _chunks(seq, size=CHUNK):
     for start in range(0, len(seq), size):
         yield seq[start:start + size]
-
-
-@contextmanager
-def folder_lock(folder, blocking: bool = True):
-    """An advisory lock on the index folder for jobs beside the database (creating it, writing graph
-    checkpoints, converting, removing leftovers); yields whether it was taken. The kernel drops it when
-    its process dies, so kill -9 never leaves it held. Without ``fcntl`` (Windows) nothing is locked."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield False
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)  # closing drops the lock
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Store:
@@ -105,37 +60,20 @@ class Store:
             if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 self._conn.execute("PRAGMA journal_mode=WAL")
             rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
-        try:  # an index folder may come from anywhere: its JSON is read with bounds, like any input
-            self.meta = {str(k): jsonio.loads(v, f"index {self.folder}: {DB_FILE} meta {str(k)[:40]!r}",
-                                              error=IndexFileError) for k, v in rows}
-        except (IndexFileError, TypeError) as exc:
+        try:
+            self.meta = checked_meta(self.folder, rows)
+        except IndexFileError:
             self.close()
-            if isinstance(exc, IndexFileError):
-                raise
-            raise IndexFileError(f"index {self.folder}: {DB_FILE} meta holds a value that is not text") from exc
-        if self.meta.get("format") != FORMAT:
-            self.close()
-            raise IndexFileError(f"index {self.folder}: {DB_FILE} is not a dagnn index "
-                                 f"(format {self.meta.get('format')!r})")
-        if self.meta.get("format_version") != FORMAT_VERSION:
-            self.close()
-            raise IndexFileError(f"index {self.folder}: format_version {self.meta.get('format_version')!r} "
-                                 f"is not supported (supported: {FORMAT_VERSION}); a newer dagnn wrote it?")
-        self.dim = self.meta.get("dim")
-        space, digest = self.meta.get("embedding_space"), self.meta.get("bundle_digest")
-        if (isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1 or not space
-                or not isinstance(space, str) or not isinstance(digest, (str, type(None)))):
-            self.close()
-            raise IndexFileError(f"index {self.folder}: {DB_FILE} meta is damaged (dim, embedding_space "
-                                 "or bundle_digest missing or of the wrong type)")
+            raise
+        self.dim = self.meta["dim"]
         self._seen_version = None
         self.created = False
 
     @classmethod
     def create(cls, folder, meta: dict, rows=(), last_seq: int = 0, **kwargs) -> "Store":
         """A new store with ``meta`` (needs ``dim`` and ``embedding_space``), seeded with ``rows`` (see
-        ``_create_db``), or the one already in ``folder``: when several processes create one at the same
-        moment, exactly one wins and all get that one. ``created`` says which; callers check its meta."""
+        ``store_file.create_db``), or the one already in ``folder``: when several processes create one at
+        the same moment, exactly one wins and all get that one. ``created`` says which; callers check its meta."""
         folder = Path(folder)
         if not isinstance(meta.get("dim"), int) or meta["dim"] < 1 or not meta.get("embedding_space"):
             raise InputError("an index store needs a positive integer dim and an embedding_space")
@@ -148,50 +86,10 @@ class Store:
             if not (folder / DB_FILE).exists() and others:
                 raise IndexFileError(f"refusing to create an index in {folder}: it holds other files "
                                      f"({others[0]!r:.80}, ...)")
-            created = cls._create_db(folder, meta, rows, last_seq)
+            created = create_db(folder, meta, rows, last_seq)
         store = cls(folder, **kwargs)
         store.created = created
         return store
-
-    @staticmethod
-    def _create_db(folder: Path, meta: dict, rows=(), last_seq: int = 0) -> bool:
-        """Build the database with ``meta`` and ``rows`` (batches of (seq or None, id, metadata JSON,
-        float32 vector bytes); later items get seqs above ``last_seq``) under a temporary name, then link
-        it into place: no one ever sees it half-made. The caller holds the folder lock. Returns whether
-        this call created it (False: it existed already)."""
-        if (folder / DB_FILE).exists():
-            return False
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{DB_FILE}.tmp-")
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            conn = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                conn.executescript(_SCHEMA)
-                version = {"format": FORMAT, "format_version": FORMAT_VERSION}
-                conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                                 [(k, json.dumps(v)) for k, v in {**meta, **version}.items()])
-                conn.execute("BEGIN")
-                for batch in rows:
-                    conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", batch)
-                if last_seq:  # sqlite_sequence is where AUTOINCREMENT keeps the last seq it gave
-                    conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'items'", (last_seq,))
-                    conn.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'items', ? WHERE NOT EXISTS "
-                                 "(SELECT 1 FROM sqlite_sequence WHERE name = 'items')", (last_seq,))
-                conn.execute("COMMIT")
-                conn.execute("PRAGMA journal_mode=WAL")  # persistent in the file
-            finally:
-                conn.close()
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.link(tmp, folder / DB_FILE)  # no-replace; the folder lock keeps other creators out
-            _fsync_dir(folder)
-        except (OSError, sqlite3.Error) as exc:
-            raise IndexFileError(f"index {folder}: cannot create {DB_FILE} ({exc})") from exc
-        finally:
-            tmp.unlink(missing_ok=True)
-        return True
 
     # ---- plumbing ------------------------------------------------------------------------------------
     @contextmanager
@@ -288,11 +186,6 @@ class Store:
     def count(self) -> int:
         with self._transaction("counting items", write=False) as conn:
             return conn.execute("SELECT count(*) FROM items").fetchone()[0]
-
-    def metadata_json(self, item_id: str) -> str | None:
-        with self._transaction("reading metadata", write=False) as conn:
-            row = conn.execute("SELECT metadata FROM items WHERE id = ?", (item_id,)).fetchone()
-        return None if row is None else row[0]
 
     def rows(self, seqs) -> dict:
         """seq -> (id, metadata JSON) of those ``seqs`` still in the store (e.g. search hits)."""
