@@ -37,7 +37,7 @@ from .files import read_json
 from .manifest import (ARCHIVE_SUFFIX, CLASSIFIERS, IMAGE_GRAPH, TEXT_GRAPH, VOCAB, build_manifest, refuse_existing,
                        write_archive, write_manifest)
 from .onnx_graphs import ImageEncoder, TextEncoder, check_graph, export_onnx, tag_id_matrix
-from .quantize import calibration_images, quantize_image_graph
+from .quantize import INT8_CONFIGS, calibration_images, choose_int8_config, quantize_image_graph
 from .quantize_text import quantize_text_graph
 from .verify import (calibrated_thresholds, check_parity, exported_test_metrics, image_paths, ort_session,
                      split_indices, verify_bundle)
@@ -153,13 +153,15 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
                   calibration_size: int = 256, calibration_method: str = "minmax", per_channel: bool = True,
                   archive: bool = False, force: bool = False, run_metrics: dict | None = None,
                   parity_samples: int = 256, parity_tol: float = 1e-4, min_int8_cosine: float = 0.98,
-                  batch_size: int = 32, threads: int = 2, log: Log | None = None) -> Path:
+                  batch_size: int = 32, threads: int = 2, int8_configs=INT8_CONFIGS, log: Log | None = None) -> Path:
     """Export ``model`` (+ ``backbone``) to the bundle ``out`` (a directory, or a ``.dagnn`` archive when
     ``out`` ends with it; ``archive=True`` writes ``out.dagnn`` beside the directory as well).
 
     ``splits``: a ``Splits`` or the run's splits.json dict (rows). Validation pairs serve parity and
     threshold calibration, test pairs the reported mAP. Returns the path written (the directory, or the
-    archive for a ``.dagnn`` target)."""
+    archive for a ``.dagnn`` target). ``int8_configs``: the int8 serving configurations to try, fastest first
+    (``quantize.INT8_CONFIGS``); the first whose validation cosine reaches ``min_int8_cosine`` is recorded in
+    the manifest with its session settings, and none reaching it refuses the export."""
     log = log or (lambda msg: None)
     if quantize not in (None, "int8"):
         raise ExportError(f"unknown quantisation {quantize!r}; only int8 is supported")
@@ -184,7 +186,14 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
                                               calibration_method=calibration_method, per_channel=per_channel)
         log(f"graphs written and checked ({time.time() - t0:.0f}s)")
 
-        sessions = {"image": ort_session(bundle / IMAGE_GRAPH, threads)}
+        image_config = {}
+        if quantize:
+            quant_info["int8_config"] = choose_int8_config(
+                bundle / IMAGE_GRAPH, fp32_image, image_paths(dataset, idx["val"], "val"), size,
+                min_cosine=min_int8_cosine, threads=threads, batch_size=batch_size, configs=int8_configs)
+            image_config = quant_info["int8_config"]["session_config"]
+            log(f"int8 image graph served as {quant_info['int8_config']['chosen']} ({time.time() - t0:.0f}s)")
+        sessions = {"image": ort_session(bundle / IMAGE_GRAPH, threads, image_config)}
         if quantize:
             sessions["image_fp32"] = ort_session(fp32_image, threads)
         text_sessions = {"text": ort_session(bundle / TEXT_GRAPH, threads)}

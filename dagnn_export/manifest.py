@@ -60,6 +60,8 @@ def build_manifest(*, config: dict, backbone_name: str, labels: list, vocab_size
     }
     if quant_info:
         manifest["quantization"] = quant_info
+        if "int8_config" in quant_info:  # the runtime serves the graph with what it was verified with
+            manifest["graphs"]["image_encoder"]["session_config"] = quant_info["int8_config"]["session_config"]
     return manifest
 
 

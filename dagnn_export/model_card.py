@@ -71,6 +71,11 @@ def render_model_card(manifest: dict) -> str:
                      f"({'per-channel' if quant['per_channel'] else 'per-tensor'} weights), calibrated "
                      f"({quant['calibration_method']}) on {quant['calibration_images']} images of the "
                      f"{quant.get('calibration_source')}.")
+        chosen = quant.get("int8_config")
+        if chosen:
+            tried = ", ".join(f"{a['name']} {a['cosine_mean']:.4f}" for a in chosen["attempts"])
+            lines.append(f"- Served as `{chosen['chosen']}` (session config {chosen['session_config'] or 'default'}); "
+                         f"mean cosine to fp32 per configuration tried: {tried}.")
     th = manifest.get("thresholds", {})
     lines.append(f"- Per-label decision thresholds calibrated on the {th.get('split')} split (maximum F1); "
                  "see `manifest.json`.")

@@ -1,5 +1,6 @@
-"""Static int8 quantisation of the image graph: calibration images, onnxruntime's QDQ quantiser, and two
-lossless rewrites of the pixel path that make the int8 encoder faster on CPU.
+"""Static int8 quantisation of the image graph: calibration images, onnxruntime's QDQ quantiser, two
+lossless rewrites of the pixel path that make the int8 encoder faster on CPU, and the choice of the session
+settings the int8 graph is served with.
 """
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from dagnn_runtime.dataset import Dataset
 from dagnn_runtime.preprocess import load_batch
 
 from .errors import ExportError
-from .verify import image_paths
+from .verify import cosines, encode_image_paths_ort, image_paths, ort_session
+
+# int8 serving configurations, fastest first: (name, onnxruntime session config entries). On x86 CPUs
+# without VNNI the fused U8S8 kernels multiply-add pairs into saturating 16-bit sums, and the image
+# embeddings of a standard run drifted to a mean cosine of 0.925 to fp32; x64quantprecision computes those
+# products exactly (0.9915 on the same graph) at the cost of most of the speed-up. A knob: tests and
+# benchmarks may pass other tuples to ``choose_int8_config``.
+INT8_CONFIGS = (("int8", {}), ("int8-x64quantprecision", {"session.x64quantprecision": "1"}))
 
 
 def calibration_images(source: Path | None, dataset: Dataset, train_idx: np.ndarray, count: int,
@@ -181,3 +189,23 @@ def quantize_image_graph(fp32_path: Path, out_path: Path, paths: list[Path], siz
             "per_channel": per_channel, "calibration_method": method, "calibration_images": len(paths),
             "first_conv_input": "uint8 pixels as they are (the normalisation is their dequantisation)"
             if pixels_direct else "normalised in fp32, then quantised"}
+
+
+def choose_int8_config(int8_path: Path, fp32_path: Path, paths: list[Path], size: int, *, min_cosine: float,
+                       threads: int = 2, batch_size: int = 32, configs=INT8_CONFIGS) -> dict:
+    """The first of ``configs`` under which the int8 image graph's embeddings of ``paths`` (validation images)
+    reach a mean cosine of ``min_cosine`` to the fp32 graph's, each run with exactly the session settings it
+    would be served with. Returns {chosen, session_config, samples, attempts}; refuses, listing every
+    attempt, when none does."""
+    fp32 = encode_image_paths_ort(paths, size, {"fp32": ort_session(fp32_path, threads)}, batch_size)["fp32"][0]
+    attempts = []
+    for name, config in configs:
+        session = ort_session(int8_path, threads, config)
+        cos = cosines(encode_image_paths_ort(paths, size, {"int8": session}, batch_size)["int8"][0], fp32)
+        attempts.append({"name": name, "session_config": dict(config),
+                         "cosine_mean": round(float(cos.mean()), 6), "cosine_min": round(float(cos.min()), 6)})
+        if cos.mean() >= min_cosine:
+            return {"chosen": name, "session_config": dict(config), "samples": len(paths), "attempts": attempts}
+    tried = "; ".join(f"{a['name']} mean {a['cosine_mean']:.4f} min {a['cosine_min']:.4f}" for a in attempts)
+    raise ExportError(f"int8 image embeddings drift from fp32 under every configuration (mean cosine < "
+                      f"{min_cosine} on {len(paths)} validation images): {tried}")

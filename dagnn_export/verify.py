@@ -48,12 +48,15 @@ def image_paths(dataset: Dataset, idx: np.ndarray, split: str) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------------- running
-def ort_session(path: Path, threads: int = 2):
+def ort_session(path: Path, threads: int = 2, config: dict | None = None):
+    """A CPU session as the runtime builds it, with the session config entries the bundle will record."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

@@ -38,6 +38,9 @@ DIGEST_FIELD = "bundle_digest"
 MAX_LABELS = 100_000
 MAX_EMBEDDING_DIM = 1 << 16
 MAX_IMAGE_SIZE = 4096
+# onnxruntime session config entries a bundle may set per graph (``graphs.*.session_config``), with their
+# allowed values: a bundle chooses how precisely its graph is computed, never arbitrary onnxruntime options.
+SESSION_CONFIG_ALLOWED = {"session.x64quantprecision": ("0", "1")}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -230,6 +233,23 @@ def _read(reader, source: str, expect_digest: str | None) -> Bundle:
                   digest=digest, self_checked=stored is not None)
 
 
+def session_config(manifest: dict, graph: str, source: str) -> dict:
+    """The onnxruntime session config entries recorded for ``graph`` ({} when absent), each key and value
+    checked against ``SESSION_CONFIG_ALLOWED``: the graph's figures were measured with exactly these."""
+    value = manifest["graphs"][graph].get("session_config", {})
+    field = f"graphs.{graph}.session_config"
+    if not isinstance(value, dict):
+        raise BundleError(f"bundle {source}: {MANIFEST} field {field!r} must be an object")
+    for key, v in value.items():
+        if key not in SESSION_CONFIG_ALLOWED:
+            raise BundleError(f"bundle {source}: {MANIFEST} field {field!r} sets {shorten(key)}, which is not "
+                              f"allowed (allowed: {', '.join(SESSION_CONFIG_ALLOWED)})")
+        if v not in SESSION_CONFIG_ALLOWED[key]:
+            raise BundleError(f"bundle {source}: {MANIFEST} field {f'{field}.{key}'!r} is {shorten(v)}, "
+                              f"not one of {', '.join(SESSION_CONFIG_ALLOWED[key])}")
+    return dict(value)
+
+
 def _validate(manifest: dict, source: str) -> dict:
     """Check the manifest's own values, naming the field; returns the file names and thresholds."""
     def bad(field: str, problem: str):
@@ -249,6 +269,7 @@ def _validate(manifest: dict, source: str) -> dict:
         outputs = _field(manifest, f"graphs.{g}.outputs", list, source)
         if not all(isinstance(o, str) for o in outputs):
             raise bad(f"graphs.{g}.outputs", "must be a list of output names")
+        session_config(manifest, g, source)
     classifiers = check_member_name(_field(manifest, "classifiers.file", str, source), f"bundle {source}")
     vocab = check_member_name(_field(manifest, "vocabulary.file", str, source), f"bundle {source}")
     for name in (*names.values(), classifiers, vocab):

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle
+from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle, session_config
 from .dataset import tokenize
 from .decode import image_list, iter_pixels
 from .errors import BundleError, ImageInputError, InputError, shorten
@@ -83,6 +83,8 @@ class Model:
         opts.intra_op_num_threads = 1 if key != g else self._threads or usable_cores()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # onnxruntime's own warnings would otherwise go to stderr unasked
+        for k, v in session_config(bundle.manifest, g, bundle.source).items():  # checked at load
+            opts.add_session_config_entry(k, v)
         data = bundle.read_graph(g)
         try:
             sess = ort.InferenceSession(data, sess_options=opts, providers=self._providers)

@@ -218,3 +218,24 @@ def test_model_state_is_read_only(bundle_dir):
         m.classifiers[0, 0] = 1.0
     with pytest.raises(ValueError):
         m.thresholds[0] = 1.0
+
+
+def test_a_recorded_session_config_is_applied_and_unknown_keys_are_refused(tmp_path):
+    files, manifest = bundle_parts()
+    graphs = json.loads(json.dumps(manifest["graphs"]))
+    graphs["image_encoder"]["session_config"] = {"session.x64quantprecision": "1"}
+    model = dr.load(write_bundle(tmp_path / "ok", files, resign(dict(manifest, graphs=graphs))), lazy=False)
+    opts = model._sessions["image_encoder"].get_session_options()
+    assert opts.get_session_config_entry("session.x64quantprecision") == "1"
+    assert model.encode_images([np.zeros((224, 224, 3), np.uint8)]).shape == (1, 16)
+    plain = dr.load(write_bundle(tmp_path / "plain", files, manifest), lazy=False)  # absent: defaults
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        plain._sessions["image_encoder"].get_session_options().get_session_config_entry("session.x64quantprecision")
+    for i, (value, message) in enumerate([
+            ({"session.intra_op.allow_spinning": "1"}, "graphs.text_encoder.session_config.*not allowed"),
+            ({"session.x64quantprecision": "2"}, "session.x64quantprecision' is '2'"),
+            (["session.x64quantprecision"], "must be an object")]):
+        graphs = json.loads(json.dumps(manifest["graphs"]))
+        graphs["text_encoder"]["session_config"] = value
+        with pytest.raises(dr.BundleError, match=message):
+            dr.load(write_bundle(tmp_path / f"bad{i}", files, resign(dict(manifest, graphs=graphs))))

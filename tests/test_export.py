@@ -236,6 +236,11 @@ def test_int8_static_quantisation(setup, tmp_path, normalisation):
     alone = np.concatenate([int8_model.encode_texts([t]) for t in texts])
     np.testing.assert_allclose(int8_model.encode_texts(texts), alone, atol=1e-6)  # calibrated, batch-independent
     assert set(m["metrics"]) >= {"test", "test_fp32"}
+    chosen = m["quantization"]["int8_config"]  # fastest configuration first; the chosen one is the last tried
+    assert chosen["attempts"][-1]["name"] == chosen["chosen"] and chosen["samples"] == len(splits.val)
+    assert all(a["cosine_mean"] < 0.9 for a in chosen["attempts"][:-1])
+    assert chosen["attempts"][-1]["cosine_mean"] == q["image_embedding_cosine_mean"]  # verified as served
+    assert m["graphs"]["image_encoder"]["session_config"] == chosen["session_config"]
     graph = onnx.load(str(out / "image_encoder.onnx")).graph
     ops = [n.op_type for n in graph.node]
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(ops)
@@ -315,3 +320,33 @@ def test_cli_refuses_bad_options_before_working(tmp_path):
     missing = runner.invoke(app, ["export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "b")])
     assert missing.exit_code == 1 and "does not exist" in missing.output
     assert not (tmp_path / "b").exists()
+
+
+def test_int8_falls_back_to_precise_kernels_or_refuses_listing_every_attempt(setup, bundle, tmp_path):
+    from dagnn_export.quantize import INT8_CONFIGS, choose_int8_config
+
+    dataset, splits, model, backbone, config = setup
+    with pytest.raises(ExportError) as err:  # a threshold no configuration can meet
+        export_bundle(model, backbone, config, dataset, splits, tmp_path / "q", quantize="int8",
+                      calibration_size=16, min_int8_cosine=1.01)
+    message = str(err.value)
+    assert "drift from fp32 under every configuration" in message and not (tmp_path / "q").exists()
+    assert [name for name, _ in INT8_CONFIGS] == [part.split(" mean ")[0] for part in message.split(": ")[-1].split("; ")]
+
+    # the chain on real graphs: the fp32 bundle's image graph and an int8 one quantised from the same model
+    out = tmp_path / "int8"
+    export_bundle(model, backbone, config, dataset, splits, out, quantize="int8", calibration_size=16,
+                  min_int8_cosine=0.9)
+    paths = [dataset.image_path(i) for i in splits.val]
+    run = lambda configs, t: choose_int8_config(out / "image_encoder.onnx", bundle / "image_encoder.onnx",  # noqa: E731
+                                                paths, 224, min_cosine=t, configs=configs)
+    fast, precise = (run([c], -1.0)["attempts"][0]["cosine_mean"] for c in INT8_CONFIGS)
+    threshold = fast + 1e-6
+    if precise >= threshold:  # the precise kernels beat the fast ones here: a fallback
+        got = run(INT8_CONFIGS, threshold)
+        assert got["chosen"] == "int8-x64quantprecision"
+        assert got["session_config"] == {"session.x64quantprecision": "1"}
+        assert [a["cosine_mean"] for a in got["attempts"]] == [fast, precise]
+    else:  # no better than the fast kernels (e.g. a CPU with VNNI): refused, both attempts listed
+        with pytest.raises(ExportError, match=f"int8 mean {fast:.4f}.*; int8-x64quantprecision mean {precise:.4f}"):
+            run(INT8_CONFIGS, threshold)
