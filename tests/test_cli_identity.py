@@ -55,6 +55,8 @@ def test_every_bundle_command_pins_the_digest(command, bundle_dir, data_dir, ind
     assert not (tmp_path / "new").exists() and not (tmp_path / "shards").exists()  # refused before any work
     bad = one_error(run(*args, "--expect-digest", "xyz"))
     assert "expected digest 'xyz' is not a 64-digit SHA-256 hex string" in bad
+    if command == "embed":
+        pytest.importorskip("pyarrow", reason="dagnn embed writes Parquet: needs the [ray] extra")
     right = run(*args, "--expect-digest", model.bundle_digest.upper())
     assert right.exit_code == 0, (right.stdout, right.stderr)
 
@@ -111,3 +113,13 @@ def test_quoted_input_is_shortened(bundle_dir, index_dir):
     assert "(5000 characters)" in msg and len(msg) < 200
     msg = one_error(run("index", "remove", "--index", index_dir, long))
     assert "(5000 characters)" in msg and len(msg) < 300
+
+
+def test_embed_without_pyarrow_names_the_extra(bundle_dir, data_dir, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is not None:
+        pytest.skip("pyarrow is installed (this checks the base install)")
+    line = one_error(run("embed", "--bundle", bundle_dir, "--data", data_dir, "--out", tmp_path / "s", "--quiet"))
+    assert "needs pyarrow" in line and "dagnn[ray]" in line
+    assert not (tmp_path / "s").exists()

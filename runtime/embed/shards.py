@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import jsonio
 from ..atomic import atomic_write_text
-from ..errors import InputError, MismatchError
+from ..errors import DagnnError, InputError, MismatchError
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,15 @@ class Plan:
         return [s for s in self.shards if s.index not in done]
 
 
+def require_pyarrow() -> None:
+    """Shards are Parquet files: say which extra brings pyarrow before any work starts."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise DagnnError("embeddings are written as Parquet shards, which needs pyarrow: "
+                         "pip install 'dagnn[ray]' (or pip install pyarrow)") from exc
+
+
 def _digest(items) -> str:
     h = hashlib.sha256()
     for it in items:
@@ -79,6 +88,7 @@ def make_plan(items, out, embedding_space: str, shard_size: int = 1000) -> Plan:
     """Sort ``items`` by id, cut them into shards, and find the shards already finished in ``out``.
 
     A folder made from another input list, shard size or bundle is refused rather than mixed into."""
+    require_pyarrow()
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
         raise InputError(f"shard size must be a positive integer, got {shard_size!r}")
     items = sorted(items, key=lambda it: it.id)
@@ -176,6 +186,7 @@ def read_embeddings(folder, model=None, batch_rows: int = 10000):
 
     With ``model`` (a bundle or embedding_space string), shards of another embedding space are refused;
     an unfinished folder is refused too (rerun ``dagnn embed`` to finish it)."""
+    require_pyarrow()
     import pyarrow as pa
     import pyarrow.parquet as pq
 
