@@ -4,6 +4,7 @@ stated (and a loaded machine refused), both sides of a comparison warmed up and 
 from __future__ import annotations
 
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -33,6 +34,32 @@ def check_load(limit: float, allow: bool) -> float:
         print(f"WARNING: load average {load:.2f} > {limit}: these figures are taken under load and must not "
               "be published", file=sys.stderr)
     return load
+
+
+class OtherLoad:
+    """CPU used by other processes while a benchmark runs, in cores on average. The load average at the end
+    cannot say this: it counts the benchmark's own threads (two of them keep a 2-core machine at load ~2).
+    Busy time of the whole machine (/proc/stat) minus this process's and its waited-for children's."""
+
+    LIMIT = 0.25  # cores: above this the others took a share the figures would show
+
+    def __init__(self):
+        self.start = (time.monotonic(), self._busy(), self._own())
+
+    @staticmethod
+    def _busy() -> float:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]
+        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+    @staticmethod
+    def _own() -> float:
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def cores(self) -> float:
+        t0, busy0, own0 = self.start
+        return max(0.0, (self._busy() - busy0) - (self._own() - own0)) / max(time.monotonic() - t0, 1e-9)
 
 
 def command_line() -> str:

@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime threads of the local engine")
     ap.add_argument("--shard-size", type=int, default=100)
     args = ap.parse_args()
+    load0 = os.getloadavg()[0]
 
     import ray
 
@@ -70,7 +71,7 @@ def main() -> None:
           f"({min(rates['local']):.1f}–{max(rates['local']):.1f}) |")
     print(f"| ray, {args.workers} actors x 1 thread | {statistics.median(rates['ray']):.1f} "
           f"({min(rates['ray']):.1f}–{max(rates['ray']):.1f}) |")
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    print(f"load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end (with this bench and its Ray)")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=1800)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    load0 = os.getloadavg()[0]
 
     data = clustered(args.n + args.queries, args.dim, args.clusters, args.seed)
     q, data = data[args.n:], data[:args.n]
@@ -122,7 +123,7 @@ def main() -> None:
     print(f"| {args.backend} | {added:,}{'' if added == args.n else f' of {args.n:,} (time box)'} | {build:.0f} | "
           f"{added / build:.0f} | {grown:.0f} | {statistics.median(times):.2f} ({min(times):.2f}–{max(times):.2f}) "
           f"| {recall:.3f} |")
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    print(f"load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end (with this bench)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Stat, check_load, command_line, load_average  # noqa: E402
+from benchlib import OtherLoad, Stat, check_load, command_line, load_average  # noqa: E402
 
 LEVELS = {"DISABLE": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "BASIC": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
           "EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
@@ -66,6 +66,7 @@ def main(argv=None):
     ap.add_argument("--allow-load", action="store_true")
     args = ap.parse_args(argv)
     load0 = check_load(args.load_limit, args.allow_load)
+    others = OtherLoad()
     with tempfile.TemporaryDirectory() as tmp:
         basic, full = str(Path(tmp) / "basic.onnx"), str(Path(tmp) / "all.onnx")
         for level, out in (("BASIC", basic), ("ALL", full)):
@@ -79,10 +80,10 @@ def main(argv=None):
                 b, r = measure(path, level, args.threads, args.runs)
                 builds[name].append(b)
                 runs[name].append(r)
-    load1 = load_average()
-    flag = "" if max(load0, load1) <= args.load_limit else "  ** TAKEN UNDER LOAD: do not publish **"
+    load1, other = load_average(), others.cores()  # load1 counts this bench's own threads; `other` does not
+    flag = "" if load0 <= args.load_limit and other <= OtherLoad.LIMIT else "  ** TAKEN UNDER LOAD: do not publish **"
     print(f"$ {command_line()}\n{args.graph}; {args.threads} threads; load average {load0:.2f} at start, "
-          f"{load1:.2f} at end{flag}")
+          f"{load1:.2f} at end (with this bench); other processes {other:.2f} cores{flag}")
     width = max(map(len, variants))
     print(f"{'session':<{width}}  build ms: median (min-max)   one image ms: median (min-max)")
     for name in variants:

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
+from benchlib import OtherLoad  # noqa: E402
 from serve_load import Load, load_line, load_photos, run_phase, start_server, stop_server, summarise  # noqa: E402
 
 
@@ -65,6 +66,7 @@ def main() -> None:
     ap.add_argument("--model-workers", type=int, default=1, help="Batches run at once, both servers.")
     args = ap.parse_args()
     print(f"start: {load_line()}\ncommand: {' '.join(sys.argv)}")
+    others = OtherLoad()
     photos = load_photos(Path(args.photos), 200)
     print(f"\nmodel alone (encode_pixels, threads {args.threads or 'default'}), ms per image, median [min–max]")
     for b, t in model_only(args.bundle, photos, args.threads, args.rounds).items():
@@ -93,7 +95,7 @@ def main() -> None:
         print(f"{name:<44} {spread([x['qps'] for x in runs]):>22} {spread([x['p50'] for x in runs]):>22} "
               f"{spread([x['p99'] for x in runs]):>22} {sum(x['errors'] for x in runs):>6}")
     a, b = (statistics.median(x["qps"] for x in runs) for runs in rows.values())
-    print(f"\nbatching gain: {b / a:.2f}x the throughput\nend: {load_line()}")
+    print(f"\nbatching gain: {b / a:.2f}x the throughput\nend: {load_line()} (with this bench); other processes {others.cores():.2f} cores")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import OtherLoad  # noqa: E402
+
 SERVE = "import dagnn_cli.serve_cmd; from dagnn_cli.app import main; main()"
 ROUTES = ("image_search", "text_search", "tag", "add")
 
@@ -192,6 +195,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"start: {load_line()}")
     print(f"command: {' '.join(sys.argv)}")
+    others = OtherLoad()
     if args.url:
         asyncio.run(main_async(args, args.url))
     else:
@@ -205,7 +209,7 @@ def main() -> None:
                 asyncio.run(main_async(args, url))
             finally:
                 stop_server(proc)
-    print(f"end: {load_line()}")
+    print(f"end: {load_line()} (with this bench); other processes {others.cores():.2f} cores")
 
 
 if __name__ == "__main__":
