@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from dagnn_runtime import read_bundle
+from dagnn_runtime.bundle import session_config
 from dagnn_runtime.dataset import Dataset
 from dagnn_runtime.metrics import l2_normalize
 from dagnn_runtime.preprocess import load_batch
@@ -50,12 +51,15 @@ def image_paths(source: Path, n: int) -> list[Path]:
     return paths[:n]
 
 
-def session(graph: bytes, threads: int):
+def session(bundle, threads: int):
+    """The image graph with the session settings the bundle records, as the runtime serves it."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+    for key, value in session_config(bundle.manifest, "image_encoder", bundle.source).items():
+        opts.add_session_config_entry(key, value)
+    return ort.InferenceSession(bundle.read_graph("image_encoder"), opts, providers=["CPUExecutionProvider"])
 
 
 def encode(sess, pixels: np.ndarray, batch: int) -> np.ndarray:
@@ -86,7 +90,7 @@ def main() -> None:
     print(f"{'':>7} | {'':>5} | {'best / median':>16} | {'best / median':>16} | {'best / median':>15}")
     print("-" * 72)
     for threads in args.threads:
-        sessions = {k: session(b.read_graph("image_encoder"), threads) for k, b in bundles.items()}
+        sessions = {k: session(b, threads) for k, b in bundles.items()}
         for batch in args.batch:
             times = {k: [] for k in sessions}
             for sess in sessions.values():  # warm-up
