@@ -4,7 +4,6 @@ It never prints and never exits: every problem is a ``DagnnError`` whose message
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from .constants import MODALITIES
 from .errors import BundleError, InputError, shorten
 from .indexes import Hit, VectorIndex, locate_index, open_index
+from .metrics import thresholds_to_json
 
 
 @dataclass
@@ -50,6 +50,11 @@ def _check_digest(model, expect_digest) -> None:
     wanted = expected_digest(expect_digest)
     if wanted is not None and model.bundle_digest != wanted:
         raise BundleError(f"bundle {model.source}: its digest {model.bundle_digest} is not the expected {wanted}")
+
+
+def distinct_indexes(indexes: dict) -> list:
+    """Each index of a modality -> index mapping once (an index that records no modality serves both)."""
+    return list({id(ix): ix for ix in indexes.values()}.values())
 
 
 def _shown_image(image) -> str:
@@ -106,12 +111,12 @@ class Searcher:
                 bundle, providers=providers, threads=threads, expect_digest=expect_digest, force_threads=force_threads)
             return cls(model, indexes)
         except BaseException:
-            for ix in {id(ix): ix for ix in indexes.values()}.values():
+            for ix in distinct_indexes(indexes):
                 ix.close()
             raise
 
     def _index_for(self, source: str, target: str | None):
-        held = list({id(ix): ix for ix in self.indexes.values()}.values())
+        held = distinct_indexes(self.indexes)
         if target is None:  # the other modality, else the only index's own
             target = _other(source)
             if target not in self.indexes and len(held) == 1:
@@ -153,7 +158,7 @@ class Searcher:
         items = image_list(images)
         scores = self.model.score_labels(self.model.encode_images(items))
         passing = self.model.labels_above_threshold(scores, top=top)
-        thresholds = [None if not math.isfinite(t) else float(t) for t in self.model.thresholds.tolist()]
+        thresholds = thresholds_to_json(self.model.thresholds)
         where = dict(zip(self.model.labels, thresholds))
         results = []
         for item, row, chosen in zip(items, scores, passing):
@@ -163,7 +168,7 @@ class Searcher:
         return results
 
     def close(self) -> None:
-        for index in {id(ix): ix for ix in self.indexes.values()}.values():
+        for index in distinct_indexes(self.indexes):
             index.close()
         self.indexes = {}
 

@@ -2,7 +2,6 @@
 a bundle's claimed figures can be checked without torch."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -11,9 +10,6 @@ import numpy as np
 from .constants import SPLITS
 from .errors import DatasetError, InputError
 
-
-def _finite(x: float):
-    return float(x) if math.isfinite(x) else None
 
 
 def evaluate_bundle(model, data, split: str = "test", k: int | None = None, batch_size: int = 32,
@@ -24,7 +20,7 @@ def evaluate_bundle(model, data, split: str = "test", k: int | None = None, batc
     With ``plots`` (a folder), the figures of ``plots.write_plots`` are written there too and listed
     under ``result["plots"]``."""
     from .dataset import Dataset, bag_of_words
-    from .metrics import cross_modal_map, tagging_metrics
+    from .metrics import cross_modal_map, tagging_metrics, thresholds_to_json
 
     if split not in SPLITS:
         raise InputError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
@@ -54,7 +50,7 @@ def evaluate_bundle(model, data, split: str = "test", k: int | None = None, batc
         result["map_at_k"] = {"k": int(k), **cross_modal_map(image_emb, text_emb, y, k=k)}
     image_scores = model.score_labels(image_emb)
     tagging = tagging_metrics(image_scores, y, model.thresholds)
-    tagging["thresholds"] = [_finite(float(x)) for x in model.thresholds]
+    tagging["thresholds"] = thresholds_to_json(model.thresholds)
     result["tagging"] = tagging
     if plots is not None:
         from .plots import write_plots

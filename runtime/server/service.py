@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import io
 import logging
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,16 +19,15 @@ from PIL import Image
 
 from ..atomic import atomic_write
 from ..constants import MODALITIES
+from ..engine import distinct_indexes
 from ..errors import DagnnError, InputError
+from ..metrics import thresholds_to_json
 from .batching import Batcher
 from .errors import ApiError
 from .writes import GroupCommit
 
 log = logging.getLogger(__name__)
 
-
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
 
 
 def hit_json(hit) -> dict:
@@ -60,7 +58,7 @@ class Service:
         """See what other writers (``dagnn index add``, another server) saved: ``refresh`` every few seconds."""
         while True:
             await asyncio.sleep(self._refresh_s)
-            for index in {id(ix): ix for ix in self.searcher.indexes.values()}.values():
+            for index in distinct_indexes(self.searcher.indexes):
                 try:
                     async with self._write_lock:  # not during a change, and on the save thread: not during a save
                         await self._commit.run(index.refresh)
@@ -112,8 +110,8 @@ class Service:
         """Every label with its score and calibrated threshold, best first."""
         scores = self.model.score_labels(vector[None])[0]
         order = np.argsort(-scores, kind="stable")
-        return [{"label": self.model.labels[j], "score": round(float(scores[j]), 6),
-                 "threshold": _finite(float(self.model.thresholds[j])),
+        thresholds = thresholds_to_json(self.model.thresholds)
+        return [{"label": self.model.labels[j], "score": round(float(scores[j]), 6), "threshold": thresholds[j],
                  "passes": bool(scores[j] >= self.model.thresholds[j])} for j in order]
 
     async def tag(self, data: bytes, top: int | None = None) -> dict:
@@ -176,8 +174,7 @@ class Service:
 
     async def remove(self, item_id: str) -> dict:
         """Remove ``item_id`` from every index that holds it (an image and its text share ids)."""
-        distinct = {id(ix): ix for ix in self.searcher.indexes.values()}.values()  # one index may serve both
-        holding = [ix for ix in distinct if item_id in ix]
+        holding = [ix for ix in distinct_indexes(self.searcher.indexes) if item_id in ix]
         if not holding:
             raise ApiError(404, "unknown_id", f"no item with id {item_id!r}")
         for index in holding:
@@ -208,8 +205,8 @@ class Service:
         return Path(path)
 
     def labels(self) -> list:
-        return [{"label": label, "threshold": _finite(float(t))}
-                for label, t in zip(self.model.labels, self.model.thresholds)]
+        return [{"label": label, "threshold": t}
+                for label, t in zip(self.model.labels, thresholds_to_json(self.model.thresholds))]
 
     def info(self) -> dict:
         manifest = self.model.manifest
