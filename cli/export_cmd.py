@@ -25,6 +25,10 @@ def export(
     calibration_size: int = typer.Option(256, "--calibration-size", help="Number of calibration images."),
     calibration_method: str = typer.Option("minmax", "--calibration-method",
                                            help="int8 range calibration: minmax, percentile or entropy."),
+    min_int8_cosine: float = typer.Option(0.99, "--min-int8-cosine",
+                                          help="Refuse an int8 image graph whose embeddings of the validation "
+                                               "photos have a lower mean cosine to fp32 (after trying every "
+                                               "int8 configuration)."),
     archive: bool = typer.Option(False, "--archive", help="Also write OUT.dagnn, one zip of the bundle."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data set folder, if it moved since training."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at OUT."),
@@ -38,6 +42,8 @@ def export(
         raise InputError(f"--quantize {shorten(quantize)} is not supported; use --quantize int8 or leave it out")
     if calibration_data is not None and quantize is None:
         raise InputError("--calibration-data only applies with --quantize int8")
+    if not 0 < min_int8_cosine <= 1:
+        raise InputError(f"--min-int8-cosine must be in (0, 1], not {min_int8_cosine}")
     if not run.is_dir():
         raise InputError(f"run folder {run} does not exist")
     needs_train_extra("export")
@@ -49,5 +55,6 @@ def export(
     written = export_run(run, out, data=data, opset=opset, quantize=quantize, calibration_data=calibration_data,
                          calibration_size=calibration_size, calibration_method=calibration_method,
                          archive=archive, force=force, parity_samples=parity_samples, threads=threads,
+                         min_int8_cosine=min_int8_cosine,
                          log=lambda msg: typer.echo(msg, err=True))
     typer.echo(str(written))

@@ -37,7 +37,7 @@ from .files import read_json
 from .manifest import (ARCHIVE_SUFFIX, CLASSIFIERS, IMAGE_GRAPH, TEXT_GRAPH, VOCAB, build_manifest, refuse_existing,
                        write_archive, write_manifest)
 from .onnx_graphs import ImageEncoder, TextEncoder, check_graph, export_onnx, tag_id_matrix
-from .quantize import INT8_CONFIGS, calibration_images, choose_int8_config, quantize_image_graph
+from .quantize import INT8_CONFIGS, calibration_images, choose_int8_config
 from .quantize_text import quantize_text_graph
 from .verify import (calibrated_thresholds, check_parity, exported_test_metrics, image_paths, ort_session,
                      split_indices, verify_bundle)
@@ -83,10 +83,10 @@ def _classifiers(model: nn.Module, dataset: Dataset) -> torch.Tensor:
     return z
 
 
-def write_graphs(job: _Job, bundle: Path, work: Path, opset: int, *, calibration_data, calibration_size: int,
-                 calibration_method: str, per_channel: bool) -> tuple[Path, Path, dict | None]:
-    """Step 1: both graphs (int8 image and text graphs when asked), the classifiers and the vocabulary,
-    checked with onnx.checker. Returns the fp32 image and text graphs' paths and the quantisation record."""
+def write_graphs(job: _Job, bundle: Path, work: Path, opset: int) -> tuple[Path, Path, dict | None]:
+    """Step 1: the fp32 graphs (into ``work`` when quantising: the bundle gets int8 ones), the int8 text graph
+    when asked, the classifiers and the vocabulary. Returns the fp32 image and text graphs' paths and the text
+    graph's quantisation record."""
     z_unit = F.normalize(job.z, dim=1, eps=1e-12)
     fp32_image = (work if job.quantize else bundle) / IMAGE_GRAPH
     fp32_text = (work if job.quantize else bundle) / TEXT_GRAPH
@@ -96,18 +96,23 @@ def write_graphs(job: _Job, bundle: Path, work: Path, opset: int, *, calibration
     export_onnx(TextEncoder(job.model, z_unit).eval(), tags, "tags", fp32_text, opset, input_axes={0: "N", 1: "L"})
     np.save(bundle / CLASSIFIERS, job.z.numpy().astype(np.float32), allow_pickle=False)
     (bundle / VOCAB).write_text("\n".join(job.dataset.vocab) + "\n", encoding="utf-8")
-    quant_info = None
+    text_quant = None
     if job.quantize:
-        cal_paths, cal_what = calibration_images(calibration_data, job.dataset, job.idx["train"], calibration_size)
-        job.log(f"quantising the image graph (int8, calibrated on {len(cal_paths)} images of the {cal_what})")
-        quant_info = quantize_image_graph(fp32_image, bundle / IMAGE_GRAPH, cal_paths, job.size, work,
-                                          per_channel=per_channel, method=calibration_method)
-        quant_info["calibration_source"] = cal_what
-        quant_info["text_encoder"] = quantize_text_graph(fp32_text, bundle / TEXT_GRAPH, work,
-                                                         job.dataset.bow(job.idx["train"][:4096]))
-    for graph in (IMAGE_GRAPH, TEXT_GRAPH):
-        check_graph(bundle / graph)
-    return fp32_image, fp32_text, quant_info
+        text_quant = quantize_text_graph(fp32_text, bundle / TEXT_GRAPH, work, job.dataset.bow(job.idx["train"][:4096]))
+    return fp32_image, fp32_text, text_quant
+
+
+def quantize_image(job: _Job, fp32_image: Path, bundle: Path, work: Path, *, calibration_data, calibration_size: int,
+                   calibration_method: str, per_channel: bool, min_int8_cosine: float, int8_configs) -> dict:
+    """Step 1b (int8): the int8 image graph of the first configuration that holds on the validation images."""
+    cal_paths, cal_what = calibration_images(calibration_data, job.dataset, job.idx["train"], calibration_size)
+    job.log(f"quantising the image graph (int8, calibrated on {len(cal_paths)} images of the {cal_what})")
+    quant_info = choose_int8_config(fp32_image, bundle / IMAGE_GRAPH, cal_paths,
+                                    image_paths(job.dataset, job.idx["val"], "val"), job.size, work,
+                                    min_cosine=min_int8_cosine, per_channel=per_channel, method=calibration_method,
+                                    threads=job.threads, batch_size=job.batch_size, configs=int8_configs)
+    quant_info["calibration_source"] = cal_what
+    return quant_info
 
 
 def validate(job: _Job, sessions: dict, text_sessions: dict, *, parity_samples: int, parity_tol: float,
@@ -152,16 +157,16 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
                   *, opset: int = 17, quantize: str | None = None, calibration_data=None,
                   calibration_size: int = 256, calibration_method: str = "minmax", per_channel: bool = True,
                   archive: bool = False, force: bool = False, run_metrics: dict | None = None,
-                  parity_samples: int = 256, parity_tol: float = 1e-4, min_int8_cosine: float = 0.98,
+                  parity_samples: int = 256, parity_tol: float = 1e-4, min_int8_cosine: float = 0.99,
                   batch_size: int = 32, threads: int = 2, int8_configs=INT8_CONFIGS, log: Log | None = None) -> Path:
     """Export ``model`` (+ ``backbone``) to the bundle ``out`` (a directory, or a ``.dagnn`` archive when
     ``out`` ends with it; ``archive=True`` writes ``out.dagnn`` beside the directory as well).
 
     ``splits``: a ``Splits`` or the run's splits.json dict (rows). Validation pairs serve parity and
     threshold calibration, test pairs the reported mAP. Returns the path written (the directory, or the
-    archive for a ``.dagnn`` target). ``int8_configs``: the int8 serving configurations to try, fastest first
+    archive for a ``.dagnn`` target). ``int8_configs``: the int8 configurations to try, in order
     (``quantize.INT8_CONFIGS``); the first whose validation cosine reaches ``min_int8_cosine`` is recorded in
-    the manifest with its session settings, and none reaching it refuses the export."""
+    the manifest with its quantiser options and session settings, and none reaching it refuses the export."""
     log = log or (lambda msg: None)
     if quantize not in (None, "int8"):
         raise ExportError(f"unknown quantisation {quantize!r}; only int8 is supported")
@@ -181,18 +186,19 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
         bundle.mkdir()
         work.mkdir()
         t0 = time.time()
-        fp32_image, fp32_text, quant_info = write_graphs(job, bundle, work, opset, calibration_data=calibration_data,
-                                              calibration_size=calibration_size,
-                                              calibration_method=calibration_method, per_channel=per_channel)
-        log(f"graphs written and checked ({time.time() - t0:.0f}s)")
-
-        image_config = {}
+        fp32_image, fp32_text, text_quant = write_graphs(job, bundle, work, opset)
+        quant_info, image_config = None, {}
         if quantize:
-            quant_info["int8_config"] = choose_int8_config(
-                bundle / IMAGE_GRAPH, fp32_image, image_paths(dataset, idx["val"], "val"), size,
-                min_cosine=min_int8_cosine, threads=threads, batch_size=batch_size, configs=int8_configs)
+            quant_info = quantize_image(job, fp32_image, bundle, work, calibration_data=calibration_data,
+                                        calibration_size=calibration_size, calibration_method=calibration_method,
+                                        per_channel=per_channel, min_int8_cosine=min_int8_cosine,
+                                        int8_configs=int8_configs)
+            quant_info["text_encoder"] = text_quant
             image_config = quant_info["int8_config"]["session_config"]
-            log(f"int8 image graph served as {quant_info['int8_config']['chosen']} ({time.time() - t0:.0f}s)")
+            log(f"int8 image graph: {quant_info['int8_config']['chosen']} ({time.time() - t0:.0f}s)")
+        for graph in (IMAGE_GRAPH, TEXT_GRAPH):
+            check_graph(bundle / graph)
+        log(f"graphs written and checked ({time.time() - t0:.0f}s)")
         sessions = {"image": ort_session(bundle / IMAGE_GRAPH, threads, image_config)}
         if quantize:
             sessions["image_fp32"] = ort_session(fp32_image, threads)

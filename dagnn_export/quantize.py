@@ -1,9 +1,10 @@
 """Static int8 quantisation of the image graph: calibration images, onnxruntime's QDQ quantiser, two
-lossless rewrites of the pixel path that make the int8 encoder faster on CPU, and the choice of the session
-settings the int8 graph is served with.
+lossless rewrites of the pixel path that make the int8 encoder faster on CPU, and the choice of the
+configuration (weight range, session settings) the int8 graph is built and served with.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,17 @@ from dagnn_runtime.preprocess import load_batch
 from .errors import ExportError
 from .verify import cosines, encode_image_paths_ort, image_paths, ort_session
 
-# int8 serving configurations, fastest first: (name, onnxruntime session config entries). On x86 CPUs
-# without VNNI the fused U8S8 kernels multiply-add pairs into saturating 16-bit sums, and the image
-# embeddings of a standard run drifted to a mean cosine of 0.925 to fp32; x64quantprecision computes those
-# products exactly (0.9915 on the same graph) at the cost of most of the speed-up. A knob: tests and
-# benchmarks may pass other tuples to ``choose_int8_config``.
-INT8_CONFIGS = (("int8", {}), ("int8-x64quantprecision", {"session.x64quantprecision": "1"}))
+# int8 configurations, tried in this order: (name, quantiser options, onnxruntime session config entries).
+# On x86 CPUs without VNNI onnxruntime's fused U8S8 matrix kernels multiply-add pairs of uint8 x int8
+# products into saturating 16-bit sums: with 8-bit weights the image embeddings of a standard run drifted to
+# a mean cosine of 0.926 to fp32 there (0.993 with exact products). Two ways out, both measured on that run:
+# - 7-bit weights in every convolution but the depthwise ones (whose kernel sums in 32 bits): no pair sum
+#   can saturate, so the fast kernels are exact on every x86 CPU, but the weights lose a bit (0.982);
+# - ``x64quantprecision``: exact products with 8-bit weights (0.993), at the cost of most of the speed-up.
+# A knob: tests and benchmarks may pass other tuples to ``choose_int8_config``.
+INT8_CONFIGS = (("int8", {"reduce_range": "none"}, {}),
+                ("int8-7bit-matmul", {"reduce_range": "matmul"}, {}),
+                ("int8-x64quantprecision", {"reduce_range": "none"}, {"session.x64quantprecision": "1"}))
 
 
 def calibration_images(source: Path | None, dataset: Dataset, train_idx: np.ndarray, count: int,
@@ -155,13 +161,35 @@ def _feed_pixels_as_quantized(model) -> bool:
     return False
 
 
+def _weights_in_7_bits(model, which: str) -> dict[str, int]:
+    """{weight initializer: its output-channel axis} of the weights to quantise in 7 bits: none, all, or all
+    but the depthwise convolutions'."""
+    if which not in ("none", "all", "matmul"):
+        raise ExportError(f"unknown reduce_range {which!r}; choose none, all or matmul")
+    inits = {init.name for init in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if which == "none" or node.op_type not in ("Conv", "Gemm", "MatMul") or node.input[1] not in inits:
+            continue
+        attrs = {a.name: a.i for a in node.attribute}
+        if node.op_type == "Conv" and attrs.get("group", 1) > 1 and which == "matmul":
+            continue
+        output_axis_last = node.op_type == "MatMul" or (node.op_type == "Gemm" and not attrs.get("transB"))
+        out[node.input[1]] = 1 if output_axis_last else 0
+    return out
+
+
 def quantize_image_graph(fp32_path: Path, out_path: Path, paths: list[Path], size: int, work: Path,
-                         per_channel: bool = True, method: str = "minmax", batch_size: int = 16) -> dict:
+                         per_channel: bool = True, method: str = "minmax", batch_size: int = 16,
+                         reduce_range: str = "none") -> dict:
     """Static int8 QDQ quantisation (uint8 activations, int8 weights) calibrated on real images.
 
     The pixel normalisation in front of the first convolution stays fp32 (it is exact and cheap there);
     quantisation starts at the first convolution's input. Per-channel weights: with per-tensor ones the
-    depthwise convolutions of EfficientNet lose most of their precision (cosine to fp32 ~0.8 vs ~0.99)."""
+    depthwise convolutions of EfficientNet lose most of their precision (cosine to fp32 ~0.8 vs ~0.99).
+    ``reduce_range``: which weights get 7 bits instead of 8 (see ``INT8_CONFIGS``): ``none``, ``all``, or
+    ``matmul`` (every weight but the depthwise convolutions', which onnxruntime multiplies without 16-bit
+    pair sums)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -176,36 +204,52 @@ def quantize_image_graph(fp32_path: Path, out_path: Path, paths: list[Path], siz
     front = _pixel_path_nodes(model)
     _scalarize_uniform_constants(model, front)
     onnx.save(model, str(prepared))
+    overrides = {name: [{"reduce_range": True, **({"axis": axis} if per_channel else {})}]
+                 for name, axis in _weights_in_7_bits(model, reduce_range).items()}
     quantize_static(str(prepared), str(out_path), _PixelReader(paths, size, batch_size),
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     per_channel=per_channel, calibrate_method=methods[method],
                     nodes_to_exclude=[node.name for node in front],
-                    extra_options={"CalibTensorRangeSymmetric": False})
+                    extra_options={"CalibTensorRangeSymmetric": False, "TensorQuantOverrides": overrides})
     quantized = onnx.load(str(out_path))
     pixels_direct = _feed_pixels_as_quantized(quantized)
     if pixels_direct:
         onnx.save(quantized, str(out_path))
-    return {"method": "static", "format": "QDQ", "activations": "uint8", "weights": "int8",
+    return {"method": "static", "format": "QDQ", "activations": "uint8",
+            "weights": "int8" if reduce_range == "none" else f"int8, 7-bit range for {reduce_range} weights",
             "per_channel": per_channel, "calibration_method": method, "calibration_images": len(paths),
             "first_conv_input": "uint8 pixels as they are (the normalisation is their dequantisation)"
             if pixels_direct else "normalised in fp32, then quantised"}
 
 
-def choose_int8_config(int8_path: Path, fp32_path: Path, paths: list[Path], size: int, *, min_cosine: float,
+def choose_int8_config(fp32_path: Path, out_path: Path, calibration: list[Path], validation: list[Path], size: int,
+                       work: Path, *, min_cosine: float, per_channel: bool = True, method: str = "minmax",
                        threads: int = 2, batch_size: int = 32, configs=INT8_CONFIGS) -> dict:
-    """The first of ``configs`` under which the int8 image graph's embeddings of ``paths`` (validation images)
-    reach a mean cosine of ``min_cosine`` to the fp32 graph's, each run with exactly the session settings it
-    would be served with. Returns {chosen, session_config, samples, attempts}; refuses, listing every
-    attempt, when none does."""
-    fp32 = encode_image_paths_ort(paths, size, {"fp32": ort_session(fp32_path, threads)}, batch_size)["fp32"][0]
+    """Quantise the image graph under the first of ``configs`` whose embeddings of ``validation`` images reach
+    a mean cosine of ``min_cosine`` to the fp32 graph's, each run with exactly the session settings it would
+    be served with, and write that graph to ``out_path``. A graph is quantised once per distinct quantiser
+    options. Returns the chosen graph's record (``quantize_image_graph``) with ``int8_config`` = {chosen,
+    quantizer, session_config, samples, attempts}; refuses, listing every attempt, when none reaches it."""
+    fp32_session = {"fp32": ort_session(fp32_path, threads)}
+    fp32 = encode_image_paths_ort(validation, size, fp32_session, batch_size)["fp32"][0]
+    graphs: dict[tuple, tuple[Path, dict]] = {}
     attempts = []
-    for name, config in configs:
-        session = ort_session(int8_path, threads, config)
-        cos = cosines(encode_image_paths_ort(paths, size, {"int8": session}, batch_size)["int8"][0], fp32)
-        attempts.append({"name": name, "session_config": dict(config),
+    for name, options, config in configs:
+        key = tuple(sorted(options.items()))
+        if key not in graphs:
+            path = work / f"image_encoder.int8-{len(graphs)}.onnx"
+            graphs[key] = path, quantize_image_graph(fp32_path, path, calibration, size, work,
+                                                     per_channel=per_channel, method=method, **options)
+        path, record = graphs[key]
+        session = ort_session(path, threads, config)
+        cos = cosines(encode_image_paths_ort(validation, size, {"int8": session}, batch_size)["int8"][0], fp32)
+        attempts.append({"name": name, "quantizer": dict(options), "session_config": dict(config),
                          "cosine_mean": round(float(cos.mean()), 6), "cosine_min": round(float(cos.min()), 6)})
         if cos.mean() >= min_cosine:
-            return {"chosen": name, "session_config": dict(config), "samples": len(paths), "attempts": attempts}
+            shutil.copyfile(path, out_path)
+            return {**record, "int8_config": {"chosen": name, "quantizer": dict(options),
+                                              "session_config": dict(config), "samples": len(validation),
+                                              "attempts": attempts}}
     tried = "; ".join(f"{a['name']} mean {a['cosine_mean']:.4f} min {a['cosine_min']:.4f}" for a in attempts)
     raise ExportError(f"int8 image embeddings drift from fp32 under every configuration (mean cosine < "
-                      f"{min_cosine} on {len(paths)} validation images): {tried}")
+                      f"{min_cosine} on {len(validation)} validation images): {tried}")

@@ -2,6 +2,7 @@
 loader, refusal of tampered/missing files, atomicity of failed exports, archives, int8 and the CLI."""
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -322,7 +323,7 @@ def test_cli_refuses_bad_options_before_working(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-def test_int8_falls_back_to_precise_kernels_or_refuses_listing_every_attempt(setup, bundle, tmp_path):
+def test_int8_takes_the_first_configuration_that_holds_or_refuses_listing_every_attempt(setup, bundle, tmp_path):
     from dagnn_export.quantize import INT8_CONFIGS, choose_int8_config
 
     dataset, splits, model, backbone, config = setup
@@ -331,22 +332,76 @@ def test_int8_falls_back_to_precise_kernels_or_refuses_listing_every_attempt(set
                       calibration_size=16, min_int8_cosine=1.01)
     message = str(err.value)
     assert "drift from fp32 under every configuration" in message and not (tmp_path / "q").exists()
-    assert [name for name, _ in INT8_CONFIGS] == [part.split(" mean ")[0] for part in message.split(": ")[-1].split("; ")]
+    listed = [part.split(" mean ")[0] for part in message.split(": ")[-1].split("; ")]
+    assert listed == [name for name, *_ in INT8_CONFIGS]
 
-    # the chain on real graphs: the fp32 bundle's image graph and an int8 one quantised from the same model
-    out = tmp_path / "int8"
-    export_bundle(model, backbone, config, dataset, splits, out, quantize="int8", calibration_size=16,
-                  min_int8_cosine=0.9)
-    paths = [dataset.image_path(i) for i in splits.val]
-    run = lambda configs, t: choose_int8_config(out / "image_encoder.onnx", bundle / "image_encoder.onnx",  # noqa: E731
-                                                paths, 224, min_cosine=t, configs=configs)
-    fast, precise = (run([c], -1.0)["attempts"][0]["cosine_mean"] for c in INT8_CONFIGS)
-    threshold = fast + 1e-6
-    if precise >= threshold:  # the precise kernels beat the fast ones here: a fallback
-        got = run(INT8_CONFIGS, threshold)
-        assert got["chosen"] == "int8-x64quantprecision"
-        assert got["session_config"] == {"session.x64quantprecision": "1"}
-        assert [a["cosine_mean"] for a in got["attempts"]] == [fast, precise]
-    else:  # no better than the fast kernels (e.g. a CPU with VNNI): refused, both attempts listed
-        with pytest.raises(ExportError, match=f"int8 mean {fast:.4f}.*; int8-x64quantprecision mean {precise:.4f}"):
-            run(INT8_CONFIGS, threshold)
+    # the chain on real graphs, quantised from the fp32 bundle's image graph: each configuration alone, then
+    # the chain at a threshold only the best one meets, which must stop there and list the ones before it
+    cal = [dataset.image_path(i) for i in splits.train[:16]]
+    val = [dataset.image_path(i) for i in splits.val]
+
+    def run(configs, threshold, name):
+        work = tmp_path / name
+        work.mkdir()
+        return choose_int8_config(bundle / "image_encoder.onnx", work / "out.onnx", cal, val, 224, work,
+                                  min_cosine=threshold, configs=configs)["int8_config"]
+
+    alone = [run([c], -1.0, f"alone{i}")["attempts"][0] for i, c in enumerate(INT8_CONFIGS)]
+    assert [a["quantizer"] for a in alone] == [c[1] for c in INT8_CONFIGS]
+    best = max(a["cosine_mean"] for a in alone)
+    first = next(i for i, a in enumerate(alone) if a["cosine_mean"] >= best)
+    got = run(INT8_CONFIGS, best, "chain")
+    assert got["chosen"] == INT8_CONFIGS[first][0] and got["session_config"] == INT8_CONFIGS[first][2]
+    assert [a["cosine_mean"] for a in got["attempts"]] == [a["cosine_mean"] for a in alone[:first + 1]]
+    assert (tmp_path / "chain" / "out.onnx").is_file()
+
+
+def test_int8_7bit_matmul_weights_leave_depthwise_convolutions_at_8_bits(tmp_path):
+    """``reduce_range="matmul"``: every conv/Gemm weight that goes through the 16-bit-pair GEMM kernels is
+    quantised into 7 bits (|q| <= 64), the depthwise convolution's keeps its full 8 bits."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from dagnn_export.backbones import ImageBackbone
+    from dagnn_export.quantize import quantize_image_graph
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.backbone = ImageBackbone("t", torch.nn.Sequential(
+                torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), torch.nn.ReLU(),
+                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()), 8, image_size=32)
+            self.head = torch.nn.Linear(8, 4)
+
+        def forward(self, pixels):
+            return self.head(self.backbone(pixels))
+
+    fp32 = tmp_path / "net.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, as in onnx_graphs
+        torch.onnx.export(Net().eval(), (torch.zeros(1, 32, 32, 3, dtype=torch.uint8),), str(fp32),
+                          input_names=["pixels"], output_names=["out"], opset_version=17, dynamo=False,
+                          dynamic_axes={"pixels": {0: "N"}, "out": {0: "N"}})
+    photos = sorted(DEMO.glob("images/*.jpg"))[:8]
+    ranges = {}
+    for which in ("none", "matmul"):
+        out = tmp_path / f"{which}.onnx"
+        record = quantize_image_graph(fp32, out, photos, 32, tmp_path, reduce_range=which)
+        assert ("7-bit" in record["weights"]) == (which == "matmul")
+        model = onnx.load(str(out))
+        weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer
+                   if i.data_type == onnx.TensorProto.INT8}
+        producer = {o: n for n in model.graph.node for o in n.output}
+        for node in model.graph.node:
+            if node.op_type in ("Conv", "Gemm"):
+                dq = producer[node.input[1]]
+                group = next((a.i for a in node.attribute if a.name == "group"), 1)
+                kind = "depthwise" if group > 1 else node.op_type
+                ranges[which, kind] = int(np.abs(weights[dq.input[0]].astype(np.int32)).max())
+    assert ranges["none", "Conv"] > 64 and ranges["none", "Gemm"] > 64 and ranges["none", "depthwise"] > 64
+    assert ranges["matmul", "Conv"] <= 64 and ranges["matmul", "Gemm"] <= 64
+    assert ranges["matmul", "depthwise"] > 64
+    with pytest.raises(ExportError, match="unknown reduce_range 'half'"):
+        quantize_image_graph(fp32, tmp_path / "x.onnx", photos, 32, tmp_path, reduce_range="half")
