@@ -5,6 +5,8 @@ The training side's errors derive from ``dagnn_export.errors.TrainingError``, it
 """
 from __future__ import annotations
 
+import numbers
+
 
 class DagnnError(Exception):
     """Base class of every error dagnn raises on purpose; callers turn it into one line for the user."""
@@ -57,3 +59,11 @@ def shorten(value, limit: int = 80, *, path: bool = False) -> str:
         head = limit // 4
         return f"{text[:head]}…{text[-(limit - head - 1):]}"
     return f"{text[:limit - 1]}…' ({len(value)} characters)"
+
+
+def positive_int(value, name: str) -> int:
+    """``value`` as an ``int`` when it is a whole number of at least 1 (a Python or numpy integer, never a
+    bool), else an ``InputError`` naming ``name``: the one rule for counts, sizes and thread numbers."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {shorten(value)}")
+    return int(value)

@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from .constants import SPLITS
-from .errors import DatasetError, InputError
+from .errors import DatasetError, InputError, positive_int
 
 
 
@@ -24,8 +24,8 @@ def evaluate_bundle(model, data, split: str = "test", k: int | None = None, batc
 
     if split not in SPLITS:
         raise InputError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise InputError(f"k must be a positive integer, got {k!r}")
+    if k is not None:
+        k = positive_int(k, "k")
     ds = Dataset.load(Path(data))
     if set(ds.labels) != set(model.labels):
         raise DatasetError(f"{data}/labels.txt has other labels than the bundle "

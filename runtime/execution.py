@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import onnxruntime as ort
 
-from .errors import InputError, shorten
+from .errors import InputError, positive_int
 
 GPU_PROVIDERS = ("CUDAExecutionProvider",)
 THREADS_ENV = "DAGNN_FORCE_THREADS"
@@ -20,8 +19,7 @@ def check_threads(threads, force: bool = False, *, option: str = "threads", forc
     says ``--threads`` and ``--force-threads``)."""
     if threads is None:
         return None
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise InputError(f"{option} must be a positive integer, got {shorten(threads)}")
+    threads = positive_int(threads, option)
     cores = usable_cores()
     forced = force or os.environ.get(THREADS_ENV, "").strip().lower() in ("1", "true", "yes")
     limit = 1024 if forced else cores

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from .constants import IMAGE_SUFFIXES, MODALITIES
-from .errors import InputError, shorten
+from .errors import InputError, positive_int, shorten
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,7 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
     if not (len(source.ids) == len(source.items) == len(source.meta)):
         raise InputError(f"source has {len(source.ids)} ids, {len(source.items)} items, {len(source.meta)} "
                          "metadata records: they must match")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {shorten(batch_size)}")
+    batch_size = positive_int(batch_size, "batch_size")
     index.check_space(model, what=f"bundle {model.source}")
     seen, todo, duplicates = set(), [], 0
     for pos, item_id in enumerate(source.ids):

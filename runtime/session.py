@@ -18,7 +18,7 @@ import onnxruntime as ort
 from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle, session_config
 from .dataset import tokenize
 from .decode import image_list, iter_pixels
-from .errors import BundleError, ImageInputError, InputError, shorten
+from .errors import BundleError, ImageInputError, InputError, positive_int, shorten
 from .execution import check_threads, resolve_providers, usable_cores
 from .metrics import l2_normalize
 from .text_ids import tag_id_batches
@@ -180,7 +180,7 @@ class Model:
     def iter_pixels(self, items: Sequence, batch_size: int = 32):
         """Decode ``items`` batch by batch in threads, one batch ahead of the caller → yields ``(positions,
         pixels, errors)`` (see ``decode.iter_pixels``)."""
-        return iter_pixels(items, self.image_size, _positive(batch_size, "batch_size"))
+        return iter_pixels(items, self.image_size, positive_int(batch_size, "batch_size"))
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """An already preprocessed uint8 batch ``(n, S, S, 3)`` (see ``preprocess``) → L2-normalised ``(n, d)``."""
@@ -264,7 +264,7 @@ class Model:
         but a text must contain at least one known tag."""
         ids = self.tag_ids(items)
         if self._text_input == "tags":
-            return self._encode_tag_ids(ids, _positive(batch_size, "batch_size"))
+            return self._encode_tag_ids(ids, positive_int(batch_size, "batch_size"))
         return self.encode_bow(self._bow_of_ids(ids), batch_size=batch_size)
 
     def encode_bow(self, bow, batch_size: int = 256) -> np.ndarray:
@@ -272,7 +272,7 @@ class Model:
         bow = np.asarray(bow, dtype=np.float32)
         if bow.ndim != 2 or bow.shape[1] != len(self.vocab):
             raise InputError(f"bag of words has shape {bow.shape}, expected (n, {len(self.vocab)})")
-        batch_size = _positive(batch_size, "batch_size")
+        batch_size = positive_int(batch_size, "batch_size")
         if self._text_input == "tags":
             if not np.isin(bow, (0.0, 1.0)).all():
                 raise InputError("bag of words must hold only 0 and 1 (this bundle's text graph takes tag ids)")
@@ -322,12 +322,6 @@ class Model:
         else:
             raise InputError(f"modality must be 'image' or 'text', got {modality!r}")
         return self.labels_above_threshold(self.score_labels(emb), top=top)
-
-
-def _positive(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _check_graph(bundle: Bundle, sess, g: str, dtype: str, in_shape: list, d: int, c: int) -> None:

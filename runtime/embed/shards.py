@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import jsonio
 from ..atomic import atomic_write_text
-from ..errors import DagnnError, InputError, MismatchError
+from ..errors import DagnnError, InputError, MismatchError, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,7 @@ def make_plan(items, out, embedding_space: str, shard_size: int = 1000) -> Plan:
 
     A folder made from another input list, shard size or bundle is refused rather than mixed into."""
     require_pyarrow()
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise InputError(f"shard size must be a positive integer, got {shard_size!r}")
+    shard_size = positive_int(shard_size, "shard size")
     items = sorted(items, key=lambda it: it.id)
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):

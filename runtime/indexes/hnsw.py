@@ -17,7 +17,7 @@ import numpy as np
 
 from ..atomic import recover
 from ..constants import MODALITIES
-from ..errors import IndexFileError, InputError, MismatchError
+from ..errors import IndexFileError, InputError, MismatchError, positive_int
 from . import checkpoint, legacy
 from .base import Hit, check_identity
 from .hnsw_graph import Graph, read_record
@@ -38,10 +38,9 @@ class HnswIndex:
         """``capacity`` is only a first allocation: ``add`` grows it. ``location``: the folder of its
         store, created by the first ``add`` or ``save``; an index without one lives in memory only.
         ``bundle_digest``: the identity of the bundle whose embeddings it holds (None: not recorded)."""
-        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):
-            raise InputError(f"capacity must be a positive integer, got {capacity!r}")
-        if not isinstance(dim, int) or dim < 1:
-            raise InputError(f"index dimension must be a positive integer, got {dim!r}")
+        if capacity is not None:
+            capacity = positive_int(capacity, "capacity")
+        dim = positive_int(dim, "index dimension")
         if not isinstance(embedding_space, str) or not embedding_space:
             raise InputError("an index needs the embedding_space of the bundle whose embeddings it holds")
         if modality is not None and modality not in MODALITIES:

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, positive_int
 
 
 def item_key(item_id, max_bytes: int | None = None) -> str:
@@ -69,10 +69,9 @@ def additions(vectors, ids, metadata, dim: int, max_id_bytes: int | None = None)
 
 def search_options(k, ef, labels) -> frozenset | None:
     """Check ``k`` and ``ef``; the ``labels`` filter as a set of names (None: no filter)."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InputError(f"k must be a positive integer, got {k!r}")
-    if ef is not None and (isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1):
-        raise InputError(f"ef must be a positive integer, got {ef!r}")
+    positive_int(k, "k")
+    if ef is not None:
+        positive_int(ef, "ef")
     if labels is None:
         return None
     wanted = [labels] if isinstance(labels, str) else list(labels)

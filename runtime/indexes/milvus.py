@@ -197,7 +197,8 @@ class MilvusIndex:
         self._delete(keys)
 
     def save(self) -> None:
-        """Seal the growing segments: inserts are durable and indexed once this returns."""
+        """Seal the growing segments: inserts are durable once this returns. Milvus indexes the sealed rows
+        in the background; until it is done their searches are slower (measured in docs/scale.md)."""
         with self._wrapped("flush"):
             self._client.flush(self.collection)
 
