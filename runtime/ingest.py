@@ -152,10 +152,11 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
     batch_size = positive_int(batch_size, "batch_size")
     index.check_space(model, what=f"bundle {model.source}")
     seen, todo, duplicates = set(), [], 0
+    indexed = index.present(dict.fromkeys(source.ids))
     for pos, item_id in enumerate(source.ids):
         if item_id in seen:
             duplicates += 1
-        elif item_id not in index:
+        elif item_id not in indexed:
             todo.append(pos)
         seen.add(item_id)
     present = len(source.ids) - len(todo) - duplicates

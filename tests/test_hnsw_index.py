@@ -42,6 +42,7 @@ def test_query_finds_items_with_cosine_scores_and_metadata():
         np.testing.assert_allclose(scores[r], np.sort(exact[r])[::-1][:4], atol=1e-5)
     assert meta[1][0] == {"path": "img/1.jpg", "labels": ["sky"]}
     assert len(index) == 40 and "item3" in index and "nope" not in index
+    assert index.present(["item3", "nope", "item39", "item3"]) == {"item3", "item39"}
 
 
 def test_capacity_grows_without_being_declared():

@@ -51,6 +51,8 @@ def test_locations_that_pick_milvus():
 def test_search_agrees_with_exact_and_returns_metadata(photos):
     index, emb, ids, meta = photos
     assert len(index) == 200 and ids[7] in index and "nope.jpg" not in index
+    asked = ids[::3] + [f"nope{i}.jpg" for i in range(1200)]  # more ids than one look-up takes
+    assert index.present(asked) == set(ids[::3])
     assert index.metadata(ids[7]) == meta[7]
     approx = index.search(emb[:50], k=10)
     exact = index.search(emb[:50], k=10, exact=True)

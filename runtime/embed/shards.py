@@ -241,7 +241,8 @@ def load_into(index, folder, batch_rows: int = 10000, on_progress=None):
 
     report = IngestReport(str(index.location), index.modality or "image", 0, 0, [], 0, 0)
     for batch in read_embeddings(folder, model=index.embedding_space, batch_rows=batch_rows):
-        new = [j for j, item_id in enumerate(batch.ids) if item_id not in index]
+        indexed = index.present(batch.ids)
+        new = [j for j, item_id in enumerate(batch.ids) if item_id not in indexed]
         report.already_present += len(batch.ids) - len(new)
         if new:
             index.add(batch.vectors[new], [batch.ids[j] for j in new], [batch.metadata[j] for j in new])

@@ -42,6 +42,10 @@ class VectorIndex(Protocol):
 
     def __contains__(self, item_id) -> bool: ...
 
+    def present(self, ids) -> set:
+        """Those of ``ids`` that are in the index, in one look-up (a Milvus round trip per 1000 ids, not
+        one per id)."""
+
     def metadata(self, item_id) -> dict: ...
 
     def save(self) -> None:

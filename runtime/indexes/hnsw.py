@@ -80,9 +80,11 @@ class HnswIndex:
         return len(self._graph.labels)
 
     def __contains__(self, item_id) -> bool:
-        key = item_key(item_id)
+        return bool(self.present([item_id]))
+
+    def present(self, ids) -> set:
         self._sync()
-        return key in self._graph.labels
+        return {i for i in ids if item_key(i) in self._graph.labels}
 
     def __repr__(self) -> str:
         return f"<HnswIndex {self.location or '(in memory)'}: {len(self._g.labels)} {self.modality or ''} items>"

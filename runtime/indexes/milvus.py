@@ -144,7 +144,11 @@ class MilvusIndex:
         return int(rows[0]["count(*)"])
 
     def __contains__(self, item_id) -> bool:
-        return bool(self._present([item_key(item_id, MAX_ID_BYTES)]))
+        return bool(self.present([item_id]))
+
+    def present(self, ids) -> set:
+        keys = {item_key(i, MAX_ID_BYTES): i for i in ids}
+        return {keys[key] for key in self._present(list(keys))}
 
     def metadata(self, item_id) -> dict:
         key = item_key(item_id, MAX_ID_BYTES)
