@@ -181,7 +181,7 @@ def _weights_in_7_bits(model, which: str) -> dict[str, int]:
 
 def quantize_image_graph(fp32_path: Path, out_path: Path, paths: list[Path], size: int, work: Path,
                          per_channel: bool = True, method: str = "minmax", batch_size: int = 16,
-                         reduce_range: str = "none") -> dict:
+                         reduce_range: str = "none", keep_fp32=()) -> dict:
     """Static int8 QDQ quantisation (uint8 activations, int8 weights) calibrated on real images.
 
     The pixel normalisation in front of the first convolution stays fp32 (it is exact and cheap there);
@@ -189,7 +189,7 @@ def quantize_image_graph(fp32_path: Path, out_path: Path, paths: list[Path], siz
     depthwise convolutions of EfficientNet lose most of their precision (cosine to fp32 ~0.8 vs ~0.99).
     ``reduce_range``: which weights get 7 bits instead of 8 (see ``INT8_CONFIGS``): ``none``, ``all``, or
     ``matmul`` (every weight but the depthwise convolutions', which onnxruntime multiplies without 16-bit
-    pair sums)."""
+    pair sums). ``keep_fp32``: names of further nodes left unquantised (studies of where precision goes)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -209,7 +209,7 @@ def quantize_image_graph(fp32_path: Path, out_path: Path, paths: list[Path], siz
     quantize_static(str(prepared), str(out_path), _PixelReader(paths, size, batch_size),
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     per_channel=per_channel, calibrate_method=methods[method],
-                    nodes_to_exclude=[node.name for node in front],
+                    nodes_to_exclude=[node.name for node in front] + list(keep_fp32),
                     extra_options={"CalibTensorRangeSymmetric": False, "TensorQuantOverrides": overrides})
     quantized = onnx.load(str(out_path))
     pixels_direct = _feed_pixels_as_quantized(quantized)
