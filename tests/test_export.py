@@ -403,5 +403,11 @@ def test_int8_7bit_matmul_weights_leave_depthwise_convolutions_at_8_bits(tmp_pat
     assert ranges["none", "Conv"] > 64 and ranges["none", "Gemm"] > 64 and ranges["none", "depthwise"] > 64
     assert ranges["matmul", "Conv"] <= 64 and ranges["matmul", "Gemm"] <= 64
     assert ranges["matmul", "depthwise"] > 64
+    kept = tmp_path / "kept.onnx"  # keep_fp32: the named node stays a float Gemm on float weights
+    quantize_image_graph(fp32, kept, photos, 32, tmp_path, keep_fp32=["/head/Gemm"])
+    model = onnx.load(str(kept))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    assert gemm.input[1] not in producer or producer[gemm.input[1]].op_type != "DequantizeLinear"
     with pytest.raises(ExportError, match="unknown reduce_range 'half'"):
         quantize_image_graph(fp32, tmp_path / "x.onnx", photos, 32, tmp_path, reduce_range="half")
