@@ -21,7 +21,7 @@ from .verify import cosines, encode_image_paths_ort, image_paths, ort_session
 # products into saturating 16-bit sums: with 8-bit weights the image embeddings of a standard run drifted to
 # a mean cosine of 0.926 to fp32 there (0.993 with exact products). Two ways out, both measured on that run:
 # - 7-bit weights in every convolution but the depthwise ones (whose kernel sums in 32 bits): no pair sum
-#   can saturate, so the fast kernels are exact on every x86 CPU, but the weights lose a bit (0.982);
+#   can saturate, so the fast kernels should be exact on any x86 CPU, but the weights lose a bit (0.981);
 # - ``x64quantprecision``: exact products with 8-bit weights (0.993), at the cost of most of the speed-up.
 # A knob: tests and benchmarks may pass other tuples to ``choose_int8_config``.
 INT8_CONFIGS = (("int8", {"reduce_range": "none"}, {}),
