@@ -166,10 +166,12 @@ def _weights_in_7_bits(model, which: str) -> dict[str, int]:
     but the depthwise convolutions'."""
     if which not in ("none", "all", "matmul"):
         raise ExportError(f"unknown reduce_range {which!r}; choose none, all or matmul")
+    if which == "none":
+        return {}
     inits = {init.name for init in model.graph.initializer}
     out = {}
     for node in model.graph.node:
-        if which == "none" or node.op_type not in ("Conv", "Gemm", "MatMul") or node.input[1] not in inits:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or node.input[1] not in inits:
             continue
         attrs = {a.name: a.i for a in node.attribute}
         if node.op_type == "Conv" and attrs.get("group", 1) > 1 and which == "matmul":
