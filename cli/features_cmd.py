@@ -20,6 +20,13 @@ def features(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per inference batch."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="Inference threads (default: onnxruntime's choice)."),
+    trunk_blocks: int = typer.Option(0, "--trunk-blocks", min=0,
+                                     help="Cache the trunk's activation maps before the backbone's last N blocks "
+                                          "instead of pooled features (for `dagnn train --finetune-backbone K`, "
+                                          "K <= N)."),
+    flip: bool = typer.Option(False, "--flip", help="Also cache each photo mirrored left-right (augmentation)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=1,
+                                             help="Input side in pixels (default: the backbone's, 224)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ):
     """Run the image backbone over every pair with an image and cache the features for training."""
@@ -27,4 +34,5 @@ def features(
     from dagnn_export.features import extract_features
 
     extract_features(data, backbone, out, weights=backbone_weights, batch_size=batch_size, progress=not quiet,
-                     threads=threads, log=lambda message: typer.echo(message, err=True))
+                     threads=threads, log=lambda message: typer.echo(message, err=True), trunk_blocks=trunk_blocks,
+                     flip=flip, image_size=image_size)

@@ -38,6 +38,12 @@ def train(
     p: Optional[float] = typer.Option(None, "--p", help="Neighbour weight of the re-weighted graph (GCN)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="Backbone for on-the-fly feature extraction."),
     backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local backbone weights."),
+    finetune_backbone: Optional[int] = typer.Option(None, "--finetune-backbone", min=0,
+                                                    help="Train the backbone's last K blocks with DAGNN, on trunk "
+                                                         "maps cached by `dagnn features --trunk-blocks N` "
+                                                         "(N >= K) and given as --features."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this run's weights (a run "
+                                                                         "on frozen features), e.g. to fine-tune."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Any config field: --set dropout=0.2 "
                                                                       "(repeatable)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
@@ -51,6 +57,8 @@ def train(
         raise InputError(f"data set folder {data} does not exist")
     if features is not None and not features.is_file():
         raise InputError(f"feature cache {features} does not exist")
+    if init_from is not None and not init_from.exists():
+        raise InputError(f"run {init_from} does not exist")
     if label_embeddings is not None and not label_embeddings.is_file():
         raise InputError(f"label embeddings file {label_embeddings} does not exist")
     fields = default_values()
@@ -58,7 +66,8 @@ def train(
                  seed=seed, label_embeddings=str(label_embeddings) if label_embeddings else None, gnn=gnn,
                  gnn_layers=gnn_layers, layer_aggregation=layer_aggregation, lr=lr, batch_size=batch_size,
                  alpha=alpha, beta=beta, tau=tau, p=p, backbone=backbone,
-                 backbone_weights=str(backbone_weights) if backbone_weights else None)
+                 backbone_weights=str(backbone_weights) if backbone_weights else None,
+                 finetune_backbone=finetune_backbone, init_from=str(init_from) if init_from else None)
     given.update(parse_override(fields, item) for item in overrides or [])
     cfg = make_config(preset, variant, **given)
     metrics = train_run(cfg, out, progress=progress, log=typer.echo)

@@ -76,8 +76,14 @@ class TrainConfig:
     text_only_in_training: bool = False  # also apply L_cla to text-only pairs during joint training
     text_mlp_init: str | None = None  # run dir or model.pt whose text MLP to start from (skips pretraining)
     num_threads: int = 0              # 0: auto (see train.pick_threads)
+    # fine-tuning the backbone's last blocks on cached trunk maps (backbone_split); needs a trunk cache
+    finetune_backbone: int = 0        # k: train the backbone's last k blocks and its head convolution
+    backbone_lr: float = 2e-5         # Adam learning rate of those pretrained blocks
+    flip: bool = True                 # train on the mirrored photo's maps half of the time, when cached
+    init_from: str | None = None      # run dir or model.pt whose DAGNN weights to start from (frozen features)
     # filled in by training
-    feature_dim: int | None = None
+    feature_dim: int | None = None    # of the cache: pooled features, or the flattened trunk maps
+    trunk_blocks: int = 0             # the cache's: trunk maps before the backbone's last D blocks (0: pooled)
     vocab_size: int | None = None
     num_labels: int | None = None
 
@@ -116,6 +122,8 @@ class TrainConfig:
             raise InputError(f"classifier must be 'gnn' or 'linear', got {self.classifier!r}")
         if not (self.use_cla or self.use_mdi):
             raise InputError("at least one of L_cla and L_mdi must be on (L_adv alone learns nothing to retrieve)")
+        if self.finetune_backbone < 0 or self.trunk_blocks < 0:
+            raise InputError("finetune_backbone and trunk_blocks must be >= 0")
         if self.batch_size < 2 or self.epochs < 1:
             raise InputError("batch_size must be >= 2 and epochs >= 1")
 

@@ -271,7 +271,12 @@ def export_run(run_dir, out, *, data=None, log: Log | None = None, **kwargs) -> 
     run_metrics = summarize_run_metrics(read_json(metrics_path, ExportError)) if metrics_path.is_file() else None
     if not config.get("backbone"):
         raise ExportError(f"{run_dir / 'config.json'} records no backbone")
-    backbone = build_backbone(config["backbone"], config.get("backbone_weights"))
+    if config.get("trunk_blocks"):  # fine-tuned: the frozen trunk, then the run's own head
+        from .backbone_split import export_trunk
+
+        backbone = export_trunk(config)
+    else:
+        backbone = build_backbone(config["backbone"], config.get("backbone_weights"))
     if config.get("feature_dim") and backbone.feature_dim != config["feature_dim"]:
         raise ExportError(f"backbone {config['backbone']} gives {backbone.feature_dim}-d features but the run "
                           f"was trained on {config['feature_dim']}-d ones")

@@ -27,7 +27,7 @@ import numpy as np
 from dagnn_runtime.atomic import atomic_write
 from dagnn_runtime.bundle import file_sha256
 from dagnn_runtime.dataset import Dataset
-from dagnn_runtime.errors import ImageInputError
+from dagnn_runtime.errors import ImageInputError, positive_int
 from dagnn_runtime.preprocess import load_batch
 
 from .errors import FeatureError
@@ -48,6 +48,8 @@ class FeatureCache:
     backbone: str
     image_size: int
     weights: str = ""       # identity of the backbone weights ("" = the backbone's default)
+    trunk_blocks: int = 0   # 0: pooled features; D: the trunk's maps before the backbone's last D blocks
+    flipped: np.ndarray | None = None  # the same of each photo mirrored left-right (augmentation), or None
 
     def __post_init__(self):
         self._index = {int(r): i for i, r in enumerate(self.rows)}
@@ -56,14 +58,17 @@ class FeatureCache:
     def feature_dim(self) -> int:
         return int(self.features.shape[1])
 
-    def lookup(self, rows) -> np.ndarray:
-        """Features of the given data set rows, float32 ``(len(rows), dv)``, in that order."""
+    def lookup(self, rows, flipped: bool = False) -> np.ndarray:
+        """Features of the given data set rows, float32 ``(len(rows), dv)``, in that order (``flipped``: of
+        the mirrored photos)."""
         rows = [int(r) for r in np.asarray(rows).reshape(-1)]
         missing = [r for r in rows if r not in self._index]
         if missing:
             raise FeatureError(f"{self.path}: no features for {len(missing)} rows, e.g. {missing[:10]} "
                                f"(rerun `dagnn features` on the data set to add them)")
-        return self.features[[self._index[r] for r in rows]]
+        if flipped and self.flipped is None:
+            raise FeatureError(f"{self.path} holds no mirrored photos' features (make it with --flip)")
+        return (self.flipped if flipped else self.features)[[self._index[r] for r in rows]]
 
 
 def load_features(path) -> FeatureCache:
@@ -81,12 +86,16 @@ def load_features(path) -> FeatureCache:
     except Exception as exc:  # noqa: BLE001 - truncated zip, pickled arrays, not an npz...
         raise FeatureError(f"{path}: cannot read the feature cache ({exc})") from exc
     rows, feats, sha = data["rows"], data["features"], data["sha256"]
-    if feats.ndim != 2 or rows.shape != (feats.shape[0],) or sha.shape != rows.shape:
+    flipped = data.get("flipped")
+    if (feats.ndim != 2 or rows.shape != (feats.shape[0],) or sha.shape != rows.shape
+            or (flipped is not None and flipped.shape != feats.shape)):
         raise FeatureError(f"{path}: inconsistent shapes rows {rows.shape}, features {feats.shape}, "
-                           f"sha256 {sha.shape}")
+                           f"sha256 {sha.shape}, flipped {None if flipped is None else flipped.shape}")
     return FeatureCache(path, rows.astype(np.int64), feats.astype(np.float32, copy=False), sha.astype(str),
                         str(data["backbone"]), int(data["image_size"]),
-                        str(data["weights"]) if "weights" in data else "")
+                        str(data["weights"]) if "weights" in data else "",
+                        int(data["trunk_blocks"]) if "trunk_blocks" in data else 0,
+                        None if flipped is None else flipped.astype(np.float32, copy=False))
 
 
 def _write_npz(path: Path, **arrays) -> None:
@@ -98,12 +107,14 @@ def _write_npz(path: Path, **arrays) -> None:
 
 
 def write_feature_cache(path: Path, rows, features, sha, backbone: str, image_size: int, weights: str,
-                        dim: int) -> None:
+                        dim: int, trunk_blocks: int = 0, flipped=None) -> None:
     """Write a feature cache atomically; ``sha`` holds, per row, the digest of what the features were made from."""
+    extra = {} if flipped is None else {"flipped": np.asarray(flipped, dtype=np.float32).reshape(len(rows), dim)}
     _write_npz(path, rows=np.asarray(rows, dtype=np.int64),
                features=np.asarray(features, dtype=np.float32).reshape(len(rows), dim),
                sha256=np.asarray(sha, dtype="<U64"), backbone=np.array(backbone),
-               image_size=np.array(image_size, dtype=np.int64), weights=np.array(weights))
+               image_size=np.array(image_size, dtype=np.int64), weights=np.array(weights),
+               trunk_blocks=np.array(trunk_blocks, dtype=np.int64), **extra)
 
 
 def _weights_id(weights) -> str:
@@ -134,8 +145,9 @@ def _make_encoder(backbone, threads: int | None):
     return encode
 
 
-def _reusable(paths, backbone: str, image_size: int, weights: str) -> dict[str, np.ndarray]:
-    """sha256 → feature vector from earlier complete or partial caches made with the same backbone."""
+def _reusable(paths, identity: tuple, flip: bool) -> dict[str, np.ndarray]:
+    """sha256 → feature vector (with ``flip``: its rows of the photo and of the mirrored photo) from earlier
+    complete or partial caches made the same way."""
     known: dict[str, np.ndarray] = {}
     for path in paths:
         if not path.is_file():
@@ -144,16 +156,24 @@ def _reusable(paths, backbone: str, image_size: int, weights: str) -> dict[str, 
             old = load_features(path)
         except FeatureError:
             continue  # an unreadable old cache is simply recomputed
-        if (old.backbone, old.image_size, old.weights) == (backbone, image_size, weights):
+        if (old.backbone, old.image_size, old.weights, old.trunk_blocks) != identity:
+            continue
+        if flip and old.flipped is not None:
+            known.update(zip(old.sha256.tolist(), np.stack([old.features, old.flipped], axis=1)))
+        elif not flip:
             known.update(zip(old.sha256.tolist(), old.features))
     return known
 
 
 def extract_features(dataset_dir, backbone_name: str, out_path, weights=None, batch_size: int = 32,
                      progress: bool = True, threads: int | None = None,
-                     log: Callable[[str], None] | None = None) -> Path:
+                     log: Callable[[str], None] | None = None, *, trunk_blocks: int = 0, flip: bool = False,
+                     image_size: int | None = None) -> Path:
     """Compute (or update) the feature cache of every pair with an image in the data set folder.
-    ``progress``: show a bar (or a line every 30 s through ``log`` off a terminal) and a summary."""
+    ``progress``: show a bar (or a line every 30 s through ``log`` off a terminal) and a summary.
+    ``trunk_blocks`` D > 0 caches the trunk's activation maps before the backbone's last D blocks (for
+    ``--finetune-backbone``); ``flip`` also caches them for each photo mirrored left-right, an augmentation
+    that stays exact with cached maps; ``image_size`` overrides the backbone's input side (e.g. 128, native)."""
     from .backbones import build_backbone
 
     if batch_size < 1:
@@ -174,8 +194,14 @@ def extract_features(dataset_dir, backbone_name: str, out_path, weights=None, ba
     shas = [file_sha256(path) for _, path in items]
 
     backbone = build_backbone(backbone_name, weights)
+    if image_size is not None:
+        backbone.image_size = positive_int(image_size, "image size")
+    if trunk_blocks:
+        from .backbone_split import split_backbone
+
+        backbone = split_backbone(backbone, trunk_blocks)[0]
     size, dim = backbone.image_size, backbone.feature_dim
-    known = _reusable((out, partial), backbone.name, size, weights_id)
+    known = _reusable((out, partial), (backbone.name, size, weights_id, trunk_blocks), flip)
     todo, seen = [], set(known)
     for (row, path), sha in zip(items, shas):
         if sha not in seen:
@@ -184,13 +210,14 @@ def extract_features(dataset_dir, backbone_name: str, out_path, weights=None, ba
 
     def snapshot(target: Path) -> None:
         done = [(row, sha) for (row, _), sha in zip(items, shas) if sha in known]
-        feats = np.stack([known[sha] for _, sha in done]) if done else np.zeros((0, dim), np.float32)
-        write_feature_cache(target, [r for r, _ in done], feats, [s for _, s in done], backbone.name, size,
-                            weights_id, dim)
+        feats = np.stack([known[sha] for _, sha in done]) if done else np.zeros((0, 2, dim) if flip else (0, dim),
+                                                                                 np.float32)
+        write_feature_cache(target, [r for r, _ in done], feats[:, 0] if flip else feats, [s for _, s in done],
+                            backbone.name, size, weights_id, dim, trunk_blocks, feats[:, 1] if flip else None)
 
     encode = _make_encoder(backbone, threads) if todo else None
     log = log or logger.info
-    bar = Progress(len(todo), f"{backbone.name} features", progress, log=log)
+    bar = Progress(len(todo), f"{backbone.name} {'trunk maps' if trunk_blocks else 'features'}", progress, log=log)
     if todo:
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
 
@@ -212,7 +239,9 @@ def extract_features(dataset_dir, backbone_name: str, out_path, weights=None, ba
                     snapshot(partial)  # keep what was computed: the rerun after fixing the file resumes
                     raise FeatureError(f"cannot use an image of data set {dataset.root}: {pixels}") from pixels
                 feats = encode(pixels)
-                if feats.shape != (len(batch), dim) or not np.isfinite(feats).all():
+                if flip:
+                    feats = np.stack([feats, encode(np.ascontiguousarray(pixels[:, :, ::-1]))], axis=1)
+                if feats.shape[::2 if flip else 1] != (len(batch), dim) or not np.isfinite(feats).all():
                     bar.close()
                     raise FeatureError(f"{backbone.name} returned bad features {feats.shape} for rows "
                                        f"{[row for row, _, _ in batch][:5]}...")

@@ -87,6 +87,15 @@ class DAGNN(nn.Module):
         if adj.shape != (c, c):
             raise ValueError(f"adjacency shape {tuple(adj.shape)} does not match {c} labels")
         d = cfg.common_dim
+        # Fine-tuning (``trunk_blocks`` > 0): the inputs are cached trunk maps and the backbone's head is part
+        # of the model (Eq. 1's θcnn, its last blocks only); Gv1 and the discriminator see its pooled output.
+        self.image_head = None
+        if cfg.trunk_blocks:
+            from .backbone_split import build_head
+
+            self.image_head = build_head(cfg.to_dict())
+            with torch.no_grad():
+                feature_dim = int(self.image_head(torch.zeros(1, feature_dim)).shape[1])
         self.register_buffer("label_embeddings", emb)
         self.register_buffer("adjacency", adj)
         self.register_buffer("image_mean", torch.zeros(feature_dim))
@@ -117,7 +126,12 @@ class DAGNN(nn.Module):
             self.linear_classifier = nn.Parameter(torch.randn(c, d) / d ** 0.5)
 
     # -- the parts the exporter and the evaluation use -------------------------------------------------
-    def image_common(self, h_v: torch.Tensor) -> torch.Tensor:
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        """h_v: the cached features themselves, or the backbone head's output on cached trunk maps."""
+        return x if self.image_head is None else self.image_head(x)
+
+    def image_common(self, x: torch.Tensor) -> torch.Tensor:
+        h_v = self.image_features(x)
         return F.relu(self.gv1(self.drop((h_v - self.image_mean) / self.image_std)))
 
     def text_features(self, bow: torch.Tensor) -> torch.Tensor:
@@ -143,10 +157,12 @@ class DAGNN(nn.Module):
             self.text_mlp.eval()  # a frozen MLP keeps its dropout off
         return self
 
-    def forward(self, h_v: torch.Tensor, bow: torch.Tensor, h_t: torch.Tensor | None = None) -> dict:
-        """``h_t`` may be passed precomputed (a frozen text MLP gives the same h_t every epoch)."""
+    def forward(self, x_v: torch.Tensor, bow: torch.Tensor, h_t: torch.Tensor | None = None) -> dict:
+        """``x_v``: cached features or trunk maps. ``h_t`` may be passed precomputed (a frozen text MLP gives
+        the same h_t every epoch)."""
         h_t = self.text_features(bow) if h_t is None else h_t
-        v = self.image_common(h_v)
+        h_v = self.image_features(x_v)
+        v = F.relu(self.gv1(self.drop((h_v - self.image_mean) / self.image_std)))
         t = self.text_common(bow, h_t)
         z = self.classifiers()
         out = {"v": v, "t": t, "h_v": h_v, "h_t": h_t, "z": z,

@@ -21,14 +21,14 @@ from torch.nn import functional as F
 from dagnn_runtime.atomic import atomic_write
 
 from .config import TrainConfig
-from .errors import FeatureError, RunError
+from .errors import FeatureError, RunError  # noqa: F401 - RunError stays importable from here
 from .evaluate import retrieval_scores, split_metrics
 from .files import write_json, write_lines
 from .graph import correlation_matrices, propagation_matrix
 from .losses import classification_loss, dagnn_loss
 from .model import DAGNN, build_model
 from .progress import Progress
-from .run import TrainingData, load_training_data
+from .run import TrainingData, load_initial_weights, load_text_mlp, load_training_data
 
 logger = logging.getLogger(__name__)
 
@@ -91,22 +91,6 @@ def pretrain_text_mlp(model: DAGNN, bow: torch.Tensor, y: torch.Tensor, val_bow:
     return history
 
 
-def load_text_mlp(model: DAGNN, source) -> None:
-    """Start from the text MLP of another run (its directory or model.pt), e.g. to reuse one pretraining."""
-    path = Path(source)
-    path = path / "model.pt" if path.is_dir() else path
-    if not path.is_file():
-        raise RunError(f"text MLP source {source} has no model.pt")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    sub = {k[len("text_mlp."):]: v for k, v in state.items() if k.startswith("text_mlp.")}
-    own = model.text_mlp.state_dict()
-    if set(sub) != set(own) or any(sub[k].shape != own[k].shape for k in own):
-        raise RunError(f"{path}: no text MLP of the same shape (vocabulary {own['fc1.weight'].shape[1]}, "
-                       f"{own['head.weight'].shape[0]} labels) in it")
-    model.text_mlp.load_state_dict(sub)
-    model.text_mlp.eval()
-
-
 # -- training ----------------------------------------------------------------------------------------------
 def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -> dict:
     """Train a model on prepared data; returns model (best-validation epoch), graph, histories, metrics."""
@@ -117,13 +101,21 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
     graph = correlation_matrices(data.train.y.numpy(), tau, cfg.p)
     model = build_model(cfg, data.train.h_v.shape[1], data.train.bow.shape[1], data.label_embeddings,
                         propagation_matrix(graph, cfg.gnn, cfg.graph_direction))
+    if model.image_head is not None:
+        from .backbone_split import pretrained_head
+
+        model.image_head.load_state_dict(pretrained_head(cfg).state_dict())
+    if cfg.init_from:
+        load_initial_weights(model, cfg.init_from)
 
     # 1) text MLP pretraining on all training text (never validation/test text).
     pre_bow = torch.cat([data.train.bow, data.text_only.bow])
     pre_y = torch.cat([data.train.y, data.text_only.y])
     t0 = time.time()
     text_history = []
-    if cfg.text_mlp_init:
+    if cfg.init_from:
+        pass  # the text MLP came with the initial weights
+    elif cfg.text_mlp_init:
         load_text_mlp(model, cfg.text_mlp_init)
     elif cfg.text_pretrain_epochs > 0:
         text_history = pretrain_text_mlp(model, pre_bow, pre_y, data.val.bow, data.val.y, cfg,
@@ -138,7 +130,9 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
     model.text_mlp.eval()
     with torch.no_grad():
         h_t_train = model.text_features(data.train.bow)
-    model.set_input_statistics(data.train.h_v, h_t_train, cfg.standardize_inputs)
+        if not cfg.init_from:  # a started run brings the statistics it was trained with
+            h_v_train = torch.cat([model.image_features(x) for x in data.train.h_v.split(1024)])
+            model.set_input_statistics(h_v_train, h_t_train, cfg.standardize_inputs)
     # A frozen text MLP gives the same h_t every epoch: compute it once.
     cached_h_t = {}
     if cfg.freeze_text_mlp:
@@ -150,12 +144,20 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
     # 2) joint training; its random state does not depend on whether pretraining ran or was reused.
     torch.manual_seed(cfg.seed + 1)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    params = [p for p in model.parameters() if p.requires_grad]
+    head = [p for p in model.image_head.parameters() if p.requires_grad] if model.image_head is not None else []
+    rest = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("image_head.")]
+    groups = [{"params": rest}] + ([{"params": head, "lr": cfg.backbone_lr}] if head else [])
     # fused: one kernel over all parameters, several times faster than the per-tensor loop on CPU.
-    opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.adam_beta1, 0.999), weight_decay=cfg.weight_decay,
+    opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.adam_beta1, 0.999), weight_decay=cfg.weight_decay,
                            fused=True)
     n = len(data.train.bow)
-    best = {"val_avg": -1.0, "epoch": 0, "state": None}
+    flipped = data.train.h_v_flipped if cfg.flip else None
+    best = {"val_avg": -1.0, "epoch": 0, "state": None, "val": None}
+    if cfg.init_from:  # the starting point competes too: fine-tuning is kept only if validation improves
+        val = retrieval_scores(model, data.val, cached_h_t.get("val"))
+        best = {"val_avg": val["avg"], "epoch": 0, "state": copy.deepcopy(model.state_dict()),
+                "val": {f"val_{k}": v for k, v in val.items()}}
+        log(f"starting point {cfg.init_from}: val mAP {val['avg']:.4f}")
     history, bad = [], 0
     with Progress(cfg.epochs, "epoch", progress, transient=False, log=log) as bar:
         for epoch in range(1, cfg.epochs + 1):
@@ -171,7 +173,10 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
                 if len(idx) < 2:
                     continue
                 h_t = cached_h_t["train"][idx] if cached_h_t else None
-                out = model(data.train.h_v[idx], data.train.bow[idx], h_t=h_t)
+                x_v = data.train.h_v[idx]
+                if flipped is not None:  # each photo seen mirrored half of the time
+                    x_v = torch.where(torch.rand(len(idx), 1, generator=gen) < 0.5, flipped[idx], x_v)
+                out = model(x_v, data.train.bow[idx], h_t=h_t)
                 terms = dagnn_loss(out, data.train.y[idx], cfg)
                 if use_text_only and cfg.use_cla:
                     # Text without an image still teaches the text branch and the classifiers (L_cla, text half).
@@ -191,7 +196,7 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
             row.update({f"val_{k}": v for k, v in val.items()}, seconds=time.time() - t_epoch)
             history.append(row)
             if val["avg"] > best["val_avg"]:
-                best = {"val_avg": val["avg"], "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+                best = {"val_avg": val["avg"], "epoch": epoch, "state": copy.deepcopy(model.state_dict()), "val": row}
                 bad = 0
             else:
                 bad += 1
@@ -205,7 +210,7 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
     model.load_state_dict(best["state"])
     model.eval()
     return {"model": model, "graph": graph, "tau": tau, "history": history, "text_history": text_history,
-            "best_epoch": best["epoch"], "val": history[best["epoch"] - 1]}
+            "best_epoch": best["epoch"], "val": best["val"]}
 
 
 def _resolve_features(cfg: TrainConfig, out_dir: Path, progress: bool) -> None:
@@ -238,6 +243,11 @@ def train_run(cfg: TrainConfig, out_dir, progress: bool = True, log=None) -> dic
     cfg.backbone = data.backbone or cfg.backbone
     cfg.image_size = int(data.image_size) if data.image_size is not None else cfg.image_size
     cfg.feature_dim = int(data.train.h_v.shape[1])
+    cfg.trunk_blocks = int(data.trunk_blocks)
+    if cfg.finetune_backbone > cfg.trunk_blocks:
+        raise FeatureError(f"--finetune-backbone {cfg.finetune_backbone} needs trunk maps of at least that many "
+                           f"blocks (`dagnn features --trunk-blocks {cfg.finetune_backbone}`); {cfg.features} holds "
+                           + (f"maps before the last {cfg.trunk_blocks}" if cfg.trunk_blocks else "pooled features"))
     cfg.vocab_size = len(data.dataset.vocab)
     cfg.num_labels = len(data.dataset.labels)
     if cfg.tau is None:
