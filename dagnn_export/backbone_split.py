@@ -11,6 +11,7 @@ content keys and the ONNX export work on it unchanged; the exported image graph 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -131,3 +132,17 @@ def pretrained_head(config) -> BackboneHead:
 def export_trunk(config: dict) -> ImageBackbone:
     """The frozen trunk (pretrained) an exported fine-tuning run starts from; the run's head follows it."""
     return split_backbone(_configured_backbone(config), int(config["trunk_blocks"]))[0]
+
+
+def pool_trunk_cache(trunk_path, config: dict, out) -> None:
+    """Write the pooled-feature cache that a trunk cache implies (its maps through the pretrained head):
+    the frozen-feature first phase of a fine-tuning run trains on it without running the head every batch."""
+    from .features import load_features, write_feature_cache
+
+    cache = load_features(trunk_path)
+    head = pretrained_head({**config, "trunk_blocks": cache.trunk_blocks, "finetune_backbone": 0})
+    with torch.no_grad():
+        pooled = torch.cat([head(torch.from_numpy(chunk)) for chunk in np.array_split(
+            cache.features, max(1, len(cache.features) // 512))]).numpy()
+    write_feature_cache(out, cache.rows, pooled, cache.sha256, cache.backbone, cache.image_size, cache.weights,
+                        pooled.shape[1])

@@ -79,6 +79,7 @@ class TrainConfig:
     # fine-tuning the backbone's last blocks on cached trunk maps (backbone_split); needs a trunk cache
     finetune_backbone: int = 0        # k: train the backbone's last k blocks and its head convolution
     backbone_lr: float = 2e-5         # Adam learning rate of those pretrained blocks
+    finetune_epochs: int = 3          # without init_from: epochs of phase 2, after a frozen-feature phase 1
     flip: bool = True                 # train on the mirrored photo's maps half of the time, when cached
     init_from: str | None = None      # run dir or model.pt whose DAGNN weights to start from (frozen features)
     # filled in by training

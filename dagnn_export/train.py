@@ -227,6 +227,21 @@ def _resolve_features(cfg: TrainConfig, out_dir: Path, progress: bool) -> None:
     cfg.features = str(path)
 
 
+def _frozen_phase(cfg: TrainConfig, out_dir: Path, progress: bool, log) -> Path:
+    """Phase 1 of a one-command fine-tuning run: the usual training on the features the pretrained head gives
+    (``RUN/frozen-phase``, itself a complete run); phase 2 starts from it and trains the last blocks too."""
+    from .backbone_split import pool_trunk_cache
+
+    start = out_dir / "frozen-phase"
+    start.mkdir(exist_ok=True)
+    pooled = start / "features-pooled.npz"
+    pool_trunk_cache(cfg.features, cfg.to_dict(), pooled)
+    phase = TrainConfig.from_dict({**cfg.to_dict(), "features": str(pooled), "finetune_backbone": 0,
+                                   "trunk_blocks": 0, "feature_dim": None})
+    train_run(phase, start, progress=progress, log=log)
+    return start
+
+
 def train_run(cfg: TrainConfig, out_dir, progress: bool = True, log=None) -> dict:
     """Train and write the run directory (config, best-validation weights, metrics, history, splits,
     label graph, labels, vocabulary). Returns the metrics dict."""
@@ -252,6 +267,9 @@ def train_run(cfg: TrainConfig, out_dir, progress: bool = True, log=None) -> dic
     cfg.num_labels = len(data.dataset.labels)
     if cfg.tau is None:
         cfg.tau = cfg.resolved_tau()
+    if cfg.finetune_backbone and not cfg.init_from:
+        cfg.init_from = str(_frozen_phase(cfg, out_dir, progress, log))
+        cfg.epochs = cfg.patience = cfg.finetune_epochs
     write_json(out_dir / "config.json", cfg.to_dict())
 
     result = fit(cfg, data, progress=progress, log=log)

@@ -60,52 +60,58 @@ def _config(data, features, **extra):
 
 
 @pytest.fixture(scope="module")
-def runs(caches, tmp_path_factory):
+def run(caches, tmp_path_factory):
+    """One command: phase 1 on the features the pretrained head gives, phase 2 trains the last block too."""
     data, _, trunk = caches
-    root = tmp_path_factory.mktemp("runs")
-    base = _config(data, data / "base.npz")
-    extract_features(data, "efficientnet_lite0", base.features, progress=False)
-    train_run(base, root / "k0", progress=False)
-    train_run(_config(data, trunk, finetune_backbone=1, backbone_lr=1e-3), root / "k1", progress=False)
-    started = _config(data, trunk, finetune_backbone=1, init_from=str(root / "k0"), epochs=1)
-    train_run(started, root / "k1-from-k0", progress=False)
-    return root
+    out = tmp_path_factory.mktemp("runs") / "k1"
+    train_run(_config(data, trunk, finetune_backbone=1, finetune_epochs=1), out, progress=False)
+    return out
 
 
-def test_finetuning_trains_only_the_last_blocks(runs):
-    config = json.loads((runs / "k1" / "config.json").read_text())
-    assert (config["trunk_blocks"], config["finetune_backbone"], config["feature_dim"]) == (DEPTH, 1, 192 * 49)
-    state = torch.load(runs / "k1" / "model.pt", weights_only=True)
-    start = pretrained_head(config).state_dict()
-    changed = {k for k, v in start.items() if not torch.equal(v, state[f"image_head.{k}"])}
+def test_finetuning_trains_only_the_last_blocks(caches):
+    from dagnn_export.run import load_training_data
+    from dagnn_export.train import fit
+
+    data, _, trunk = caches
+    cfg = _config(data, trunk, finetune_backbone=1, backbone_lr=1e-3)
+    cfg.backbone, cfg.image_size, cfg.trunk_blocks = "efficientnet_lite0", 224, DEPTH
+    model = fit(cfg, load_training_data(cfg), progress=False)["model"]
+    start = pretrained_head(cfg).state_dict()
+    state = model.image_head.state_dict()
+    changed = {k for k, v in start.items() if not torch.equal(v, state[k])}
     assert changed, "the trainable blocks did not learn"
     assert all(k.startswith(("blocks.1.", "finish.")) for k in changed), sorted(changed)[:5]
     assert not any("running" in k for k in changed)  # batch norms keep their statistics
 
 
-def test_finetuning_starts_from_the_frozen_feature_run(runs):
-    """The starting point is the k = 0 run, and it competes in the validation selection."""
-    base = torch.load(runs / "k0" / "model.pt", weights_only=True)
-    state = torch.load(runs / "k1-from-k0" / "model.pt", weights_only=True)
-    assert torch.equal(base["text_mlp.fc1.weight"], state["text_mlp.fc1.weight"])  # frozen, from the start run
-    base_val = json.loads((runs / "k0" / "metrics.json").read_text())["val"]["avg"]
-    metrics = json.loads((runs / "k1-from-k0" / "metrics.json").read_text())
+def test_finetuning_run_starts_from_its_frozen_phase(run):
+    """Phase 2 starts from phase 1 (a complete run), and that starting point competes in the selection."""
+    config = json.loads((run / "config.json").read_text())
+    assert (config["trunk_blocks"], config["finetune_backbone"], config["feature_dim"]) == (DEPTH, 1, 192 * 49)
+    phase1 = run / "frozen-phase"
+    assert config["init_from"] == str(phase1) and config["epochs"] == 1
+    assert json.loads((phase1 / "config.json").read_text())["feature_dim"] == 1280
+    base = torch.load(phase1 / "model.pt", weights_only=True)
+    state = torch.load(run / "model.pt", weights_only=True)
+    assert torch.equal(base["text_mlp.fc1.weight"], state["text_mlp.fc1.weight"])  # frozen, from phase 1
+    base_val = json.loads((phase1 / "metrics.json").read_text())["val"]["avg"]
+    metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["selected_epoch"] in (0, 1) and metrics["val"]["avg"] >= base_val - 1e-4
     if metrics["selected_epoch"] == 0:
         assert torch.equal(base["gv1.weight"], state["gv1.weight"])
 
 
-def test_finetuned_run_exports_with_its_head(caches, runs, tmp_path):
+def test_finetuned_run_exports_with_its_head(caches, run, tmp_path):
     """The bundle's image graph is the pretrained trunk, then the run's fine-tuned head and Gv1."""
     from dagnn_export.export import export_run
     from dagnn_export.run import load_run
     from dagnn_runtime import load
     from dagnn_runtime.preprocess import load_batch
 
-    out = export_run(runs / "k1", tmp_path / "bundle")
+    out = export_run(run, tmp_path / "bundle")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["parity"]["max_abs_diff"]["image_embedding"] <= 1e-4
-    model, _ = load_run(runs / "k1")
+    model, _ = load_run(run)
     images = sorted((caches[0] / "images").iterdir())[:2]
     trunk = split_backbone(build_backbone("efficientnet_lite0"), DEPTH)[0]
     with torch.no_grad():
