@@ -4,7 +4,8 @@ This differs from the paper. There, ImgGAN starts from raw images and its VGG19 
 4096-d fc7) is part of the trained model: θcnn is in θv (Eq. 1), trained end to end. Here the backbone is
 frozen (by default EfficientNet-Lite0, 1280-d, on the data set's 128-px photos upscaled to 224) and only
 Gv1 onwards is trained, which is what makes training on a small CPU feasible; so the features are computed
-once, here.
+once, here. For ``--finetune-backbone`` the cache holds the frozen trunk's activation maps instead
+(``trunk_blocks``), optionally also those of each photo mirrored (``flipped``); see ``backbone_split``.
 The cache is keyed by the SHA-256 of each image file: a rerun only computes rows whose file changed, and an
 interrupted run resumes from ``OUT.partial`` (written every minute), never leaving a half-written ``OUT``.
 

@@ -214,7 +214,8 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
 
 
 def _resolve_features(cfg: TrainConfig, out_dir: Path, progress: bool) -> None:
-    """Without a feature cache, extract one with the configured backbone into the run directory."""
+    """Without a feature cache, extract one with the configured backbone into the run directory: pooled
+    features, or for fine-tuning the trunk maps before its last ``finetune_backbone`` blocks (with mirrors)."""
     if cfg.features is not None:
         if not Path(cfg.features).is_file():
             raise FeatureError(f"feature cache {cfg.features} does not exist")
@@ -222,8 +223,10 @@ def _resolve_features(cfg: TrainConfig, out_dir: Path, progress: bool) -> None:
     from .features import extract_features
 
     backbone = cfg.backbone or "efficientnet_lite0"
-    path = out_dir / f"features-{backbone}.npz"
-    extract_features(cfg.data, backbone, path, weights=cfg.backbone_weights, progress=progress)
+    depth = cfg.finetune_backbone
+    path = out_dir / (f"trunk-{backbone}-{depth}.npz" if depth else f"features-{backbone}.npz")
+    extract_features(cfg.data, backbone, path, weights=cfg.backbone_weights, progress=progress, trunk_blocks=depth,
+                     flip=depth > 0 and cfg.flip)
     cfg.features = str(path)
 
 
