@@ -34,6 +34,7 @@ class TrainConfig:
     seed: int = 0
     split_seed: int = 0
     val_fraction: float = 0.1
+    train_fraction: float = 1.0       # < 1: keep only this share of the training pairs (scarce-label studies)
     # architecture (paper's Implementation Details)
     common_dim: int = 1024
     text_hidden: int = 4096
@@ -123,6 +124,8 @@ class TrainConfig:
             raise InputError(f"classifier must be 'gnn' or 'linear', got {self.classifier!r}")
         if not (self.use_cla or self.use_mdi):
             raise InputError("at least one of L_cla and L_mdi must be on (L_adv alone learns nothing to retrieve)")
+        if not 0 < self.train_fraction <= 1:
+            raise InputError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if self.finetune_backbone < 0 or self.trunk_blocks < 0:
             raise InputError("finetune_backbone and trunk_blocks must be >= 0")
         if self.batch_size < 2 or self.epochs < 1:

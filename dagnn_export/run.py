@@ -62,6 +62,17 @@ def make_part(dataset: Dataset, idx, cache=None, flipped: bool = False) -> Part:
                 h_v_flipped)
 
 
+def fewer_training_pairs(splits: Splits, fraction: float, seed: int) -> Splits:
+    """The same validation and test pairs, and a random ``fraction`` of the training image pairs and of the
+    text-only pairs: fewer labelled examples, everything else equal (the scarce-label regime)."""
+    rng = np.random.default_rng(seed)
+
+    def keep(idx):
+        return np.sort(rng.choice(idx, size=max(2, round(fraction * len(idx))), replace=False)) if len(idx) else idx
+
+    return Splits(keep(splits.train), splits.val, splits.test, keep(splits.text_only))
+
+
 def load_training_data(cfg: TrainConfig) -> TrainingData:
     from .data import label_embeddings_or_onehot
     from .features import load_features
@@ -70,6 +81,8 @@ def load_training_data(cfg: TrainConfig) -> TrainingData:
         raise InputError("the config needs both 'data' (data set folder) and 'features' (feature cache)")
     dataset = Dataset.load(cfg.data)
     splits = dataset.splits(seed=cfg.split_seed, val_fraction=cfg.val_fraction)
+    if cfg.train_fraction < 1:
+        splits = fewer_training_pairs(splits, cfg.train_fraction, cfg.split_seed)
     cache = load_features(cfg.features)
     if len(splits.train) < 2 or len(splits.val) < 1:
         raise InputError(f"{cfg.data}: too few image pairs to train ({len(splits.train)} train, {len(splits.val)} val)")

@@ -208,3 +208,20 @@ def test_reusing_a_pretrained_text_mlp(run, subset, tmp_path):
     cfg.text_mlp_init, cfg.text_hidden = str(run), 128
     with pytest.raises(RunError, match="text MLP"):
         train_run(cfg, tmp_path / "bad", progress=False, log=lambda *_: None)
+
+
+def test_scarce_label_regime_keeps_validation_and_test():
+    from dagnn_export.config import make_config
+    from dagnn_export.run import fewer_training_pairs
+    from dagnn_runtime.dataset import Splits
+    from dagnn_runtime.errors import InputError
+
+    splits = Splits(np.arange(100), np.arange(100, 120), np.arange(120, 150), np.arange(150, 250))
+    few = fewer_training_pairs(splits, 0.1, seed=0)
+    assert len(few.train) == 10 and len(few.text_only) == 10
+    assert set(few.train) <= set(splits.train) and set(few.text_only) <= set(splits.text_only)
+    assert few.val is splits.val and few.test is splits.test
+    assert np.array_equal(few.train, fewer_training_pairs(splits, 0.1, seed=0).train)
+    assert not np.array_equal(few.train, fewer_training_pairs(splits, 0.1, seed=1).train)
+    with pytest.raises(InputError, match="train_fraction"):
+        make_config(train_fraction=0)
