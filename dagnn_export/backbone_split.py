@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbones import ImageBackbone
+from .backbones import ImageBackbone, backbone_of_run
 from .errors import BackboneError
 
 
@@ -110,28 +110,20 @@ def split_backbone(backbone: ImageBackbone, depth: int, trainable: int = 0) -> t
 
 def build_head(config: dict) -> BackboneHead:
     """The head architecture of a fine-tuning run (random weights; its state_dict fills them in)."""
-    return split_backbone(_configured_backbone(config, pretrained=False), int(config["trunk_blocks"]),
+    return split_backbone(backbone_of_run(config, pretrained=False), int(config["trunk_blocks"]),
                           int(config["finetune_backbone"]))[1]
-
-
-def _configured_backbone(config: dict, pretrained: bool = True) -> ImageBackbone:
-    from .backbones import build_backbone
-
-    backbone = build_backbone(config["backbone"], config.get("backbone_weights") if pretrained else None, pretrained)
-    backbone.image_size = int(config.get("image_size") or backbone.image_size)
-    return backbone
 
 
 def pretrained_head(config) -> BackboneHead:
     """The head of a fine-tuning run with the backbone's pretrained weights, where its training starts."""
     config = config if isinstance(config, dict) else config.to_dict()
-    return split_backbone(_configured_backbone(config), int(config["trunk_blocks"]),
+    return split_backbone(backbone_of_run(config), int(config["trunk_blocks"]),
                           int(config["finetune_backbone"]))[1]
 
 
 def export_trunk(config: dict) -> ImageBackbone:
     """The frozen trunk (pretrained) an exported fine-tuning run starts from; the run's head follows it."""
-    return split_backbone(_configured_backbone(config), int(config["trunk_blocks"]))[0]
+    return split_backbone(backbone_of_run(config), int(config["trunk_blocks"]))[0]
 
 
 def pool_trunk_cache(trunk_path, config: dict, out) -> None:

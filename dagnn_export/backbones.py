@@ -175,3 +175,10 @@ def build_backbone(name: str, weights: str | Path | None = None, pretrained: boo
     else:
         raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     return model.eval()
+
+
+def backbone_of_run(config: dict, pretrained: bool = True) -> ImageBackbone:
+    """The backbone a run's features came from: its name, weights file and input side (``image_size``)."""
+    model = build_backbone(config["backbone"], config.get("backbone_weights") if pretrained else None, pretrained)
+    model.image_size = int(config.get("image_size") or model.image_size)
+    return model

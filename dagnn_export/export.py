@@ -248,7 +248,7 @@ def summarize_run_metrics(metrics: dict) -> dict:
 def export_run(run_dir, out, *, data=None, log: Log | None = None, **kwargs) -> Path:
     """Export a training run directory (``dagnn train --out RUN/``). ``data`` overrides the data set folder
     recorded in the run's config (when the data moved)."""
-    from .backbones import build_backbone
+    from .backbones import backbone_of_run
     from .run import load_run
 
     run_dir = Path(run_dir)
@@ -276,7 +276,7 @@ def export_run(run_dir, out, *, data=None, log: Log | None = None, **kwargs) -> 
 
         backbone = export_trunk(config)
     else:
-        backbone = build_backbone(config["backbone"], config.get("backbone_weights"))
+        backbone = backbone_of_run(config)
     if config.get("feature_dim") and backbone.feature_dim != config["feature_dim"]:
         raise ExportError(f"backbone {config['backbone']} gives {backbone.feature_dim}-d features but the run "
                           f"was trained on {config['feature_dim']}-d ones")
