@@ -25,13 +25,15 @@ from ablation import default_shared
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_one(k: int, seed: int, args) -> dict:
+def run_one(k: int, seed: int, args) -> dict | None:
     from dagnn_export.config import make_config
     from dagnn_export.train import train_run
 
     out = Path(args.out) / f"k{k}-s{seed}"
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
+    if args.no_train:
+        return None
     common = dict(data=str(args.data), label_embeddings=str(args.label_embeddings), seed=seed,
                   num_threads=args.threads)
     if k == 0:
@@ -52,11 +54,11 @@ def table(results: dict, base_seconds: dict) -> str:
     def ms(values):
         return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
-    lines = ["| k (blocks trained) | I2T | T2I | average | val average | selected epoch | minutes/run (incl. k=0) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| k (blocks trained) | seeds | I2T | T2I | average | val average | selected epoch | minutes/run (incl. k=0) |",
+             "|---|---|---|---|---|---|---|---|"]
     for k, runs in results.items():
         minutes = [(r["train_seconds"] + (base_seconds[r["seed"]] if k else 0)) / 60 for r in runs]
-        lines.append(f"| {k} | {ms([r['i2t'] for r in runs])} | {ms([r['t2i'] for r in runs])} | "
+        lines.append(f"| {k} | {', '.join(str(r['seed']) for r in runs)} | {ms([r['i2t'] for r in runs])} | {ms([r['t2i'] for r in runs])} | "
                      f"{ms([r['avg'] for r in runs])} | {ms([r['val']['avg'] for r in runs])} | "
                      f"{np.mean([r['selected_epoch'] for r in runs]):.1f} | {np.mean(minutes):.1f} |")
     return "\n".join(lines)
@@ -77,17 +79,20 @@ def main(argv=None) -> None:
     parser.add_argument("--no-flip", action="store_true", help="do not train on the mirrored photos' maps")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "finetune")
+    parser.add_argument("--no-train", action="store_true", help="only tabulate the runs already in --out")
     args = parser.parse_args(argv)
     ks = sorted(set(args.ks) | {0})  # every k > 0 starts from the k = 0 run of its seed
     results = {k: [] for k in ks}
     for seed in args.seeds:
         for k in ks:
-            results[k].append(run_one(k, seed, args))
+            metrics = run_one(k, seed, args)
+            if metrics is not None:
+                results[k].append(metrics)
     base = {r["seed"]: r["train_seconds"] for r in results[0]}
     print(f"{args.data.name}, test split of its split file, seeds {args.seeds}; fine-tuning {args.ft_epochs} epochs "
           f"at backbone lr {args.backbone_lr:g}{'' if args.no_flip else ', with mirrored photos'}; test mAP of the "
           f"best-validation epoch, mean ± std over seeds\n")
-    print(table({k: v for k, v in results.items() if k in args.ks}, base))
+    print(table({k: v for k, v in results.items() if k in args.ks and v}, base))
 
 
 if __name__ == "__main__":

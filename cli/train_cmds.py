@@ -18,7 +18,7 @@ def train(
     features: Optional[Path] = typer.Option(None, "--features",
                                             help="Feature cache (.npz from `dagnn features`); "
                                                  "without it, features are extracted into the run directory."),
-    preset: str = typer.Option("mirflickr", "--preset", help="Hyper-parameter preset: mirflickr | nuswide."),
+    preset: str = typer.Option("mirflickr", "--preset", help="Hyper-parameter preset: mirflickr | mirflickr-finetune | nuswide."),
     variant: str = typer.Option("dagnn", "--variant", help="dagnn | dagnn-1 … dagnn-5 (paper's ablations)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum training epochs."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Stop after this many epochs without "

@@ -138,6 +138,10 @@ PRESETS: dict[str, dict] = {
                   "epochs": 40, "patience": 8},
     "nuswide": {"batch_size": 1024, "gnn": "gat", "gnn_layers": 5},
 }
+# The best configuration on MIRFlickr validation (docs/results.md, fine-tuning table): the mirflickr preset,
+# then the backbone's last 3 blocks trained with DAGNN for 3 epochs. Needs trunk maps, not pooled features.
+PRESETS["mirflickr-finetune"] = {**PRESETS["mirflickr"], "finetune_backbone": 3, "finetune_epochs": 3,
+                                 "backbone_lr": 2e-5}
 
 VARIANT_SWITCHES: dict[str, dict] = {
     "dagnn": {},

@@ -126,3 +126,16 @@ def test_finetuning_needs_deep_enough_trunk_maps(caches, tmp_path):
         train_run(_config(data, trunk, finetune_backbone=3), tmp_path / "a", progress=False)
     with pytest.raises(BackboneError, match="vgg19"):
         split_backbone(build_backbone("vgg19", pretrained=False), 1)
+
+
+def test_cli_refuses_finetuning_on_pooled_features(caches, tmp_path):
+    from typer.testing import CliRunner
+
+    import dagnn_cli.main  # noqa: F401  (registers every command on the app)
+    from dagnn_cli.app import app
+
+    data, pooled, _ = caches
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--features", str(pooled), "--out",
+                                      str(tmp_path / "run"), "--preset", "mirflickr-finetune", "--no-progress"])
+    assert result.exit_code != 0
+    assert "--trunk-blocks 3" in result.output and "pooled features" in result.output
