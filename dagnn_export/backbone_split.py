@@ -83,10 +83,6 @@ def _parts(backbone: ImageBackbone) -> tuple[nn.Module, list[nn.Module], nn.Modu
                         f"not {backbone.name}")
 
 
-def block_count(backbone: ImageBackbone) -> int:
-    return len(_parts(backbone)[1])
-
-
 def split_backbone(backbone: ImageBackbone, depth: int, trainable: int = 0) -> tuple[ImageBackbone, BackboneHead]:
     """The trunk before the last ``depth`` blocks (as an ``ImageBackbone`` of flattened maps) and the head
     after it, whose last ``trainable`` blocks learn. Both share the backbone's modules (and weights)."""
@@ -108,16 +104,11 @@ def split_backbone(backbone: ImageBackbone, depth: int, trainable: int = 0) -> t
     return trunk_backbone, BackboneHead(blocks[len(blocks) - depth:], finish, map_shape, trainable)
 
 
-def build_head(config: dict) -> BackboneHead:
-    """The head architecture of a fine-tuning run (random weights; its state_dict fills them in)."""
-    return split_backbone(backbone_of_run(config, pretrained=False), int(config["trunk_blocks"]),
-                          int(config["finetune_backbone"]))[1]
-
-
-def pretrained_head(config) -> BackboneHead:
-    """The head of a fine-tuning run with the backbone's pretrained weights, where its training starts."""
+def build_head(config, pretrained: bool = False) -> BackboneHead:
+    """The head of a fine-tuning run (a config dict or ``TrainConfig``): with ``pretrained``, the backbone's
+    weights, where its training starts; without, random ones that its state_dict then fills in."""
     config = config if isinstance(config, dict) else config.to_dict()
-    return split_backbone(backbone_of_run(config), int(config["trunk_blocks"]),
+    return split_backbone(backbone_of_run(config, pretrained), int(config["trunk_blocks"]),
                           int(config["finetune_backbone"]))[1]
 
 
@@ -132,7 +123,7 @@ def pool_trunk_cache(trunk_path, config: dict, out) -> None:
     from .features import load_features, write_feature_cache
 
     cache = load_features(trunk_path)
-    head = pretrained_head({**config, "trunk_blocks": cache.trunk_blocks, "finetune_backbone": 0})
+    head = build_head({**config, "trunk_blocks": cache.trunk_blocks, "finetune_backbone": 0}, pretrained=True)
     with torch.no_grad():
         pooled = torch.cat([head(torch.from_numpy(chunk)) for chunk in np.array_split(
             cache.features, max(1, len(cache.features) // 512))]).numpy()

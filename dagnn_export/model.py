@@ -131,7 +131,10 @@ class DAGNN(nn.Module):
         return x if self.image_head is None else self.image_head(x)
 
     def image_common(self, x: torch.Tensor) -> torch.Tensor:
-        h_v = self.image_features(x)
+        return self._common_of_features(self.image_features(x))
+
+    def _common_of_features(self, h_v: torch.Tensor) -> torch.Tensor:
+        """Gv1 on z-scored h_v: v."""
         return F.relu(self.gv1(self.drop((h_v - self.image_mean) / self.image_std)))
 
     def text_features(self, bow: torch.Tensor) -> torch.Tensor:
@@ -162,7 +165,7 @@ class DAGNN(nn.Module):
         the same h_t every epoch)."""
         h_t = self.text_features(bow) if h_t is None else h_t
         h_v = self.image_features(x_v)
-        v = F.relu(self.gv1(self.drop((h_v - self.image_mean) / self.image_std)))
+        v = self._common_of_features(h_v)
         t = self.text_common(bow, h_t)
         z = self.classifiers()
         out = {"v": v, "t": t, "h_v": h_v, "h_t": h_t, "z": z,

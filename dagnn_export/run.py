@@ -105,10 +105,7 @@ def load_run(run_dir) -> tuple[DAGNN, dict]:
     for key in ("feature_dim", "vocab_size"):
         if not config.get(key):
             raise RunError(f"{run_dir / 'config.json'} lacks {key!r}")
-    try:
-        state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated file, not a state_dict, pickled objects...
-        raise RunError(f"{run_dir / 'model.pt'}: cannot read the weights ({exc})") from exc
+    _, state = _run_state(run_dir)
     if not isinstance(state, dict):
         raise RunError(f"{run_dir / 'model.pt'}: expected a state_dict, got {type(state).__name__}")
     for key in ("label_embeddings", "adjacency"):

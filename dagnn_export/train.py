@@ -102,9 +102,9 @@ def fit(cfg: TrainConfig, data: TrainingData, progress: bool = True, log=None) -
     model = build_model(cfg, data.train.h_v.shape[1], data.train.bow.shape[1], data.label_embeddings,
                         propagation_matrix(graph, cfg.gnn, cfg.graph_direction))
     if model.image_head is not None:
-        from .backbone_split import pretrained_head
+        from .backbone_split import build_head
 
-        model.image_head.load_state_dict(pretrained_head(cfg).state_dict())
+        model.image_head.load_state_dict(build_head(cfg, pretrained=True).state_dict())
     if cfg.init_from:
         load_initial_weights(model, cfg.init_from)
 

@@ -10,7 +10,7 @@ pytest.importorskip("efficientnet_lite_pytorch", reason="needs the [train] extra
 
 from test_export import DEMO, SMALL, make_dataset  # noqa: E402
 
-from dagnn_export.backbone_split import pretrained_head, split_backbone  # noqa: E402
+from dagnn_export.backbone_split import build_head, split_backbone  # noqa: E402
 from dagnn_export.backbones import build_backbone  # noqa: E402
 from dagnn_export.config import make_config  # noqa: E402
 from dagnn_export.errors import BackboneError, FeatureError  # noqa: E402
@@ -39,7 +39,7 @@ def test_trunk_cache_holds_maps_of_the_photos_and_their_mirrors(caches):
     # The head on the cached maps gives the pooled features: the cut loses nothing.
     cfg = {"backbone": "efficientnet_lite0", "image_size": 224, "trunk_blocks": DEPTH, "finetune_backbone": 0}
     with torch.no_grad():
-        head = pretrained_head(cfg)(torch.from_numpy(cache.lookup(base.rows)))
+        head = build_head(cfg, pretrained=True)(torch.from_numpy(cache.lookup(base.rows)))
     np.testing.assert_allclose(head.numpy(), base.features, atol=2e-4, rtol=1e-4)
     # Content-keyed: a rerun computes nothing; a pooled cache is never taken for trunk maps.
     lines = []
@@ -76,7 +76,7 @@ def test_finetuning_trains_only_the_last_blocks(caches):
     cfg = _config(data, trunk, finetune_backbone=1, backbone_lr=1e-3)
     cfg.backbone, cfg.image_size, cfg.trunk_blocks = "efficientnet_lite0", 224, DEPTH
     model = fit(cfg, load_training_data(cfg), progress=False)["model"]
-    start = pretrained_head(cfg).state_dict()
+    start = build_head(cfg, pretrained=True).state_dict()
     state = model.image_head.state_dict()
     changed = {k for k, v in start.items() if not torch.equal(v, state[k])}
     assert changed, "the trainable blocks did not learn"
