@@ -200,6 +200,25 @@ def test_labels_filter_keeps_only_items_carrying_any_of_them():
         index.search(v[:1], labels=[])
 
 
+def test_labels_filter_after_reopening_and_on_items_added_since(tmp_path):
+    """The label filter's lookup is built at the first filtered search, from the items a reopened index
+    names through its checkpoint, and then follows additions and removals."""
+    v = random_vectors(30, seed=5)
+    meta = [{"labels": ["sky"]} if i % 2 else {"labels": ["sea"]} for i in range(30)]
+    index = HnswIndex.build(v[:20], [str(i) for i in range(20)], meta[:20], embedding_space=SPACE)
+    index.save(tmp_path / "ix")
+    index.checkpoint()
+    index.close()
+    again = HnswIndex.load(tmp_path / "ix")
+    sky = {h.id for h in again.search(v[:1], k=30, labels=["sky"])[0]}
+    assert sky == {str(i) for i in range(1, 20, 2)}
+    again.add(v[20:], [str(i) for i in range(20, 30)], meta[20:])
+    again.remove(["1", "3"])
+    sky = {h.id for h in again.search(v[:1], k=30, labels=["sky"], exact=True)[0]}
+    assert sky == {str(i) for i in range(5, 30, 2)}
+    again.close()
+
+
 def test_save_writes_to_its_own_location_and_only_when_changed(tmp_path):
     index, v, _ = make_index(n=10)
     assert index.location is None

@@ -46,7 +46,7 @@ class Graph:
         self.hnsw = graph
         self.items: dict = {}       # label -> (id, metadata JSON) of live items
         self.labels: dict = {}      # live id -> label
-        self.by_label: dict = {}    # label name (metadata labels/predicted_labels) -> set of labels
+        self._by_label = None       # see ``by_label``
         self._exact = None          # cached (labels, vectors) of live items for exact search
 
     def apply_items(self, seqs, ids, records, vectors=None) -> None:
@@ -59,9 +59,23 @@ class Graph:
         for seq, key, record in zip(np.asarray(seqs).tolist(), ids, records):
             self.items[seq] = (key, record)
             self.labels[key] = seq
-            for name in label_names(record):
-                self.by_label.setdefault(name, set()).add(seq)
+            if self._by_label is not None:
+                self._add_label_names(seq, record)
         self._exact = None
+
+    @property
+    def by_label(self) -> dict:
+        """Label name -> graph labels of the live items carrying it. Built at the first filtered search, not
+        at open: it parses every item's metadata, the largest part of opening an index otherwise."""
+        if self._by_label is None:
+            self._by_label = {}
+            for seq, (_, record) in self.items.items():
+                self._add_label_names(seq, record)
+        return self._by_label
+
+    def _add_label_names(self, seq: int, record: str) -> None:
+        for name in label_names(record):
+            self._by_label.setdefault(name, set()).add(seq)
 
     def apply_removals(self, seqs) -> None:
         for seq in np.asarray(seqs).tolist():
@@ -69,8 +83,9 @@ class Graph:
             if item is not None:
                 if self.labels.get(item[0]) == seq:  # not an id that came back under a newer seq
                     del self.labels[item[0]]
-                for name in label_names(item[1]):
-                    self.by_label[name].discard(seq)
+                if self._by_label is not None:
+                    for name in label_names(item[1]):
+                        self._by_label[name].discard(seq)
             try:
                 self.hnsw.mark_deleted(seq)
             except RuntimeError:  # deleted already in the checkpoint the graph came from
