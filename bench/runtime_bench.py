@@ -58,7 +58,7 @@ def bench_build(bundle, photos, work: Path, threads, rounds, table, precision):
     folder = work / "photos"
     folder.mkdir()
     for i, p in enumerate(photos):
-        (folder / f"{i:05d}{p.suffix}").symlink_to(p)
+        (folder / f"{i:05d}{p.suffix}").symlink_to(Path(p).resolve())  # --data may be a relative path
     runs = {}
     for r in range(rounds):
         out = work / f"build{r}"

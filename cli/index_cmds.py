@@ -65,9 +65,12 @@ def _run_ingest(bundle, out, data, images, texts, modality, batch_size, loading:
         index = dr.open_index(folder, model=model, modality=src.modality, create=create,
                               capacity=max(len(src.ids), 16), **index_options)
         render.conversions([index])
-        with render.progress(f"{src.modality} → {folder}", len(src.ids), quiet) as on_progress:
-            reports.append(dr.ingest(model, src, index, batch_size=batch_size, save_every=save_every,
-                                     on_progress=on_progress))
+        try:
+            with render.progress(f"{src.modality} → {folder}", len(src.ids), quiet) as on_progress:
+                reports.append(dr.ingest(model, src, index, batch_size=batch_size, save_every=save_every,
+                                         on_progress=on_progress))
+        finally:  # closing writes the graph checkpoint that spares the next process a replay
+            index.close()
     render.ingest_reports(reports, as_json)
 
 

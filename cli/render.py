@@ -1,6 +1,7 @@
-"""Everything the commands show: rich tables, progress bars and JSON. Commands compute, this module renders.
+"""Everything the commands show: tables, progress bars and JSON. Commands compute, this module renders.
 
-rich is imported inside the functions so that ``dagnn --help`` stays quick.
+Tables are plain aligned columns (``table``); rich draws only the progress bars, and is imported inside
+``progress`` so that commands without one never pay for it.
 """
 from __future__ import annotations
 
@@ -14,10 +15,15 @@ import typer
 from dagnn_runtime.errors import shorten
 
 
-def console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+def table(headers, rows, title: str | None = None) -> None:
+    """Aligned plain-text columns on stdout, under an optional title line. Not a rich table: importing and
+    laying one out cost a ``dagnn query`` process about 50 ms of its 0.45 s budget (docs/performance.md)."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
+    lines = [title] if title else []
+    for row in [list(headers), ["-" * w for w in widths], *rows]:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    typer.echo("\n".join(lines))
 
 
 @contextmanager
@@ -25,8 +31,10 @@ def progress(description: str, total: int | None, quiet: bool):
     """A transient progress bar on stderr; yields the ``on_progress(n_done)`` callback the library calls."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from rich.console import Console
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console(stderr=True), disable=quiet, transient=True) as bar:
+                  console=Console(stderr=True, highlight=False), disable=quiet, transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
 
@@ -89,13 +97,9 @@ def index_infos(infos: list, as_json: bool) -> None:
     if as_json:
         echo_json(infos)
         return
-    from rich.table import Table
-
-    table = Table("index", "modality", "items", "removed", "dim", "M", "ef", "embedding space")
-    for i in infos:
-        table.add_row(i["path"], str(i["modality"]), str(i["items"]), str(i["removed"]), str(i["dim"]),
-                      str(i["M"]), str(i["ef"]), i["embedding_space"][:16] + "…")
-    console().print(table)
+    table(("index", "modality", "items", "removed", "dim", "M", "ef", "embedding space"),
+          [(i["path"], i["modality"], i["items"], i["removed"], i["dim"], i["M"], i["ef"], i["embedding_space"][:16] + "…")
+           for i in infos])
     for i in infos:  # in full, so that it can be pasted into --expect-digest
         typer.echo(f"{i['path']}: built with bundle {i.get('bundle_digest') or 'not recorded (an older index)'}")
 
@@ -117,14 +121,10 @@ def search_result(result, k: int, items: int, as_json: bool) -> None:
                    "results": [{"rank": r, "id": h.id, "score": h.score, "metadata": h.metadata}
                                for r, h in enumerate(result.hits, 1)]})
         return
-    from rich.table import Table
-
-    table = Table("rank", "score", "id", title=f"{result.source} {shorten(result.query)} → {result.target} ({items} items)")
-    table.add_column("item", overflow="fold")
-    table.add_column("labels")
-    for rank, h in enumerate(result.hits, 1):
-        table.add_row(str(rank), f"{h.score:.4f}", h.id, _item_text(h.metadata), ", ".join(h.metadata.get("labels", [])))
-    console().print(table)
+    table(("rank", "score", "id", "item", "labels"),
+          [(rank, f"{h.score:.4f}", h.id, _item_text(h.metadata), ", ".join(h.metadata.get("labels", [])))
+           for rank, h in enumerate(result.hits, 1)],
+          title=f"{result.source} {shorten(result.query)} → {result.target} ({items} items)")
 
 
 def _threshold(value) -> str:
@@ -136,20 +136,14 @@ def tag_results(results, as_json: bool) -> None:
         echo_json([{"image": r.item, "labels": [{"label": s.label, "score": s.score, "threshold": s.threshold}
                                                 for s in r.labels]} for r in results])
         return
-    from rich.table import Table
-
-    out = console()
     for r in results:
         if not r.labels:
             b = r.best
             limit = "inf" if b.threshold is None else f"{b.threshold:.3f}"
-            out.print(f"{r.item}: no label passes its threshold (best: {b.label} {b.score:.3f} < {limit})",
-                      markup=False)
+            typer.echo(f"{r.item}: no label passes its threshold (best: {b.label} {b.score:.3f} < {limit})")
             continue
-        table = Table("label", "score", "threshold", title=r.item)
-        for s in r.labels:
-            table.add_row(s.label, f"{s.score:.4f}", _threshold(s.threshold))
-        out.print(table)
+        table(("label", "score", "threshold"), [(s.label, f"{s.score:.4f}", _threshold(s.threshold)) for s in r.labels],
+              title=r.item)
 
 
 # ---- eval --------------------------------------------------------------------------------------------------
@@ -158,8 +152,6 @@ def eval_result(result: dict, claimed: dict, title: str, as_json: bool) -> None:
     if as_json:
         echo_json(result)
         return
-    from rich.table import Table
-
     rows = [("I2T mAP", result["i2t"], claimed.get("i2t")), ("T2I mAP", result["t2i"], claimed.get("t2i")),
             ("average mAP", result["avg"], claimed.get("avg"))]
     if "map_at_k" in result:
@@ -169,9 +161,8 @@ def eval_result(result: dict, claimed: dict, title: str, as_json: bool) -> None:
     tagging = result.get("tagging", {})
     rows += [(f"tagging {key}", tagging[key], claimed.get(f"tagging.{key}"))
              for key in ("mean_ap", "CF1", "OF1") if key in tagging]
-    table = Table("metric", "value", *(["bundle claims"] if claimed else []), title=title)
-    for name, value, claim in rows:
-        table.add_row(name, f"{value:.4f}", *([f"{claim:.4f}" if claim is not None else ""] if claimed else []))
-    console().print(table)
+    table(("metric", "value", *(["bundle claims"] if claimed else [])),
+          [(name, f"{value:.4f}", *([f"{claim:.4f}" if claim is not None else ""] if claimed else []))
+           for name, value, claim in rows], title=title)
     for name, path in result.get("plots", {}).items():
-        console().print(f"figure {name}: {path}")
+        typer.echo(f"figure {name}: {path}")

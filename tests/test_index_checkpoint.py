@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from index_writer import META, vector_of  # noqa: E402
+from index_writer import DIM, META, SPACE, vector_of  # noqa: E402
 
 
 def graph_of(ids):
@@ -67,3 +67,28 @@ def test_leftovers_are_removed_only_when_nobody_holds_the_folder_lock(tmp_path):
                                                            ".index.db.tmp-y2-wal", "graph-0-0-dead.hnsw"]
     assert sorted(p.name for p in store.folder.iterdir()) == [current, "index.db", "index.db-shm",
                                                               "index.db-wal", "notes.txt"]
+
+
+def test_a_closing_writer_leaves_little_to_replay(tmp_path):
+    """While writing, a checkpoint waits for 10 % of the items to change; on close, 1 % (at least
+    MIN_CHANGES) is enough, so the next process to open the index does not rebuild much of its graph."""
+    from dagnn_runtime.indexes.hnsw import HnswIndex
+
+    def add(index, start, stop):
+        ids = [f"i{n}" for n in range(start, stop)]
+        index.add(np.stack([vector_of(i) for i in ids]), ids)
+
+    assert checkpoint.due(40, 400) and not checkpoint.due(39, 400)
+    assert not checkpoint.due(checkpoint.MIN_CHANGES - 1, 10, closing=True)
+    assert checkpoint.due(checkpoint.MIN_CHANGES, 400, closing=True)
+    assert checkpoint.due(100, 10_000, closing=True) and not checkpoint.due(99, 10_000, closing=True)
+    index = HnswIndex(DIM, SPACE, modality="image", M=8, ef_construction=40, location=tmp_path / "ix")
+    add(index, 0, 400)                                      # one add of 400 items: due at once
+    add(index, 400, 400 + checkpoint.MIN_CHANGES)           # fewer than 10 % more: not due yet
+    assert index.info()["pending_checkpoint"] == checkpoint.MIN_CHANGES
+    index.close()
+    again = HnswIndex.load(tmp_path / "ix")
+    assert again.info()["pending_checkpoint"] == 0 and len(again) == 400 + checkpoint.MIN_CHANGES
+    add(again, 1000, 1000 + checkpoint.MIN_CHANGES - 1)     # fewer than MIN_CHANGES: left to replay
+    again.close()
+    assert HnswIndex.load(tmp_path / "ix").info()["pending_checkpoint"] == checkpoint.MIN_CHANGES - 1

@@ -260,11 +260,11 @@ class HnswIndex:
     def _pending(self) -> int:
         return sum(m - c for m, c in zip(self._marks, self._checkpointed))
 
-    def _checkpoint_if_due(self, force: bool = False) -> None:
+    def _checkpoint_if_due(self, force: bool = False, closing: bool = False) -> None:
         pending = self._pending()
         if self._store is None or not pending:
             return
-        if force or checkpoint.due(pending, len(self._graph.labels), self.checkpoint_min):
+        if force or checkpoint.due(pending, len(self._graph.labels), self.checkpoint_min, closing):
             try:
                 if checkpoint.write(self._graph.hnsw, self._store, self._marks):
                     self._checkpointed = self._marks
@@ -292,12 +292,13 @@ class HnswIndex:
             self._checkpoint_if_due(force=True)
 
     def close(self) -> None:
-        """Write a checkpoint when due, then free the graph's memory and the database connection."""
+        """Write a checkpoint when due for a closing writer (``checkpoint.due``), then free the graph's
+        memory and the database connection."""
         with self._lock:
             if self._g is None:
                 return
             try:
-                self._checkpoint_if_due()
+                self._checkpoint_if_due(closing=True)
             finally:
                 if self._store is not None:
                     self._store.close()
