@@ -93,19 +93,27 @@ def timed(fn, repeat: int) -> list[float]:
     return out
 
 
-def alternate(sides: dict, rounds: int, warmup: int = 3, inner: int = 1) -> dict:
+def alternate(sides: dict, rounds: int, warmup: int = 3, inner: int = 1, inner_median: bool = False,
+              settle: float = 0.0) -> dict:
     """Warm every side up, then run them in turn ``rounds`` times (A B A B ...); each sample is the mean of
-    ``inner`` back-to-back calls. Returns name -> Stat of seconds per call."""
+    ``inner`` back-to-back calls, or their median with ``inner_median`` (then the first call after another
+    side ran, slowed by what that side left in the caches, does not decide the sample). ``settle``: seconds
+    of idling before each sample, so that the thread pool of the side that ran before has stopped spinning
+    on the cores (onnxruntime's and OpenMP's workers busy-wait for a while after each call). Returns name ->
+    Stat of seconds per call."""
     for fn in sides.values():
         for _ in range(warmup):
             fn()
     samples = {name: [] for name in sides}
     for _ in range(rounds):
         for name, fn in sides.items():
-            t = time.perf_counter()
+            time.sleep(settle)
+            calls = []
             for _ in range(inner):
+                t = time.perf_counter()
                 fn()
-            samples[name].append((time.perf_counter() - t) / inner)
+                calls.append(time.perf_counter() - t)
+            samples[name].append(statistics.median(calls) if inner_median else sum(calls) / inner)
     return {name: Stat(v) for name, v in samples.items()}
 
 
@@ -133,6 +141,9 @@ def py_module(module: str, *args) -> list:
 def run_process(argv, env=None) -> tuple[float, int, int, str]:
     """Run ``argv`` to completion: (wall seconds, exit status, peak resident memory in bytes or 0 when the
     command is not made by ``py_code``/``py_module``, last stderr line)."""
+    # Children may write bytecode caches, which an installed package has: with PYTHONDONTWRITEBYTECODE set,
+    # every process of a source checkout would compile its modules again (~60 ms of a `dagnn query`).
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k != "PYTHONDONTWRITEBYTECODE"}
     t = time.perf_counter()
     proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     wall = time.perf_counter() - t

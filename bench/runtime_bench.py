@@ -78,13 +78,13 @@ def bench_build(bundle, photos, work: Path, threads, rounds, table, precision):
 def bench_startup(bundle, index_parent, photo, text, threads, rounds, table):
     load_code = ("import dagnn_runtime as dr; "
                  f"dr.load({str(bundle)!r}, threads={threads})")
-    cmds = {"runtime": py_code(load_code), "torch": py_code("import torch")}
-    if index_parent is not None:
-        cmds["query_text"] = cli("query", "--bundle", bundle, "--index", index_parent, "--text", text,
-                                 "--threads", threads)
-        cmds["query_image"] = cli("query", "--bundle", bundle, "--index", index_parent, "--image", photo,
-                                  "--threads", threads)
-    res = alternate_processes(cmds, rounds)
+    res = alternate_processes({"runtime": py_code(load_code), "torch": py_code("import torch")}, rounds)
+    if index_parent is not None:  # not alternated with torch: a torch import slows the processes after it
+        res.update(alternate_processes({
+            "query_text": cli("query", "--bundle", bundle, "--index", index_parent, "--text", text,
+                              "--threads", threads),
+            "query_image": cli("query", "--bundle", bundle, "--index", index_parent, "--image", photo,
+                               "--threads", threads)}, rounds))
     for name, goal, what in (("query_text", TARGETS["query_text_s"], "dagnn query --text"),
                              ("query_image", TARGETS["query_image_s"], "dagnn query --image")):
         if name not in res:
@@ -209,7 +209,7 @@ def bench_torch(model, run, photos, threads, rounds, table):
 def bench_open_clip(model, photos, threads, rounds, table, work: Path):
     """What a user would otherwise pick, on the same photo pixels and threads, alternating with ours:
     open_clip's smallest image tower in torch eager, and rclip's approach (the ONNX image tower of CLIP
-    ViT-B-32 at 256 px in onnxruntime, brute-force search). Neither's weights can be had offline, so both
+    ViT-B-32 at 256 px in onnxruntime; only the towers are timed, not the search). Neither's weights can be had offline, so both
     run with random weights: speed only (the arithmetic does not depend on the weights' values)."""
     try:
         import open_clip
@@ -221,8 +221,6 @@ def bench_open_clip(model, photos, threads, rounds, table, work: Path):
 
     torch.set_num_threads(threads)
     pixels = model.preprocess(photos[:1])
-    sides = {"dagnn": lambda: model.encode_pixels(pixels)}
-    towers = {}
     for name, how in (("ViT-S-32", "torch"), ("ViT-B-32-256", "onnxruntime")):
         clip = open_clip.create_model(name, pretrained=None).eval()
         size = clip.visual.image_size
@@ -246,13 +244,12 @@ def bench_open_clip(model, photos, threads, rounds, table, work: Path):
 
             def fwd(sess=sess, feed=feed):
                 return sess.run(None, feed)
+        # one A/B pair per alternative; each sample the median of 5 calls after 50 ms idle (see alternate())
+        res = alternate({"dagnn": lambda: model.encode_pixels(pixels), "other": fwd}, rounds, warmup=5, inner=5,
+                        inner_median=True, settle=0.05)
+        ours, stat = res["dagnn"], res["other"]
+        label = "open_clip's smallest" if name == "ViT-S-32" else "rclip's model, same architecture"
         key = f"{name} ({how}, {size} px, {params:.0f}M parameters)"
-        sides[key] = fwd
-        towers[key] = name
-    res = alternate(sides, rounds, warmup=5, inner=2)
-    ours = res.pop("dagnn")
-    for key, stat in res.items():
-        label = "open_clip's smallest" if towers[key] == "ViT-S-32" else "rclip's model, same architecture"
         if stat.spread > MAX_SPREAD or ours.spread > MAX_SPREAD:
             table.add(f"image encoder one photo vs {label}", f"not printed: spread {stat.spread:.1f}x / "
                       f"{ours.spread:.1f}x > {MAX_SPREAD}x (machine not steady)")
