@@ -138,14 +138,18 @@ def py_module(module: str, *args) -> list:
     return [sys.executable, "-c", code, *map(str, args)]
 
 
+def child_env(env=None) -> dict:
+    """The environment of a timed child process. Children may write bytecode caches, which an installed
+    package has: with PYTHONDONTWRITEBYTECODE set, every process of a source checkout would compile its
+    modules again (~60 ms of a `dagnn query`)."""
+    return {k: v for k, v in (os.environ if env is None else env).items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run_process(argv, env=None) -> tuple[float, int, int, str]:
     """Run ``argv`` to completion: (wall seconds, exit status, peak resident memory in bytes or 0 when the
     command is not made by ``py_code``/``py_module``, last stderr line)."""
-    # Children may write bytecode caches, which an installed package has: with PYTHONDONTWRITEBYTECODE set,
-    # every process of a source checkout would compile its modules again (~60 ms of a `dagnn query`).
-    env = {k: v for k, v in (os.environ if env is None else env).items() if k != "PYTHONDONTWRITEBYTECODE"}
     t = time.perf_counter()
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(env))
     wall = time.perf_counter() - t
     lines = proc.stderr.decode(errors="replace").strip().splitlines()
     peak = [int(x.split()[1]) * 1024 for x in lines if x.startswith("BENCH_VMHWM_KB ")]

@@ -300,14 +300,14 @@ def main(argv=None):
             built = bench_build(args.bundle, photos[:args.photos], root, args.threads, 3, table, precision)
             if built is not None:
                 built.rename(index_parent / "image")
+        if "startup" not in args.skip:  # before this process imports torch (parity, torch comparison)
+            have_both = (index_parent / "image").exists()
+            bench_startup(args.bundle, index_parent if have_both else None, photos[0], "sky, clouds", args.threads,
+                          args.process_rounds, table)
         bench_image_query(model, photos[:args.queries], text_index, args.k, table, precision)
         bench_text(model, old, texts, args.rounds, table)
         if args.run:
             text_parity(model, args.run, texts[:256], table)
-        if "startup" not in args.skip:
-            have_both = (index_parent / "image").exists()
-            bench_startup(args.bundle, index_parent if have_both else None, photos[0], "sky, clouds", args.threads,
-                          args.process_rounds, table)
         if args.run and "torch" not in args.skip:
             bench_torch(model, args.run, photos, args.threads, args.rounds, table)
         if "open_clip" not in args.skip:

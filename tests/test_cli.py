@@ -69,7 +69,12 @@ def test_query_image_to_text_matches_the_runtime(index_dir, data_dir, bundle_dir
     assert out["results"][0]["metadata"] == hits[0].metadata and "tags" in hits[0].metadata
     assert "labels" in hits[0].metadata
     table = run_ok("query", "--bundle", bundle_dir, "--index", index_dir, "--image", image, "--k", 3).stdout
-    assert "rank" in table and hits[0].id in table
+    lines = table.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("rank"))
+    rows = lines[header + 2:]  # under the header and its rule: one line per hit, best first, columns aligned
+    assert len(rows) == 3 and [row.split()[2] for row in rows] == [h.id for h in hits[:3]]
+    score_at = lines[header].index("score")
+    assert all(row[score_at:].startswith(f"{h.score:.4f}") for row, h in zip(rows, hits))
 
 
 def test_query_text_to_image_and_explicit_target(index_dir, bundle_dir, model):
