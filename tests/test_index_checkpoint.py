@@ -92,3 +92,22 @@ def test_a_closing_writer_leaves_little_to_replay(tmp_path):
     add(again, 1000, 1000 + checkpoint.MIN_CHANGES - 1)     # fewer than MIN_CHANGES: left to replay
     again.close()
     assert HnswIndex.load(tmp_path / "ix").info()["pending_checkpoint"] == checkpoint.MIN_CHANGES - 1
+
+
+def test_a_reader_of_a_read_only_index_closes_without_a_warning(tmp_path, caplog, monkeypatch):
+    """Where the folder is not writable, closing writes no checkpoint and warns of nothing: the next
+    opener replays. (Root may write anywhere, so the test takes the permission away itself.)"""
+    from dagnn_runtime.indexes.hnsw import HnswIndex
+
+    ids = [f"i{n}" for n in range(435)]
+    index = HnswIndex(DIM, SPACE, modality="image", M=8, ef_construction=40, location=tmp_path / "ix")
+    index.add(np.stack([vector_of(i) for i in ids[:400]]), ids[:400])
+    index.add(np.stack([vector_of(i) for i in ids[400:]]), ids[400:])  # 35 pending: due only when closing
+    registered = Store(tmp_path / "ix").checkpoint()
+    assert index.info()["pending_checkpoint"] == 35
+    monkeypatch.setattr(checkpoint.os, "access", lambda path, mode: False)
+    with caplog.at_level(logging.INFO, logger="dagnn_runtime.indexes"):
+        index.close()
+    assert Store(tmp_path / "ix").checkpoint() == registered and len(HnswIndex.load(tmp_path / "ix")) == 435
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("not writable" in r.getMessage() for r in caplog.records)

@@ -50,6 +50,9 @@ def write(graph: hnswlib.Index, store: Store, marks: tuple) -> bool:
     """Save ``graph`` (covering the store up to ``marks``; the caller keeps it unchanged meanwhile) and
     register it. Returns False when skipped: another process is writing one, or a newer one is registered."""
     folder = store.folder
+    if not os.access(folder, os.W_OK):  # a read-only index: its readers can only replay, and need no warning
+        log.info("index %s: the folder is not writable; no graph checkpoint", folder)
+        return False
     with folder_lock(folder, blocking=False) as locked:
         if not locked:
             log.info("index %s: another process is writing a graph checkpoint; skipping this one", folder)
