@@ -28,7 +28,9 @@ t0 = time.perf_counter()
 marks = [("start", 0.0)]
 def mark(name):
     marks.append((name, time.perf_counter() - t0))
-atexit.register(lambda: sys.stderr.write("\nTIMELINE " + json.dumps(marks + [("exit", time.perf_counter() - t0)]) + "\n"))
+def report():
+    sys.stderr.write("\nTIMELINE " + json.dumps(marks + [("exit", time.perf_counter() - t0)]) + "\n")
+atexit.register(report)
 import dagnn_cli.main
 mark("cli imported")
 from dagnn_cli import render

@@ -209,8 +209,9 @@ def bench_torch(model, run, photos, threads, rounds, table):
 def bench_open_clip(model, photos, threads, rounds, table, work: Path):
     """What a user would otherwise pick, on the same photo pixels and threads, alternating with ours:
     open_clip's smallest image tower in torch eager, and rclip's approach (the ONNX image tower of CLIP
-    ViT-B-32 at 256 px in onnxruntime; only the towers are timed, not the search). Neither's weights can be had offline, so both
-    run with random weights: speed only (the arithmetic does not depend on the weights' values)."""
+    ViT-B-32 at 256 px in onnxruntime; only the towers are timed, not the search). Neither's weights can be
+    had offline, so both run with random weights: speed only (the arithmetic does not depend on the
+    weights' values)."""
     try:
         import open_clip
         import torch

@@ -16,8 +16,8 @@ from dagnn_runtime.errors import shorten
 
 
 def table(headers, rows, title: str | None = None) -> None:
-    """Aligned plain-text columns on stdout, under an optional title line. Not a rich table: importing and
-    laying one out cost a ``dagnn query`` process about 50 ms of its 0.45 s budget (docs/performance.md)."""
+    """Aligned plain-text columns on stdout, under an optional title line. Not a rich table: a ``dagnn query``
+    process would import and run rich for one small table, start-up time it pays for nothing."""
     rows = [[str(cell) for cell in row] for row in rows]
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
     lines = [title] if title else []
@@ -29,9 +29,8 @@ def table(headers, rows, title: str | None = None) -> None:
 @contextmanager
 def progress(description: str, total: int | None, quiet: bool):
     """A transient progress bar on stderr; yields the ``on_progress(n_done)`` callback the library calls."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True, highlight=False), disable=quiet, transient=True) as bar:
@@ -98,8 +97,8 @@ def index_infos(infos: list, as_json: bool) -> None:
         echo_json(infos)
         return
     table(("index", "modality", "items", "removed", "dim", "M", "ef", "embedding space"),
-          [(i["path"], i["modality"], i["items"], i["removed"], i["dim"], i["M"], i["ef"], i["embedding_space"][:16] + "…")
-           for i in infos])
+          [(i["path"], i["modality"], i["items"], i["removed"], i["dim"], i["M"], i["ef"],
+            i["embedding_space"][:16] + "…") for i in infos])
     for i in infos:  # in full, so that it can be pasted into --expect-digest
         typer.echo(f"{i['path']}: built with bundle {i.get('bundle_digest') or 'not recorded (an older index)'}")
 
