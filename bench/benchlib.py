@@ -141,7 +141,7 @@ def py_module(module: str, *args) -> list:
 def child_env(env=None) -> dict:
     """The environment of a timed child process. Children may write bytecode caches, which an installed
     package has: with PYTHONDONTWRITEBYTECODE set, every process of a source checkout would compile its
-    modules again (~60 ms of a `dagnn query`)."""
+    modules again."""
     return {k: v for k, v in (os.environ if env is None else env).items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 

@@ -66,7 +66,7 @@ class Graph:
     @property
     def by_label(self) -> dict:
         """Label name -> graph labels of the live items carrying it. Built at the first filtered search, not
-        at open: it parses every item's metadata, the largest part of opening an index otherwise."""
+        at open, where it would parse every item's metadata JSON for searches that may never filter."""
         if self._by_label is None:
             self._by_label = {}
             for seq, (_, record) in self.items.items():
