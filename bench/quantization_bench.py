@@ -22,8 +22,8 @@ import numpy as np
 import onnxruntime as ort
 
 from dagnn_runtime import read_bundle
-from dagnn_runtime.bundle import session_config
 from dagnn_runtime.dataset import Dataset
+from dagnn_runtime.graph_session import graph_session
 from dagnn_runtime.metrics import l2_normalize
 from dagnn_runtime.preprocess import load_batch
 
@@ -53,13 +53,7 @@ def image_paths(source: Path, n: int) -> list[Path]:
 
 def session(bundle, threads: int):
     """The image graph with the session settings the bundle records, as the runtime serves it."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    for key, value in session_config(bundle.manifest, "image_encoder", bundle.source).items():
-        opts.add_session_config_entry(key, value)
-    return ort.InferenceSession(bundle.read_graph("image_encoder"), opts, providers=["CPUExecutionProvider"])
+    return graph_session(bundle, "image_encoder", threads=threads, providers=["CPUExecutionProvider"])
 
 
 def encode(sess, pixels: np.ndarray, batch: int) -> np.ndarray:
@@ -120,8 +114,9 @@ def main() -> None:
         print(f"{name:<28} | {r['i2t']:.4f} | {r['t2i']:.4f} | {r['avg']:.4f}")
     drop = m["fp32"]["test"]["avg"] - m["int8"]["test"]["avg"]
     print(f"avg mAP lost by int8: {drop:+.4f} (target <= 0.005)")
-    sizes = {k: len(b.read_graph("image_encoder")) / 2 ** 20 for k, b in bundles.items()}
-    print(f"image_encoder.onnx: fp32 {sizes['fp32']:.1f} MiB, int8 {sizes['int8']:.1f} MiB")
+    sizes = {k: (len(b.read_graph("image_encoder")) + sum(a.nbytes for a in b.read_weights("image_encoder").values()))
+             / 2 ** 20 for k, b in bundles.items()}
+    print(f"image graph with its weights: fp32 {sizes['fp32']:.1f} MiB, int8 {sizes['int8']:.1f} MiB")
     q = bundles["int8"].manifest.get("quantization", {})
     print("quantisation: " + json.dumps({k: q[k] for k in q if k != "fp32_nodes"}))
 

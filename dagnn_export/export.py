@@ -9,7 +9,8 @@ temporary directory beside the target and only renamed into place after every ch
 - parity onnxruntime vs torch on real validation pairs (fp32: max abs diff of embeddings and scores
   within ``parity_tol``; int8: cosine of the int8 image embeddings to the fp32 ones);
 - thresholds calibrated and mAP measured with the exported graphs themselves (validation / test split);
-- the finished bundle re-opened from disk with the runtime loader and queried.
+- the finished bundle re-opened from disk with the runtime loader and queried, after the graphs' weights
+  moved to their ``.data`` files (``graph_weights``).
 
 A failed export therefore leaves nothing at the target. The steps live in ``onnx_graphs`` (graphs),
 ``quantize`` (int8), ``verify`` (onnxruntime checks) and ``manifest`` (manifest, card, archive); this
@@ -34,6 +35,7 @@ from dagnn_runtime.preprocess import load_batch
 
 from .errors import ExportError
 from .files import read_json
+from .graph_weights import move_weights_out
 from .manifest import (ARCHIVE_SUFFIX, CLASSIFIERS, IMAGE_GRAPH, TEXT_GRAPH, VOCAB, build_manifest, refuse_existing,
                        write_archive, write_manifest)
 from .onnx_graphs import ImageEncoder, TextEncoder, check_graph, export_onnx, tag_id_matrix
@@ -214,11 +216,17 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
             metrics["torch_run"] = run_metrics
         log(f"test mAP {metrics['test']} ({time.time() - t0:.0f}s)")
 
+        # step 3b: the checked graphs' weights into .data files (format 3), then checked again as written
+        weights = {"image_encoder": move_weights_out(bundle / IMAGE_GRAPH),
+                   "text_encoder": move_weights_out(bundle / TEXT_GRAPH)}
+        for graph in (IMAGE_GRAPH, TEXT_GRAPH):
+            check_graph(bundle / graph)
+
         # step 4: manifest, model card, digests
         manifest = build_manifest(config=config, backbone_name=getattr(backbone, "name", config.get("backbone")),
                                   labels=dataset.labels, vocab_size=len(dataset.vocab), size=size,
                                   dim=int(job.z.shape[1]), opset=opset, quantize=quantize, thresholds=thresholds,
-                                  metrics=metrics, parity=parity, quant_info=quant_info)
+                                  metrics=metrics, parity=parity, quant_info=quant_info, weights=weights)
         write_manifest(bundle, manifest)
 
         shutil.rmtree(work)

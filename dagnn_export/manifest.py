@@ -12,25 +12,27 @@ from dagnn_runtime.preprocess import RESIZE_MODE
 
 from .errors import ExportError
 from .files import json_default, write_json
+from .graph_weights import weights_files
 from .model_card import render_model_card
 from .onnx_graphs import OUTPUTS
 
-FORMAT_VERSION = 2  # 2: the text graph takes padded tag ids (docs/bundle-format.md)
+FORMAT_VERSION = 3  # 2: the text graph takes tag ids; 3: graph weights in .data files (docs/bundle-format.md)
 IMAGE_GRAPH, TEXT_GRAPH, CLASSIFIERS, VOCAB, CARD = (
     "image_encoder.onnx", "text_encoder.onnx", "classifiers.npy", "vocab.txt", "MODEL_CARD.md")
 ARCHIVE_SUFFIX = ".dagnn"
 TEXT_TOKENIZER = "lowercase, split on commas/semicolons/whitespace"
 
 
-def embedding_space(files: dict) -> str:
+def embedding_space(files: dict, manifest: dict) -> str:
     """The id of the space the embeddings live in, computed exactly as the runtime checks it."""
-    return embedding_space_id(files, (IMAGE_GRAPH, TEXT_GRAPH), CLASSIFIERS)
+    return embedding_space_id(files, (IMAGE_GRAPH, TEXT_GRAPH, *weights_files(manifest)), CLASSIFIERS)
 
 
 def build_manifest(*, config: dict, backbone_name: str, labels: list, vocab_size: int, size: int, dim: int,
                    opset: int, quantize: str | None, thresholds: dict, metrics: dict, parity: dict,
-                   quant_info: dict | None) -> dict:
-    """Everything the manifest says except the digests (added by ``write_manifest``)."""
+                   quant_info: dict | None, weights: dict) -> dict:
+    """Everything the manifest says except the digests (added by ``write_manifest``). ``weights``: per graph
+    its weights-file entry (``graph_weights.move_weights_out``) or None."""
     n_labels = len(labels)
     graph = lambda file, name, shape, dtype, precision: {  # noqa: E731
         "file": file, "input": name, "outputs": list(OUTPUTS), "input_shape": shape, "input_dtype": dtype,
@@ -58,6 +60,9 @@ def build_manifest(*, config: dict, backbone_name: str, labels: list, vocab_size
         "metrics": metrics,
         "parity": parity,
     }
+    for name, entry in weights.items():
+        if entry is not None:
+            manifest["graphs"][name]["weights"] = entry
     if quant_info:
         manifest["quantization"] = quant_info
         if "int8_config" in quant_info:  # the runtime serves the graph with what it was verified with
@@ -67,8 +72,9 @@ def build_manifest(*, config: dict, backbone_name: str, labels: list, vocab_size
 
 def write_manifest(bundle: Path, manifest: dict) -> None:
     """Digest the bundle's files, render the model card, and write manifest.json last."""
-    files = {name: file_sha256(bundle / name) for name in (IMAGE_GRAPH, TEXT_GRAPH, CLASSIFIERS, VOCAB)}
-    manifest["embedding_space"] = embedding_space(files)
+    names = (IMAGE_GRAPH, TEXT_GRAPH, *weights_files(manifest), CLASSIFIERS, VOCAB)
+    files = {name: file_sha256(bundle / name) for name in names}
+    manifest["embedding_space"] = embedding_space(files, manifest)
     (bundle / CARD).write_text(render_model_card(manifest), encoding="utf-8")
     files[CARD] = file_sha256(bundle / CARD)
     manifest["files"] = files

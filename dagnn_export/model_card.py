@@ -27,8 +27,9 @@ def render_model_card(manifest: dict) -> str:
         f"- `image_encoder.onnx`: a {manifest['preprocessing']['size']}×{manifest['preprocessing']['size']} "
         "RGB uint8 photo (decoded and centre-cropped by `dagnn_runtime.preprocess`) → a "
         f"{manifest['embedding_dim']}-d embedding and cosine scores for the {len(labels)} labels.",
-        f"- `text_encoder.onnx`: a 0/1 bag of words over the {manifest['vocabulary']['size']}-tag vocabulary "
-        "(`vocab.txt`) → an embedding in the same space and label scores.",
+        f"- `text_encoder.onnx`: a text's tags as row numbers of the {manifest['vocabulary']['size']}-tag "
+        "vocabulary (`vocab.txt`) → an embedding in the same space and label scores.",
+        "- Each graph's larger tensors sit beside it in `<graph>.onnx.data` (standard ONNX external data).",
         "- Images and texts are compared by cosine similarity of their embeddings; the label classifiers were "
         f"produced once by the {str(model.get('gnn') or 'linear').upper()} label graph network and are "
         "constants of the graphs.",

@@ -6,9 +6,9 @@ manifest itself, which lets the loader notice a hand-edited manifest (swapped la
 even when the caller pins nothing; older bundles without the field still load, without that self-check.
 Every value the runtime relies on is validated with an error naming the field, every listed file is
 checked against its digest (streaming, sizes capped, see ``bundle_io``) before anything uses it: the small
-files when the bundle is opened, a graph (tens of MB) when ``Bundle.read_graph`` asks for it, so that a
-command needing one encoder neither reads nor hashes the other (every listed file must be present when
-the bundle is opened). Graph input/output checks happen in ``session.py`` once onnxruntime has parsed a
+files when the bundle is opened, a graph (tens of MB) and its weights file when ``Bundle.read_graph`` and
+``Bundle.read_weights`` ask for them, so that a command needing one encoder neither reads nor hashes the
+other (every listed file must be present when the bundle is opened). Graph input/output checks happen in ``session.py`` once onnxruntime has parsed a
 graph.
 """
 from __future__ import annotations
@@ -27,12 +27,13 @@ import numpy as np
 from . import bundle_io
 from .bundle_io import MANIFEST, check_member_name
 from .errors import BundleError, InputError, shorten
+from .graph_weights import check_weights_spec, weight_arrays
 from .jsonio import loads as json_loads
 
 log = logging.getLogger(__name__)
 
 FORMAT = "dagnn-bundle"
-FORMAT_VERSIONS = (1, 2)  # 2: the text graph takes padded tag ids (docs/bundle-format.md)
+FORMAT_VERSIONS = (1, 2, 3)  # 2: the text graph takes tag ids; 3: graph weights may sit in a .data file
 GRAPHS = ("image_encoder", "text_encoder")
 DIGEST_FIELD = "bundle_digest"
 MAX_LABELS = 100_000
@@ -58,8 +59,9 @@ def file_sha256(path) -> str:
 
 
 def embedding_space_id(files: dict, graph_files, classifiers_file: str) -> str:
-    """SHA-256 of the canonical JSON (sorted keys, no spaces) of ``files`` restricted to the two graphs and
-    the classifiers: two bundles share an embedding space exactly when these three files are identical."""
+    """SHA-256 of the canonical JSON (sorted keys, no spaces) of ``files`` restricted to the graphs (with
+    their weights files, format 3) and the classifiers: two bundles share an embedding space exactly when
+    these files are identical."""
     subset = {name: files[name] for name in (*graph_files, classifiers_file)}
     return sha256_hex(json.dumps(subset, sort_keys=True, separators=(",", ":")).encode())
 
@@ -99,6 +101,7 @@ class Bundle:
     classifiers: np.ndarray          # Z, (c, d) float32
     thresholds: np.ndarray           # (c,) float32, +inf = never predicted
     graph_files: dict                # "image_encoder"/"text_encoder" -> file name in the bundle
+    graph_weights: dict              # graph -> its ``weights`` entry (format 3), or None: weights inside
     embedding_dim: int
     image_size: int
     embedding_space: str
@@ -108,23 +111,33 @@ class Bundle:
     def read_graph(self, graph: str) -> bytes:
         """The ONNX bytes of ``graph``, read now and checked against the manifest's SHA-256 (the file may
         have changed since the bundle was opened: a changed one is refused, naming it)."""
-        name = self.graph_files[graph]
+        return self._read_large([self.graph_files[graph]], keep=True)[0]
+
+    def read_weights(self, graph: str) -> dict:
+        """The tensors ``graph`` keeps in its weights file, by initializer name, read and checked like
+        ``read_graph`` ({} for a graph that holds its weights itself)."""
+        spec = self.graph_weights[graph]
+        if spec is None:
+            return {}
+        return weight_arrays(spec, self._read_large([spec["file"]], keep=True)[0], self.source)
+
+    def verify_graphs(self) -> None:
+        """Check every graph and weights file against its SHA-256 now, streaming (``read_bundle`` leaves that
+        to first use)."""
+        self._read_large(large_files(self.graph_files, self.graph_weights), keep=False)
+
+    def _read_large(self, names, keep: bool) -> list:
         reader = bundle_io.open_reader(Path(self.source))
         try:
-            return bundle_io.verify_file(reader, name, self.manifest["files"][name], bundle_io.MAX_GRAPH_BYTES,
-                                         keep=True)
+            return [bundle_io.verify_file(reader, name, self.manifest["files"][name], bundle_io.MAX_GRAPH_BYTES,
+                                          keep=keep) for name in names]
         finally:
             reader.close()
 
-    def verify_graphs(self) -> None:
-        """Check every graph against its SHA-256 now, streaming (``read_bundle`` leaves that to first use)."""
-        reader = bundle_io.open_reader(Path(self.source))
-        try:
-            for name in self.graph_files.values():
-                bundle_io.verify_file(reader, name, self.manifest["files"][name], bundle_io.MAX_GRAPH_BYTES,
-                                      keep=False)
-        finally:
-            reader.close()
+
+def large_files(graph_files: dict, graph_weights: dict) -> list:
+    """The graphs and their weights files: read when an encoder is first used, not when the bundle opens."""
+    return [*graph_files.values(), *(w["file"] for w in graph_weights.values() if w is not None)]
 
 
 def expected_digest(value) -> str | None:
@@ -176,15 +189,16 @@ def _read(reader, source: str, expect_digest: str | None) -> Bundle:
         raise BundleError(f"bundle {source}: {MANIFEST} was changed after export (its {DIGEST_FIELD} does not "
                           "match its content); re-export the bundle instead of editing the manifest")
 
-    # Every listed file must be there; all but the graphs are verified now, before any of them is used
-    # (a graph when it is first read, see Bundle.read_graph); keep only those the runtime uses.
+    # Every listed file must be there; all but the graphs and their weights are verified now, before any of
+    # them is used (those when first read, see Bundle.read_graph); keep only those the runtime uses.
     listed = spec["files"]
     reader.check_members(listed)
     graph_files = [spec["graphs"][g] for g in GRAPHS]
+    large = large_files(spec["graphs"], spec["weights"])
     keep = {spec["classifiers"], spec["vocab"]}
     content = {}
     for name, file_digest in listed.items():
-        if name in graph_files:
+        if name in large:
             size = reader.size(name)
             if size is None:
                 raise BundleError(f"bundle {source}: missing file {name!r} (listed in {MANIFEST})")
@@ -196,10 +210,10 @@ def _read(reader, source: str, expect_digest: str | None) -> Bundle:
         if data is not None:
             content[name] = data
 
-    space = embedding_space_id(listed, graph_files, spec["classifiers"])
+    space = embedding_space_id(listed, large, spec["classifiers"])
     if manifest.get("embedding_space") != space:
         raise BundleError(f"bundle {source}: {MANIFEST} 'embedding_space' does not match the digests of "
-                          f"{graph_files[0]}, {graph_files[1]} and {spec['classifiers']}")
+                          f"{', '.join(large)} and {spec['classifiers']}")
 
     labels, d = manifest["labels"], manifest["embedding_dim"]
     vocab_file = spec["vocab"]
@@ -229,6 +243,7 @@ def _read(reader, source: str, expect_digest: str | None) -> Bundle:
 
     return Bundle(source=source, manifest=manifest, labels=tuple(labels), vocab=tuple(vocab), classifiers=z,
                   thresholds=spec["thresholds"], graph_files=dict(zip(GRAPHS, graph_files)),
+                  graph_weights=spec["weights"],
                   embedding_dim=d, image_size=manifest["preprocessing"]["size"], embedding_space=space,
                   digest=digest, self_checked=stored is not None)
 
@@ -270,9 +285,10 @@ def _validate(manifest: dict, source: str) -> dict:
         if not all(isinstance(o, str) for o in outputs):
             raise bad(f"graphs.{g}.outputs", "must be a list of output names")
         session_config(manifest, g, source)
+    weights = {g: check_weights_spec(manifest, g, source) for g in GRAPHS}
     classifiers = check_member_name(_field(manifest, "classifiers.file", str, source), f"bundle {source}")
     vocab = check_member_name(_field(manifest, "vocabulary.file", str, source), f"bundle {source}")
-    for name in (*names.values(), classifiers, vocab):
+    for name in (*names.values(), *(w["file"] for w in weights.values() if w), classifiers, vocab):
         if name not in listed:
             raise BundleError(f"bundle {source}: {MANIFEST} 'files' does not list {name!r}, so it cannot be verified")
 
@@ -306,5 +322,5 @@ def _validate(manifest: dict, source: str) -> dict:
         thresholds.append(v)
     thresholds = np.asarray(thresholds, dtype=np.float32)
     thresholds.flags.writeable = False
-    return {"files": listed, "graphs": names, "classifiers": classifiers, "vocab": vocab,
+    return {"files": listed, "graphs": names, "weights": weights, "classifiers": classifiers, "vocab": vocab,
             "thresholds": thresholds}

@@ -13,13 +13,13 @@ import threading
 from typing import Sequence
 
 import numpy as np
-import onnxruntime as ort
 
-from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle, session_config
+from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle
 from .dataset import tokenize
 from .decode import image_list, iter_pixels
 from .errors import BundleError, ImageInputError, InputError, positive_int, shorten
 from .execution import check_threads, resolve_providers, usable_cores
+from .graph_session import graph_session
 from .metrics import l2_normalize
 from .text_ids import tag_id_batches
 
@@ -48,6 +48,7 @@ class Model:
         self._threads = check_threads(threads, force_threads)
         self._providers = resolve_providers(providers)
         self._sessions: dict = {}
+        self._weights: dict = {}
         self._lock = threading.Lock()
         text = bundle.manifest["graphs"]["text_encoder"]
         self._text_input = text.get("input")
@@ -79,18 +80,10 @@ class Model:
 
     def _build(self, key: str):
         bundle, g = self._bundle, key.removeprefix(SINGLE_THREAD)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1 if key != g else self._threads or usable_cores()
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3  # onnxruntime's own warnings would otherwise go to stderr unasked
-        for k, v in session_config(bundle.manifest, g, bundle.source).items():  # checked at load
-            opts.add_session_config_entry(k, v)
-        data = bundle.read_graph(g)
-        try:
-            sess = ort.InferenceSession(data, sess_options=opts, providers=self._providers)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            name = bundle.manifest["graphs"][g]["file"]
-            raise BundleError(f"bundle {bundle.source}: onnxruntime cannot load {name!r} ({exc})") from exc
+        if g not in self._weights:  # the 1-thread and the threaded session of a graph share its weights
+            self._weights[g] = bundle.read_weights(g)
+        sess = graph_session(bundle, g, threads=1 if key != g else self._threads or usable_cores(),
+                             providers=self._providers, weights=self._weights[g])
         c, d = len(bundle.labels), bundle.embedding_dim
         s, v = bundle.image_size, len(bundle.vocab)
         if g == "image_encoder":

@@ -106,8 +106,10 @@ def seal(manifest: dict, files: dict) -> dict:
     """Fill ``files`` (SHA-256 of each file), ``embedding_space`` and ``bundle_digest`` as the exporter does."""
     manifest = dict(manifest)
     manifest["files"] = {name: sha256(data) for name, data in files.items()}
+    from dagnn_export.graph_weights import weights_files
+
     subset = {name: manifest["files"][name] for name in
-              ("image_encoder.onnx", "text_encoder.onnx", "classifiers.npy")}
+              ("image_encoder.onnx", "text_encoder.onnx", "classifiers.npy", *weights_files(manifest))}
     manifest["embedding_space"] = sha256(json.dumps(subset, sort_keys=True, separators=(",", ":")).encode())
     return resign(manifest)
 
@@ -137,9 +139,10 @@ def write_bundle(out, files: dict, manifest: dict, archive: bool = False) -> Pat
 
 
 def bundle_parts(d: int = 16, size: int = 224, labels=LABELS, vocab=VOCAB, seed: int = 0, hidden: int = 16,
-                 thresholds=None, tag_ids: bool = False) -> tuple[dict, dict]:
+                 thresholds=None, tag_ids: bool = False, weights_out: bool = False) -> tuple[dict, dict]:
     """(files, sealed manifest) of a random but valid bundle; ``tag_ids``: format 2, whose text graph takes
-    padded tag ids instead of a bag of words."""
+    padded tag ids instead of a bag of words; ``weights_out`` (with ``tag_ids``): format 3, whose graphs keep
+    their larger tensors in ``.data`` files as the exporter writes them."""
     rng = np.random.default_rng(seed)
     c, v = len(labels), len(vocab)
     z = rng.standard_normal((c, d)).astype(np.float32)
@@ -178,7 +181,24 @@ def bundle_parts(d: int = 16, size: int = 224, labels=LABELS, vocab=VOCAB, seed:
         "parity": {"max_abs_diff": {"image_embedding": 0.0, "text_embedding": 0.0, "image_scores": 0.0,
                                     "text_scores": 0.0}},
     }
+    if weights_out:
+        move_weights_out(files, manifest)
     return files, seal(manifest, files)
+
+
+def move_weights_out(files: dict, manifest: dict, min_bytes: int = 64) -> None:
+    """Format 3: each graph's tensors of ``min_bytes`` or more into ``<graph>.data`` (files and manifest changed
+    in place), with the exporter's own function."""
+    import onnx
+    from dagnn_export.graph_weights import split_weights
+
+    manifest["format_version"] = 3
+    for graph in ("image_encoder", "text_encoder"):
+        name = manifest["graphs"][graph]["file"]
+        model = onnx.load_from_string(files[name])
+        entry, blob = split_weights(model, name + ".data", min_bytes)
+        files[name], files[entry["file"]] = model.SerializeToString(), blob
+        manifest["graphs"][graph]["weights"] = entry
 
 
 def build_bundle(out, archive: bool = False, **kwargs) -> Path:

@@ -104,7 +104,7 @@ def test_missing_manifest_and_path(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("format_version", 3, "format_version 3 is not supported"),
+    ("format_version", 4, "format_version 4 is not supported"),
     ("format", "other", "format 'other'"),
 ])
 def test_unknown_format_is_refused(tmp_path, key, value, message):

@@ -85,16 +85,16 @@ def torch_outputs(setup, idx):
 def test_bundle_files_manifest_and_digests(bundle, setup):
     dataset = setup[0]
     names = sorted(p.name for p in bundle.iterdir())
-    assert names == sorted(["image_encoder.onnx", "text_encoder.onnx", "classifiers.npy", "vocab.txt",
-                            "MODEL_CARD.md", "manifest.json"])
+    assert names == sorted(["image_encoder.onnx", "image_encoder.onnx.data", "text_encoder.onnx",
+                            "text_encoder.onnx.data", "classifiers.npy", "vocab.txt", "MODEL_CARD.md", "manifest.json"])
     m = json.loads((bundle / "manifest.json").read_text())
-    assert m["format"] == "dagnn-bundle" and m["format_version"] == 2
+    assert m["format"] == "dagnn-bundle" and m["format_version"] == 3
     text = m["graphs"]["text_encoder"]
     assert (text["input"], text["input_dtype"], text["pad_id"]) == ("tags", "int64", len(dataset.vocab))
     assert m["labels"] == dataset.labels and m["vocabulary"]["size"] == len(dataset.vocab)
     assert (bundle / "vocab.txt").read_text().split() == dataset.vocab
     assert m["files"] == {name: file_sha256(bundle / name) for name in names if name != "manifest.json"}
-    assert m["embedding_space"] == embedding_space(m["files"])
+    assert m["embedding_space"] == embedding_space(m["files"], m)
     assert m["model"]["precision"] == "fp32" and m["config"]["backbone"] == "tiny"
     assert m["graphs"]["image_encoder"]["output_shapes"]["label_scores"] == ["N", len(dataset.labels)]
     assert len(m["thresholds"]["values"]) == len(m["thresholds"]["f1"]) == len(dataset.labels)

@@ -1,0 +1,39 @@
+"""An onnxruntime session for one graph of a verified bundle, built the same way wherever the runtime (or a
+bench) serves that graph: the bundle's recorded session settings, the verified graph bytes, and its weights
+file's tensors handed over as arrays (format 3; see ``graph_weights``)."""
+from __future__ import annotations
+
+import os
+
+import onnxruntime as ort
+
+from .bundle import Bundle, session_config
+from .errors import BundleError
+
+# Where onnxruntime would look for external data that the manifest does not supply: a graph loaded from
+# bytes otherwise resolves such references against the working directory. Nothing can exist below the null
+# device, so a graph can only ever use the tensors the runtime verified and handed over.
+NO_EXTERNAL_FOLDER = os.devnull
+
+
+def graph_session(bundle: Bundle, graph: str, *, threads: int, providers, weights: dict | None = None):
+    """A session of ``graph`` with ``threads`` intra-op threads. ``weights``: ``bundle.read_weights(graph)``
+    when the caller already holds it (two sessions of one graph then share one copy in memory)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # onnxruntime's own warnings would otherwise go to stderr unasked
+    for k, v in session_config(bundle.manifest, graph, bundle.source).items():  # checked at load
+        opts.add_session_config_entry(k, v)
+    opts.add_session_config_entry("session.model_external_initializers_file_folder_path", NO_EXTERNAL_FOLDER)
+    data = bundle.read_graph(graph)
+    weights = bundle.read_weights(graph) if weights is None else weights
+    if weights:
+        opts.add_external_initializers(list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()])
+    try:
+        sess = ort.InferenceSession(data, sess_options=opts, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        name = bundle.manifest["graphs"][graph]["file"]
+        raise BundleError(f"bundle {bundle.source}: onnxruntime cannot load {name!r} ({exc})") from exc
+    sess.dagnn_weights = weights  # onnxruntime reads these arrays in place: they must live as long as it
+    return sess
