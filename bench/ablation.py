@@ -31,6 +31,8 @@ SETTINGS = {
     "dagnn-5": ("DAGNN-5 (linear classifier, no GNN)", "dagnn-5", {}),
     "gcn": ("DAGNN with GCN (tau 0.4, p 0.5)", "dagnn", {"gnn": "gcn"}),
     "no-agg": ("DAGNN without layer aggregation", "dagnn", {"layer_aggregation": False}),
+    **{f"layers-{k}": (f"DAGNN with {k} GNN layer{'s' if k > 1 else ''}", "dagnn", {"gnn_layers": k})
+       for k in (1, 2, 3, 5)},
 }
 
 
@@ -102,7 +104,8 @@ def main(argv=None) -> None:
             reuse = source if key != "dagnn" and (source / "model.pt").is_file() else None
             results[key].append(run_one(key, seed, args, extra, reuse))
         print(table({k: v for k, v in results.items() if v}), file=sys.stderr, flush=True)
-    print(f"{args.data.name}, test split of its split file, seeds {args.seeds}; test mAP of the "
+    print(f"{args.data.name}, test split of its split file, seeds {args.seeds}"
+          f"{', with ' + ', '.join(args.overrides) if args.overrides else ''}; test mAP of the "
           f"best-validation epoch, mean ± std over seeds\n")
     print(table(results))
 
