@@ -8,6 +8,8 @@ met/missed, taken the way bench/benchlib.py describes (load stated, sides altern
   ``dagnn query --text`` / ``--image`` commands against an index this script builds;
 - text encoder: one query and a batch of 256 texts, against ``--compare-bundle`` (e.g. the same model
   exported in format 1, whose text graph takes a dense bag of words), and parity with torch (``--run``);
+  with ``--compare-bundle`` also a whole process that loads the bundle and encodes one text, alternated
+  between the two bundles (what the bundle format changes in a one-off query's start-up);
 - image query end to end (decode → encode → HNSW top-10) and ``dagnn index build --images`` photos/s;
 - the image encoder in onnxruntime against the same model in torch eager (``--run``), and against
   open_clip's smallest image tower in torch when open_clip is installed (random weights: speed only).
@@ -75,10 +77,19 @@ def bench_build(bundle, photos, work: Path, threads, rounds, table, precision):
     return work / "build0"
 
 
-def bench_startup(bundle, index_parent, photo, text, threads, rounds, table):
+def bench_startup(bundle, index_parent, photo, text, threads, rounds, table, compare=None):
     load_code = ("import dagnn_runtime as dr; "
                  f"dr.load({str(bundle)!r}, threads={threads})")
     res = alternate_processes({"runtime": py_code(load_code), "torch": py_code("import torch")}, rounds)
+    if compare is not None:  # one text query's process, this bundle against the other, alternated
+        def encode(b):
+            return py_code(f"import dagnn_runtime as dr; dr.load({str(b)!r}, threads={threads}).encode_texts([{text!r}])")
+        ab = alternate_processes({"new": encode(bundle), "old": encode(compare)}, rounds)
+        if not any(isinstance(v, str) for v in ab.values()):
+            new, old = ab["new"][0], ab["old"][0]
+            version = _format_version(compare)
+            table.add(f"import + load() + one text encoded, whole process (s): this bundle vs format {version}",
+                      f"{new.fmt(1, 3)} vs {old.fmt(1, 3)}: {old.median - new.median:+.3f} s")
     if index_parent is not None:  # not alternated with torch: a torch import slows the processes after it
         res.update(alternate_processes({
             "query_text": cli("query", "--bundle", bundle, "--index", index_parent, "--text", text,
@@ -107,6 +118,12 @@ def bench_startup(bundle, index_parent, photo, text, threads, rounds, table):
                   "" if th[0].spread <= MAX_SPREAD else f"spread {th[0].spread:.1f}x > {MAX_SPREAD}x")
         table.add("  runtime start-up / torch import", f"{ratio:.3f}", f"<= {TARGETS['startup_ratio']}",
                   ratio <= TARGETS["startup_ratio"])
+
+
+def _format_version(bundle) -> int:
+    import dagnn_runtime as dr
+
+    return dr.read_bundle(bundle).manifest["format_version"]
 
 
 def bench_text(model, old_model, texts, rounds, table):
@@ -304,7 +321,7 @@ def main(argv=None):
         if "startup" not in args.skip:  # before this process imports torch (parity, torch comparison)
             have_both = (index_parent / "image").exists()
             bench_startup(args.bundle, index_parent if have_both else None, photos[0], "sky, clouds", args.threads,
-                          args.process_rounds, table)
+                          args.process_rounds, table, args.compare_bundle)
         bench_image_query(model, photos[:args.queries], text_index, args.k, table, precision)
         bench_text(model, old, texts, args.rounds, table)
         if args.run:

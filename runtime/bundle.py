@@ -288,7 +288,10 @@ def _validate(manifest: dict, source: str) -> dict:
     weights = {g: check_weights_spec(manifest, g, source) for g in GRAPHS}
     classifiers = check_member_name(_field(manifest, "classifiers.file", str, source), f"bundle {source}")
     vocab = check_member_name(_field(manifest, "vocabulary.file", str, source), f"bundle {source}")
-    for name in (*names.values(), *(w["file"] for w in weights.values() if w), classifiers, vocab):
+    named = [*names.values(), *(w["file"] for w in weights.values() if w), classifiers, vocab]
+    if len(set(named)) != len(named):
+        raise BundleError(f"bundle {source}: {MANIFEST} names one file for two roles ({', '.join(named)})")
+    for name in named:
         if name not in listed:
             raise BundleError(f"bundle {source}: {MANIFEST} 'files' does not list {name!r}, so it cannot be verified")
 

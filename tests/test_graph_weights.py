@@ -74,6 +74,7 @@ def test_a_missing_weights_file_is_refused_when_the_bundle_opens(tmp_path):
     (lambda w: w["tensors"][0].update(dtype="object"), r"tensors\[0\].dtype' is 'object'"),
     (lambda w: w["tensors"][0].update(shape=[-1]), r"tensors\[0\].shape' must be"),
     (lambda w: w["tensors"].append(dict(w["tensors"][0])), "repeats the tensor name"),
+    (lambda w: w.update(file="classifiers.npy"), "names one file for two roles"),
 ])
 def test_a_bad_weights_entry_is_refused_naming_the_field(tmp_path, edit, message):
     files, manifest = bundle_parts(tag_ids=True, weights_out=True)
