@@ -55,9 +55,11 @@ def split_weights(model, data_name: str, min_bytes: int = MIN_BYTES) -> tuple[di
         raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
         tensors.append({"name": init.name, "dtype": array.dtype.name, "shape": list(array.shape),
                         "offset": len(blob)})
+        for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+            init.ClearField(field)  # quantisers write scales as float_data: one form, raw bytes, for all
+        init.raw_data = raw
         set_external_data(init, location=data_name, offset=len(blob), length=len(raw))
-        blob += raw
-        for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-            init.ClearField(field)
+        init.ClearField("raw_data")
         init.data_location = onnx.TensorProto.EXTERNAL
+        blob += raw
     return ({"file": data_name, "tensors": tensors} if tensors else None), bytes(blob)

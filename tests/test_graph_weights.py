@@ -113,3 +113,30 @@ def test_info_verifies_the_weights_files_too(tmp_path):
     with pytest.raises(dr.BundleError, match="text_encoder.onnx.data.*SHA-256"):
         opened.verify_graphs()
     assert json.loads((tmp_path / "i" / "manifest.json").read_text())["format_version"] == 3
+
+
+def test_tensors_stored_as_typed_fields_move_out_too(tmp_path):
+    """Quantisers write per-channel scales as ``float_data``, not raw bytes; they move out all the same."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from dagnn_export.graph_weights import split_weights
+
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((8, 300)).astype(np.float32), rng.standard_normal(300).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 300])],
+        initializer=[helper.make_tensor("w", TensorProto.FLOAT, [8, 300], w.ravel().tolist()),  # float_data
+                     helper.make_tensor("b", TensorProto.FLOAT, [300], b.tolist())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    entry, blob = split_weights(model, "g.onnx.data", min_bytes=1000)
+    assert [t["name"] for t in entry["tensors"]] == ["w", "b"]
+    (tmp_path / "g.onnx.data").write_bytes(blob)
+    onnx.save(model, tmp_path / "g.onnx")
+    x = rng.standard_normal((1, 8)).astype(np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ w + b, rtol=1e-5, atol=1e-5)
