@@ -50,21 +50,21 @@ def _matplotlib():
     return Figure, FigureCanvasAgg
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
     _, canvas = _matplotlib()
     canvas(fig)
     fig.tight_layout()
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
-def _figure(width: float, height: float, ncols: int = 1):
+def new_figure(width: float, height: float, ncols: int = 1):
     figure, _ = _matplotlib()
     fig = figure(figsize=(width, height))
     return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 
 
 def per_label_ap(inputs: PlotInputs, curves: dict, path: Path) -> Path:
-    fig, (ax,) = _figure(max(8.0, 0.42 * len(inputs.labels)), 4.2)
+    fig, (ax,) = new_figure(max(8.0, 0.42 * len(inputs.labels)), 4.2)
     x = np.arange(len(inputs.labels))
     for offset, name in ((-0.2, "i2t"), (0.2, "t2i")):
         vals = curves[name]["per_label"]
@@ -77,11 +77,11 @@ def per_label_ap(inputs: PlotInputs, curves: dict, path: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower right")
     ax.set_title(f"Per-label retrieval mAP — {inputs.title}")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def pr_curve(inputs: PlotInputs, curves: dict, path: Path) -> Path:
-    fig, (ax,) = _figure(5.5, 4.5)
+    fig, (ax,) = new_figure(5.5, 4.5)
     for name in ("i2t", "t2i"):
         ax.plot(curves[name]["recall"], curves[name]["precision"], marker=".", color=COLORS[name],
                 label=NAMES[name])
@@ -92,11 +92,11 @@ def pr_curve(inputs: PlotInputs, curves: dict, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(f"Precision–recall — {inputs.title}", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def map_at_k(inputs: PlotInputs, curves: dict, path: Path) -> Path:
-    fig, (ax,) = _figure(5.5, 4.5)
+    fig, (ax,) = new_figure(5.5, 4.5)
     for name in ("i2t", "t2i"):
         ax.plot(curves[name]["k"], curves[name]["map"], marker=".", color=COLORS[name], label=NAMES[name])
     ax.set_xscale("log")
@@ -105,7 +105,7 @@ def map_at_k(inputs: PlotInputs, curves: dict, path: Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     ax.set_title(f"mAP@k — {inputs.title}", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _tsne(vectors: np.ndarray) -> np.ndarray:
@@ -127,7 +127,7 @@ def tsne(inputs: PlotInputs, path: Path) -> Path | None:
     panels = [(inputs.classifiers, inputs.classifiers_caption)]
     if inputs.baseline is not None:
         panels.append((inputs.baseline, inputs.baseline_caption))
-    fig, axes = _figure(6.0 * len(panels), 6.0, len(panels))
+    fig, axes = new_figure(6.0 * len(panels), 6.0, len(panels))
     edges = None if inputs.edges is None else (np.asarray(inputs.edges) > 0)
     for ax, (vectors, caption) in zip(axes, panels):
         xy = _tsne(vectors)
@@ -143,7 +143,7 @@ def tsne(inputs: PlotInputs, path: Path) -> Path | None:
     if inputs.edges_caption:
         fig.text(0.5, 0.005, inputs.edges_caption, ha="center", va="bottom", fontsize=8, color="#555555")
     fig.suptitle(f"t-SNE of the label classifiers — {inputs.title}", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def training(inputs: PlotInputs, path: Path) -> Path | None:
@@ -151,7 +151,7 @@ def training(inputs: PlotInputs, path: Path) -> Path | None:
     if not rows:
         return None
     pre = (inputs.history or {}).get("text_pretraining") or []
-    fig, axes = _figure(15.0 if pre else 10.0, 4.0, 3 if pre else 2)
+    fig, axes = new_figure(15.0 if pre else 10.0, 4.0, 3 if pre else 2)
     epochs = [r["epoch"] for r in rows]
     for key in ("total", "cla", "mdi", "adv"):
         if key in rows[0]:
@@ -173,7 +173,7 @@ def training(inputs: PlotInputs, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"Training — {inputs.title}", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def tagging_confusion(inputs: PlotInputs, path: Path) -> Path:
@@ -183,7 +183,7 @@ def tagging_confusion(inputs: PlotInputs, path: Path) -> Path:
     neg = counts[:, [1, 3]].sum(1, keepdims=True)
     denom = np.concatenate([pos, neg, pos, neg], axis=1).astype(np.float64)
     rates = np.divide(counts, denom, out=np.zeros(counts.shape), where=denom > 0)
-    fig, (ax,) = _figure(6.0, max(3.0, 0.3 * len(inputs.labels) + 1.2))
+    fig, (ax,) = new_figure(6.0, max(3.0, 0.3 * len(inputs.labels) + 1.2))
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     for (i, j), value in np.ndenumerate(counts):
         ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
@@ -192,7 +192,7 @@ def tagging_confusion(inputs: PlotInputs, path: Path) -> Path:
     ax.set_yticks(range(len(inputs.labels)), inputs.labels, fontsize=8)
     fig.colorbar(im, ax=ax, label="rate (TP, FN of positives; FP, TN of negatives)")
     ax.set_title(f"Tagging at the calibrated thresholds\n{inputs.title}", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 FIGURES = ("per_label_ap", "pr_curve", "map_at_k", "tsne", "training", "tagging_confusion")
