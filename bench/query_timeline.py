@@ -34,7 +34,7 @@ atexit.register(report)
 import dagnn_cli.main
 mark("cli imported")
 from dagnn_cli import render
-from dagnn_runtime import engine, indexes, session
+from dagnn_runtime import bundle, engine, indexes, session
 mark("runtime imported")
 def wrap(owner, name, label):
     f = getattr(owner, name)
@@ -48,6 +48,8 @@ def wrap(owner, name, label):
 wrap(engine, "open_index", "open index")
 wrap(session, "load", "load bundle")
 wrap(session.Model, "_build", "build session")
+wrap(bundle.Bundle, "read_graph", "read graph")
+wrap(bundle.Bundle, "read_weights", "read weights")
 wrap(render, "search_result", "render")
 wrap(engine.Searcher, "close", "close")
 from dagnn_cli.app import main
@@ -59,6 +61,9 @@ STAGES = [("interpreter start", None, "start"), ("import the CLI (typer)", "star
           ("parse arguments", "runtime imported", "open index <"), ("open the index", "open index <", "open index >"),
           ("load the bundle (manifest, small files)", "load bundle <", "load bundle >"),
           ("read, verify and load the encoder graph", "build session <", "build session >"),
+          ("  read + SHA-256 of its weights file", "read weights <", "read weights >"),
+          ("  read + SHA-256 of the graph file", "read graph <", "read graph >"),
+          ("  the session build and its checks", None, None),  # the rest of the graph's stage
           ("encode and search (after the session)", "build session >", "render <"), ("render", "render <", "render >"),
           ("close the index", "close <", "close >"), ("exit", "close >", "exit")]
 
@@ -69,6 +74,8 @@ def stage_times(marks: list, wall: float) -> dict:
     for name, a, b in STAGES[1:]:
         if a in at and b in at:
             out[name] = at[b] - at[a]
+    reads = [out.get(name, 0.0) for name, _, _ in STAGES if name.startswith("  read")]
+    out["  the session build and its checks"] = out["read, verify and load the encoder graph"] - sum(reads)
     out["whole process"] = wall
     return out
 

@@ -8,8 +8,8 @@ Every value the runtime relies on is validated with an error naming the field, e
 checked against its digest (streaming, sizes capped, see ``bundle_io``) before anything uses it: the small
 files when the bundle is opened, a graph (tens of MB) and its weights file when ``Bundle.read_graph`` and
 ``Bundle.read_weights`` ask for them, so that a command needing one encoder neither reads nor hashes the
-other (every listed file must be present when the bundle is opened). Graph input/output checks happen in ``session.py`` once onnxruntime has parsed a
-graph.
+other (every listed file must be present when the bundle is opened). Graph input/output checks happen in
+``session.py`` once onnxruntime has parsed a graph.
 """
 from __future__ import annotations
 
