@@ -83,13 +83,16 @@ def bench_startup(bundle, index_parent, photo, text, threads, rounds, table, com
     res = alternate_processes({"runtime": py_code(load_code), "torch": py_code("import torch")}, rounds)
     if compare is not None:  # one text query's process, this bundle against the other, alternated
         def encode(b):
-            return py_code(f"import dagnn_runtime as dr; dr.load({str(b)!r}, threads={threads}).encode_texts([{text!r}])")
+            return py_code("import dagnn_runtime as dr; "
+                           f"dr.load({str(b)!r}, threads={threads}).encode_texts([{text!r}])")
         ab = alternate_processes({"new": encode(bundle), "old": encode(compare)}, rounds)
-        if not any(isinstance(v, str) for v in ab.values()):
+        what = f"import + load() + one text encoded, whole process (s): this bundle vs format {_format_version(compare)}"
+        failed = [v for v in ab.values() if isinstance(v, str)]
+        if failed:
+            table.add(what, f"failed: {failed[0]}")
+        else:
             new, old = ab["new"][0], ab["old"][0]
-            version = _format_version(compare)
-            table.add(f"import + load() + one text encoded, whole process (s): this bundle vs format {version}",
-                      f"{new.fmt(1, 3)} vs {old.fmt(1, 3)}: {old.median - new.median:+.3f} s")
+            table.add(what, f"{new.fmt(1, 3)} vs {old.fmt(1, 3)}: {old.median - new.median:+.3f} s")
     if index_parent is not None:  # not alternated with torch: a torch import slows the processes after it
         res.update(alternate_processes({
             "query_text": cli("query", "--bundle", bundle, "--index", index_parent, "--text", text,
