@@ -134,4 +134,14 @@ def tampered_bundles(d: Path) -> Path:
     (dup / "manifest.json").write_text(text[:-1] + ', "labels": ["x"]}')
     old = write_bundle(d / "old_export", files, {k: v for k, v in manifest.items() if k != "bundle_digest"})
     assert old.is_dir()
+
+    # format 3: a graph's weights beside it in <graph>.onnx.data
+    files3, manifest3 = bundle_parts(tag_ids=True, weights_out=True)
+    data = bytearray(files3["text_encoder.onnx.data"])
+    data[len(data) // 2] ^= 1
+    write_bundle(d / "weights_tampered", dict(files3, **{"text_encoder.onnx.data": bytes(data)}), manifest3)
+    spec = manifest3["graphs"]["text_encoder"]["weights"]
+    unlisted = dict(spec, tensors=spec["tensors"][1:])  # the graph still refers to the first tensor's data
+    graphs = dict(manifest3["graphs"], text_encoder=dict(manifest3["graphs"]["text_encoder"], weights=unlisted))
+    write_bundle(d / "weights_unlisted", files3, resign(dict(manifest3, graphs=graphs)))
     return d

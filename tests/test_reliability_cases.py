@@ -108,6 +108,10 @@ ROWS = {
             r".*/relabelled \([0-9a-f]{8}…[0-9a-f]{4}\): what changed is unknown, but the digest covers labels, "
             r"thresholds and preprocessing; rebuild the index with this bundle, or load the one it was built "
             r"with \(--expect-digest; `dagnn index info` shows it\)$"),
+    "R43": ("dagnn info --bundle {b}/weights_tampered", 1,
+            r"^error: bundle .*/weights_tampered: file 'text_encoder\.onnx\.data' does not match its SHA-256"),
+    "R44": ("import dagnn_runtime as dr; dr.load('{b}/weights_unlisted').encode_texts(['sky'])", 1,
+            r"^bundle .*/weights_unlisted: onnxruntime cannot load 'text_encoder\.onnx' \(.*External data path"),
 }
 # Rows whose command needs more than a folder of files live in test_reliability_atomic.py.
 ATOMIC_ROWS = ("R38", "R39", "R40", "R41")
