@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from dagnn_runtime.atomic import atomic_write
-from dagnn_runtime.bundle import file_sha256
+from dagnn_runtime.digests import file_sha256
 from dagnn_runtime.dataset import Dataset
 from dagnn_runtime.errors import ImageInputError, positive_int
 from dagnn_runtime.preprocess import load_batch

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dagnn_runtime.atomic import atomic_write
-from dagnn_runtime.bundle import DIGEST_FIELD, FORMAT, MANIFEST, bundle_digest, embedding_space_id, file_sha256
+from dagnn_runtime.bundle import FORMAT, MANIFEST
+from dagnn_runtime.digests import DIGEST_FIELD, bundle_digest, embedding_space_id, file_sha256
 from dagnn_runtime.preprocess import RESIZE_MODE
 
 from .errors import ExportError

@@ -13,12 +13,9 @@ other (every listed file must be present when the bundle is opened). Graph input
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +23,8 @@ import numpy as np
 
 from . import bundle_io
 from .bundle_io import MANIFEST, check_member_name
-from .errors import BundleError, InputError, shorten
+from .digests import DIGEST_FIELD, HEX64, bundle_digest, embedding_space_id, expected_digest
+from .errors import BundleError, shorten
 from .graph_weights import check_weights_spec, weight_arrays
 from .jsonio import loads as json_loads
 
@@ -35,47 +33,12 @@ log = logging.getLogger(__name__)
 FORMAT = "dagnn-bundle"
 FORMAT_VERSIONS = (1, 2, 3)  # 2: the text graph takes tag ids; 3: graph weights may sit in a .data file
 GRAPHS = ("image_encoder", "text_encoder")
-DIGEST_FIELD = "bundle_digest"
 MAX_LABELS = 100_000
 MAX_EMBEDDING_DIM = 1 << 16
 MAX_IMAGE_SIZE = 4096
 # onnxruntime session config entries a bundle may set per graph (``graphs.*.session_config``), with their
 # allowed values: a bundle chooses how precisely its graph is computed, never arbitrary onnxruntime options.
 SESSION_CONFIG_ALLOWED = {"session.x64quantprecision": ("0", "1")}
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path) -> str:
-    """SHA-256 of a file, read in blocks (graphs and caches can be large)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def embedding_space_id(files: dict, graph_files, classifiers_file: str) -> str:
-    """SHA-256 of the canonical JSON (sorted keys, no spaces) of ``files`` restricted to the graphs (with
-    their weights files, format 3) and the classifiers: two bundles share an embedding space exactly when
-    these files are identical."""
-    subset = {name: files[name] for name in (*graph_files, classifiers_file)}
-    return sha256_hex(json.dumps(subset, sort_keys=True, separators=(",", ":")).encode())
-
-
-def canonical_json(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
-
-
-def bundle_digest(manifest: dict, default=None) -> str:
-    """The bundle's identity: SHA-256 of the canonical manifest without its own ``bundle_digest`` field.
-    ``default`` serialises non-JSON values the way the writer does (the exporter passes its own), so the
-    digest is that of the manifest as it will be read back."""
-    body = {k: v for k, v in manifest.items() if k != DIGEST_FIELD}
-    return sha256_hex(canonical_json(json.loads(json.dumps(body, default=default))))
 
 
 def _field(manifest: dict, dotted: str, kind, source: str):
@@ -138,15 +101,6 @@ class Bundle:
 def large_files(graph_files: dict, graph_weights: dict) -> list:
     """The graphs and their weights files: read when an encoder is first used, not when the bundle opens."""
     return [*graph_files.values(), *(w["file"] for w in graph_weights.values() if w is not None)]
-
-
-def expected_digest(value) -> str | None:
-    """A pinned ``bundle_digest`` as given by a user (None: no pin), checked and lower-cased."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or not _HEX64.match(value.strip().lower()):
-        raise InputError(f"expected digest {shorten(value)} is not a 64-digit SHA-256 hex string")
-    return value.strip().lower()
 
 
 def read_bundle(path, expect_digest: str | None = None) -> Bundle:
@@ -275,7 +229,7 @@ def _validate(manifest: dict, source: str) -> dict:
         check_member_name(name, f"bundle {source}")
         if name == MANIFEST:
             raise BundleError(f"bundle {source}: {MANIFEST} cannot list itself in 'files'")
-        if not isinstance(digest, str) or not _HEX64.match(digest.lower()):
+        if not isinstance(digest, str) or not HEX64.match(digest.lower()):
             raise bad(f"files.{name}", "is not a SHA-256 hex digest")
     names = {g: check_member_name(_field(manifest, f"graphs.{g}.file", str, source), f"bundle {source}")
              for g in GRAPHS}

@@ -45,7 +45,7 @@ def _other(modality: str) -> str:
 
 def _check_digest(model, expect_digest) -> None:
     """``load(..., expect_digest=)``'s check, for a bundle loaded already."""
-    from .bundle import expected_digest
+    from .digests import expected_digest
 
     wanted = expected_digest(expect_digest)
     if wanted is not None and model.bundle_digest != wanted:

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import dagnn_runtime as dr
-from dagnn_runtime import bundle as bundle_mod
-from dagnn_runtime import bundle_io
+from dagnn_runtime import bundle_io, digests
 from bundle_factory import (bundle_dir, build_bundle, bundle_parts, image_encoder, npy_bytes, resign,  # noqa: F401
                             seal, text_encoder, write_bundle)
 
@@ -42,7 +41,7 @@ def test_archive_of_a_bundle_folder_loads(tmp_path, bundle_dir):
 def test_embedding_space_is_the_documented_digest(bundle_dir):
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     subset = {k: manifest["files"][k] for k in ("image_encoder.onnx", "text_encoder.onnx", "classifiers.npy")}
-    expected = bundle_mod.sha256_hex(json.dumps(subset, sort_keys=True, separators=(",", ":")).encode())
+    expected = digests.sha256_hex(json.dumps(subset, sort_keys=True, separators=(",", ":")).encode())
     assert dr.load(bundle_dir).embedding_space == expected == manifest["embedding_space"]
 
 

@@ -17,7 +17,7 @@ from dagnn_export.config import make_config  # noqa: E402
 from dagnn_export.export import ExportError, export_bundle  # noqa: E402
 from dagnn_export.manifest import embedding_space  # noqa: E402
 from dagnn_export.onnx_graphs import tag_id_matrix  # noqa: E402
-from dagnn_runtime.bundle import file_sha256  # noqa: E402
+from dagnn_runtime.digests import bundle_digest, file_sha256  # noqa: E402
 from dagnn_export.graph import correlation_matrices, propagation_matrix  # noqa: E402
 from dagnn_export.model import build_model  # noqa: E402
 from dagnn_runtime.dataset import Dataset  # noqa: E402
@@ -126,7 +126,7 @@ def test_the_exported_manifest_carries_its_own_digest(bundle):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["bundle_digest"] == dr.load(bundle, providers="cpu").bundle_digest
     edited = dict(manifest, labels=list(reversed(manifest["labels"])))
-    assert dr.bundle.bundle_digest(edited) != manifest["bundle_digest"]
+    assert bundle_digest(edited) != manifest["bundle_digest"]
 
 
 def test_reported_map_is_that_of_the_exported_graphs(bundle, setup):

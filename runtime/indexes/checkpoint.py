@@ -19,7 +19,7 @@ from pathlib import Path
 
 import hnswlib
 
-from ..bundle import file_sha256
+from ..digests import file_sha256
 from ..errors import IndexFileError
 from .store import Store
 from .store_file import DB_FILE, folder_lock, fsync_dir

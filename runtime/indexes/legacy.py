@@ -15,7 +15,7 @@ import hnswlib
 import numpy as np
 
 from .. import jsonio
-from ..bundle import file_sha256
+from ..digests import file_sha256
 from ..errors import IndexFileError
 from .store_file import DB_FILE, create_db, folder_lock, fsync_dir
 
