@@ -29,8 +29,7 @@ def embedding_space_id(files: dict, graph_files, classifiers_file: str) -> str:
     """SHA-256 of the canonical JSON (sorted keys, no spaces) of ``files`` restricted to the graphs (with
     their weights files, format 3) and the classifiers: two bundles share an embedding space exactly when
     these files are identical."""
-    subset = {name: files[name] for name in (*graph_files, classifiers_file)}
-    return sha256_hex(json.dumps(subset, sort_keys=True, separators=(",", ":")).encode())
+    return sha256_hex(canonical_json({name: files[name] for name in (*graph_files, classifiers_file)}))
 
 
 def canonical_json(obj) -> bytes:
