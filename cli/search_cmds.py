@@ -46,7 +46,7 @@ def query(
                              f"{index}/{target}/index.db)")
         index = locate_index(index, target)  # open only the index this query searches
     searcher = Searcher.open(bundle, index, threads=threads, force_threads=force_threads,
-                             expect_digest=expect_digest)
+                             expect_digest=expect_digest, ready_for="image" if image is not None else "text")
     render.conversions(searcher.indexes.values())
     try:
         result = searcher.search(image=image, text=text, target=target, k=k, ef=ef, exact=exact)

@@ -57,6 +57,30 @@ def distinct_indexes(indexes: dict) -> list:
     return list({id(ix): ix for ix in indexes.values()}.values())
 
 
+def _open_indexes(index) -> dict:
+    """Modality -> opened index, for ``Searcher.open``'s ``index``."""
+    if index is None:
+        return {}
+    single = locate_index(index)
+    if single is not None:
+        ix = open_index(single)
+        # an index that does not record its modality answers for both
+        return {m: ix for m in ([ix.modality] if ix.modality else MODALITIES)}
+    indexes = {}
+    try:
+        for m in MODALITIES:
+            if locate_index(index, m):
+                indexes[m] = open_index(index, modality=m)
+    except BaseException:
+        for ix in indexes.values():
+            ix.close()
+        raise
+    if not indexes:
+        raise InputError(f"no index at {shorten(str(index), path=True)} (expected index.db there or in its "
+                         "image/ or text/)")
+    return indexes
+
+
 def _shown_image(image) -> str:
     if isinstance(image, (str, os.PathLike)):
         return str(image)
@@ -82,11 +106,18 @@ class Searcher:
 
     @classmethod
     def open(cls, bundle, index=None, *, threads: int | None = None, providers="auto",
-             expect_digest: str | None = None, force_threads: bool = False) -> "Searcher":
+             expect_digest: str | None = None, force_threads: bool = False,
+             ready_for: str | None = None) -> "Searcher":
         """``bundle``: a folder, a ``.dagnn`` archive or a loaded ``Model``. ``index``: one index location,
         or a parent holding ``image/`` and ``text/`` (either may be missing); None for tagging only.
         ``expect_digest``: the ``bundle_digest`` the bundle must have (checked for a loaded ``Model`` too);
-        ``threads``/``force_threads``: as in ``load``."""
+        ``threads``/``force_threads``: as in ``load``. ``ready_for``: "image" or "text", the modality of the
+        queries to come, whose encoder is then built now rather than at the first query.
+
+        The indexes open in a second thread while the bundle loads (and the encoder builds): for a one-off
+        query these are the two slow steps, and most of both runs outside the GIL."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from .execution import check_threads
         from .session import Model, load
 
@@ -94,26 +125,23 @@ class Searcher:
             _check_digest(bundle, expect_digest)
         else:  # refuse these before opening indexes
             check_threads(threads, force_threads)
-        indexes = {}
-        if index is not None:
-            single = locate_index(index)
-            if single is not None:
-                ix = open_index(single)
-                # an index that does not record its modality answers for both
-                indexes = {m: ix for m in ([ix.modality] if ix.modality else MODALITIES)}
-            else:
-                indexes = {m: open_index(index, modality=m) for m in MODALITIES if locate_index(index, m)}
-                if not indexes:
-                    shown = shorten(str(index), path=True)
-                    raise InputError(f"no index at {shown} (expected index.db there or in its image/ or text/)")
-        try:
-            model = bundle if isinstance(bundle, Model) else load(
-                bundle, providers=providers, threads=threads, expect_digest=expect_digest, force_threads=force_threads)
-            return cls(model, indexes)
-        except BaseException:
-            for ix in distinct_indexes(indexes):
-                ix.close()
-            raise
+        if ready_for is not None and ready_for not in MODALITIES:
+            raise InputError(f"ready_for must be image or text, not {shorten(ready_for)}")
+        with ThreadPoolExecutor(1, thread_name_prefix="dagnn-open-indexes") as pool:
+            opening = pool.submit(_open_indexes, index)
+            try:
+                model = bundle if isinstance(bundle, Model) else load(
+                    bundle, providers=providers, threads=threads, expect_digest=expect_digest,
+                    force_threads=force_threads)
+                if ready_for is not None:
+                    model.prepare(ready_for)
+                indexes = opening.result()
+                return cls(model, indexes)
+            except BaseException:
+                indexes = opening.result()  # an index's error is the one raised, as when it opened first
+                for ix in distinct_indexes(indexes):
+                    ix.close()
+                raise
 
     def _index_for(self, source: str, target: str | None):
         held = distinct_indexes(self.indexes)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 
-import onnxruntime as ort
-
 from .errors import InputError, positive_int
 
 GPU_PROVIDERS = ("CUDAExecutionProvider",)
@@ -41,7 +39,11 @@ def usable_cores() -> int:
 
 def resolve_providers(providers="auto") -> list:
     """``"auto"``: CUDA when onnxruntime-gpu sees a GPU build, CPU otherwise (TensorRT builds an engine per
-    shape and takes minutes, so it is only used when asked for explicitly). Or a list of provider names."""
+    shape and takes minutes, so it is only used when asked for explicitly). Or a list of provider names.
+    onnxruntime is imported here, when a bundle loads, not with this module: ``Searcher.open`` checks the
+    threads first and opens the indexes in a second thread while the import runs."""
+    import onnxruntime as ort
+
     available = ort.get_available_providers()
     if providers is None or providers == "auto":
         return [p for p in GPU_PROVIDERS if p in available] + ["CPUExecutionProvider"]

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle
+from .constants import MODALITIES
 from .dataset import tokenize
 from .decode import image_list, iter_pixels
 from .errors import BundleError, ImageInputError, InputError, positive_int, shorten
@@ -147,12 +148,23 @@ class Model:
                 f"d={self.embedding_dim}, providers={self.providers}>")
 
     # ---- encoding ------------------------------------------------------------------------------------
+    def prepare(self, modality: str, batch: int = 1) -> None:
+        """Build now the session that encoding ``batch`` items of ``modality`` will use, so that a caller
+        can overlap this start-up cost with its own (``Searcher.open`` opens the indexes meanwhile)."""
+        if modality not in MODALITIES:
+            raise InputError(f"modality must be one of {MODALITIES}, got {shorten(modality)}")
+        self._session(self._session_key(f"{modality}_encoder", positive_int(batch, "batch")))
+
+    def _session_key(self, g: str, n: int) -> str:
+        """The session that runs ``n`` rows of graph ``g`` (see ``SMALL_TEXT_BATCH``)."""
+        if g == "text_encoder" and n <= SMALL_TEXT_BATCH and (self._threads or usable_cores()) > 1:
+            return SINGLE_THREAD + g
+        return g
+
     def _run(self, g: str, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         spec = self._bundle.manifest["graphs"][g]
-        key = g
-        if g == "text_encoder" and len(array) <= SMALL_TEXT_BATCH and (self._threads or usable_cores()) > 1:
-            key = SINGLE_THREAD + g
-        emb, scores = self._session(key).run(["embedding", "label_scores"], {spec["input"]: array})
+        emb, scores = self._session(self._session_key(g, len(array))).run(["embedding", "label_scores"],
+                                                                          {spec["input"]: array})
         return emb, scores
 
     def encode_images(self, items, batch_size: int = 32) -> np.ndarray:

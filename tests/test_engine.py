@@ -84,6 +84,34 @@ def test_target_defaults_and_refusals(model, index_dir, tmp_path):
         dr.Searcher(model, {"image": dr.open_index(index_dir / "text")})
 
 
+@pytest.fixture
+def closed(monkeypatch):
+    """The locations of the hnswlib indexes closed during a test."""
+    from dagnn_runtime.indexes.hnsw import HnswIndex
+
+    seen, close = [], HnswIndex.close
+    monkeypatch.setattr(HnswIndex, "close", lambda self: (seen.append(self.location), close(self))[1])
+    return seen
+
+
+def test_open_readies_the_query_encoder_while_the_indexes_open(bundle_dir, index_dir, tmp_path, closed):
+    s = dr.Searcher.open(bundle_dir, index_dir, threads=1, ready_for="text")
+    try:
+        assert set(s.model._sessions) == {"text_encoder"}  # built by open, and the image graph not at all
+        assert set(s.indexes) == {"image", "text"} and s.search(text="sky", k=2).hits
+    finally:
+        s.close()
+    closed.clear()
+    with pytest.raises(dr.InputError, match="ready_for must be image or text, not 'audio'"):
+        dr.Searcher.open(bundle_dir, index_dir, ready_for="audio")
+    # the two open side by side; when both fail the index's error is the one raised, as before
+    with pytest.raises(dr.InputError, match="no index at"):
+        dr.Searcher.open(tmp_path / "no-bundle", tmp_path)
+    with pytest.raises(dr.BundleError, match="no-bundle"):
+        dr.Searcher.open(tmp_path / "no-bundle", index_dir)
+    assert closed == [str(index_dir / "image"), str(index_dir / "text")]  # the indexes opened beside it
+
+
 def test_tag(model, data_dir, tmp_path):
     images = [data_dir / "images" / "im0.jpg", data_dir / "images" / "im4.jpg"]
     results = dr.Searcher.open(model).tag(images)
