@@ -2,11 +2,13 @@
 queries alternating, so that start-up work can be aimed at (docs/performance.md, start-up).
 
     python bench/query_timeline.py --bundle BUNDLE --index INDEX --image PHOTO [--text 'sky, clouds'] [--runs 7]
+        [--one-after-the-other]
 
 Each run is a fresh interpreter that runs the `dagnn query` command in-process with a few library functions
 wrapped to note the time (opening the index, loading the bundle, building an encoder session, rendering,
 closing); the interpreter's own start is the parent's wall time less the child's. The wrapping costs
-microseconds, and the load is stated as in every bench (bench/benchlib.py).
+microseconds, and the load is stated as in every bench (bench/benchlib.py). ``--one-after-the-other`` adds
+the same queries with the index opened before the bundle loads instead of beside it, alternated with them.
 """
 from __future__ import annotations
 
@@ -31,6 +33,21 @@ def mark(name):
 def report():
     sys.stderr.write("\nTIMELINE " + json.dumps(marks + [("exit", time.perf_counter() - t0)]) + "\n")
 atexit.register(report)
+if "--one-after-the-other" in sys.argv:  # the comparison: Searcher.open's thread pool run inline
+    import concurrent.futures as cf
+    sys.argv.remove("--one-after-the-other")
+    class Inline:
+        def __init__(self, *args, **kwargs): pass
+        def __enter__(self): return self
+        def __exit__(self, *exc): return False
+        def submit(self, fn, *args):
+            future = cf.Future()
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+            return future
+    cf.ThreadPoolExecutor = Inline
 import dagnn_cli.main
 mark("cli imported")
 from dagnn_cli import render
@@ -104,12 +121,17 @@ def main(argv=None) -> None:
     ap.add_argument("--image", type=Path, required=True, help="the photo of the image query")
     ap.add_argument("--text", default="sky, clouds")
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--one-after-the-other", action="store_true",
+                    help="also run each query with the index opened before the bundle loads, not beside it "
+                         "(the previous version's order), alternated with the others")
     ap.add_argument("--load-limit", type=float, default=1.0)
     ap.add_argument("--allow-load", action="store_true")
     args = ap.parse_args(argv)
     load0 = check_load(args.load_limit, args.allow_load)
     others = OtherLoad()
     queries = {"text": ["--text", args.text], "image": ["--image", str(args.image)]}
+    if args.one_after_the_other:
+        queries.update({f"{q}, in turn": what + ["--one-after-the-other"] for q, what in list(queries.items())})
     runs = {q: [] for q in queries}
     for r in range(args.runs + 1):  # the first round warms the page cache and writes bytecode caches
         for q, what in queries.items():
@@ -122,13 +144,13 @@ def main(argv=None) -> None:
     print(f"$ {command_line()}\nload average {load0:.2f} at start, {load1:.2f} at end (with this bench); "
           f"other processes {other:.2f} cores{flag}; median (min-max) ms of {args.runs} fresh processes each")
     names = [name for name, _, _ in STAGES] + ["whole process"]
-    print(f"{'stage':46s}" + "".join(f"{'dagnn query --' + q:>28s}" for q in queries))
+    print(f"{'stage':46s}" + "".join(f"{'--' + q:>22s}" for q in queries))
     for name in names:
         cells = []
         for q in queries:
             values = [1e3 * t[name] for t in runs[q] if name in t]
             cells.append(f"{statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f})" if values else "-")
-        print(f"{name:46s}" + "".join(f"{c:>28s}" for c in cells))
+        print(f"{name:46s}" + "".join(f"{c:>22s}" for c in cells))
 
 
 if __name__ == "__main__":

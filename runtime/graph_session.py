@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 
-import onnxruntime as ort
-
 from .bundle import Bundle, session_config
 from .errors import BundleError
 
@@ -19,6 +17,8 @@ NO_EXTERNAL_FOLDER = os.devnull
 def graph_session(bundle: Bundle, graph: str, *, threads: int, providers, weights: dict | None = None):
     """A session of ``graph`` with ``threads`` intra-op threads. ``weights``: ``bundle.read_weights(graph)``
     when the caller already holds it (two sessions of one graph then share one copy in memory)."""
+    import onnxruntime as ort  # imported when a bundle loads (see ``execution.resolve_providers``)
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

@@ -19,6 +19,15 @@ def test_import_does_not_pull_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_onnxruntime_is_imported_when_a_bundle_loads(bundle_dir):
+    """Not by the modules: Searcher.open opens the indexes in a second thread while that import runs."""
+    code = ("import sys, dagnn_runtime as dr, dagnn_runtime.engine, dagnn_runtime.session, dagnn_runtime.execution; "
+            "before = 'onnxruntime' in sys.modules; "
+            f"dr.load({str(bundle_dir)!r}); print(before, 'onnxruntime' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+
 def test_folder_and_archive_load_the_same_model(tmp_path, bundle_dir):
     archive = build_bundle(tmp_path / "b.dagnn", archive=True)
     a, b = dr.load(bundle_dir), dr.load(archive)
