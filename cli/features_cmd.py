@@ -12,7 +12,9 @@ from .app import app, needs_train_extra
 @app.command()
 def features(
     data: Path = typer.Option(..., "--data", help="Data set folder (pairs.jsonl, labels.txt, tag_vocab.txt)."),
-    backbone: str = typer.Option("efficientnet_lite0", "--backbone", help="vgg19 | efficientnet_lite0 | tiny."),
+    backbone: str = typer.Option("efficientnet_lite0", "--backbone",
+                                 help="vgg19 | efficientnet_lite0 | efficientnet_lite0_mid (its first 11 of 16 "
+                                      "blocks: weaker, cheaper features) | tiny."),
     out: Path = typer.Option(..., "--out", help="Feature cache to write (.npz); rows already in it are reused."),
     backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights",
                                                     help="Local state_dict file for the backbone (needed for "

@@ -23,7 +23,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # photos labelled "dog" than with torchvision's statistics.
 LITE_MEAN = (127.0 / 255,) * 3
 LITE_STD = (128.0 / 255,) * 3
-BACKBONES = ("vgg19", "efficientnet_lite0", "tiny")
+BACKBONES = ("vgg19", "efficientnet_lite0", "efficientnet_lite0_mid", "tiny")
+MID_BLOCKS = 11  # efficientnet_lite0_mid: the stem and the first 11 of the 16 blocks (stages 1-5)
 
 
 class ImageBackbone(nn.Module):
@@ -146,6 +147,30 @@ def _efficientnet_lite0(weights, pretrained: bool) -> ImageBackbone:
     return ImageBackbone("efficientnet_lite0", _EfficientNetPooled(net), 1280, mean=LITE_MEAN, std=LITE_STD)
 
 
+class _EfficientNetCut(nn.Module):
+    """EfficientNet-Lite0's stem and first blocks + global average pooling: a truncated trunk's mid-level
+    features (112 channels after stage 5, against 1280 after the head), to study DAGNN on weaker features."""
+
+    def __init__(self, net: nn.Module, blocks: int):
+        super().__init__()
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        self.blocks = nn.ModuleList(list(net._blocks)[:blocks])
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return x.mean(dim=(2, 3))
+
+
+def _efficientnet_lite0_mid(weights, pretrained: bool) -> ImageBackbone:
+    net = _efficientnet_lite0(weights, pretrained).body.net
+    body = _EfficientNetCut(net, MID_BLOCKS).eval()
+    with torch.no_grad():
+        dim = body(torch.zeros(1, 3, 32, 32)).shape[1]
+    return ImageBackbone("efficientnet_lite0_mid", body, dim, mean=LITE_MEAN, std=LITE_STD)
+
+
 def _tiny(weights) -> ImageBackbone:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -170,6 +195,8 @@ def build_backbone(name: str, weights: str | Path | None = None, pretrained: boo
         model = _vgg19(weights, pretrained)
     elif name == "efficientnet_lite0":
         model = _efficientnet_lite0(weights, pretrained)
+    elif name == "efficientnet_lite0_mid":
+        model = _efficientnet_lite0_mid(weights, pretrained)
     elif name == "tiny":
         model = _tiny(weights)
     else:

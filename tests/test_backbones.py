@@ -89,6 +89,19 @@ def test_pretrained_efficientnet_differs_from_random_init(bb):
                            _run(bb.build_backbone("efficientnet_lite0", pretrained=False), pixels))
 
 
+def test_efficientnet_lite0_mid_is_the_full_networks_first_blocks_pooled(bb, torch):
+    full, mid = bb.build_backbone("efficientnet_lite0"), bb.build_backbone("efficientnet_lite0_mid")
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    net = full.body.net
+    with torch.inference_mode():
+        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() * full.scale + full.shift
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks[:bb.MID_BLOCKS]:
+            x = block(x)
+    assert (mid.feature_dim, mid.image_size, bb.MID_BLOCKS, len(net._blocks)) == (112, 224, 11, 16)
+    np.testing.assert_allclose(_run(mid, pixels), x.mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_vgg19_fc7_features_and_offline_error(bb, torch, monkeypatch):
     model = bb.build_backbone("vgg19", pretrained=False)
     assert model.feature_dim == 4096
