@@ -74,7 +74,7 @@ main(sys.argv[1:])
 """
 
 STAGES = [("interpreter start", None, "start"), ("import the CLI (typer)", "start", "cli imported"),
-          ("import the runtime (numpy, onnxruntime, ...)", "cli imported", "runtime imported"),
+          ("import the runtime (numpy, ...)", "cli imported", "runtime imported"),
           ("parse arguments", "runtime imported", "open index <"),
           ("open the index || load the bundle and encoder", "open index <", "ready"),
           ("  open the index (second thread)", "open index <", "open index >"),
