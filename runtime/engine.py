@@ -114,8 +114,8 @@ class Searcher:
         ``threads``/``force_threads``: as in ``load``. ``ready_for``: "image" or "text", the modality of the
         queries to come, whose encoder is then built now rather than at the first query.
 
-        The indexes open in a second thread while the bundle loads (and the encoder builds): for a one-off
-        query these are the two slow steps, and most of both runs outside the GIL."""
+        The indexes open in a second thread while the bundle loads and the encoder builds: the two slow steps
+        of a one-off query, mostly outside the GIL, so a text query's overlap on two cores (performance.md)."""
         from concurrent.futures import ThreadPoolExecutor
 
         from .execution import check_threads
