@@ -78,6 +78,7 @@ def bench_build(bundle, photos, work: Path, threads, rounds, table, precision):
 
 
 def bench_startup(bundle, index_parent, photo, text, threads, rounds, table, compare=None):
+    """``compare``: another loaded bundle (a ``Model``) whose one-text process alternates with this one's."""
     load_code = ("import dagnn_runtime as dr; "
                  f"dr.load({str(bundle)!r}, threads={threads})")
     res = alternate_processes({"runtime": py_code(load_code), "torch": py_code("import torch")}, rounds)
@@ -85,8 +86,9 @@ def bench_startup(bundle, index_parent, photo, text, threads, rounds, table, com
         def encode(b):
             return py_code("import dagnn_runtime as dr; "
                            f"dr.load({str(b)!r}, threads={threads}).encode_texts([{text!r}])")
-        ab = alternate_processes({"new": encode(bundle), "old": encode(compare)}, rounds)
-        what = f"import + load() + one text encoded, whole process (s): this bundle vs format {_format_version(compare)}"
+        ab = alternate_processes({"new": encode(bundle), "old": encode(compare.source)}, rounds)
+        what = ("import + load() + one text encoded, whole process (s): this bundle vs format "
+                f"{compare.manifest['format_version']}")
         failed = [v for v in ab.values() if isinstance(v, str)]
         if failed:
             table.add(what, f"failed: {failed[0]}")
@@ -121,12 +123,6 @@ def bench_startup(bundle, index_parent, photo, text, threads, rounds, table, com
                   "" if th[0].spread <= MAX_SPREAD else f"spread {th[0].spread:.1f}x > {MAX_SPREAD}x")
         table.add("  runtime start-up / torch import", f"{ratio:.3f}", f"<= {TARGETS['startup_ratio']}",
                   ratio <= TARGETS["startup_ratio"])
-
-
-def _format_version(bundle) -> int:
-    import dagnn_runtime as dr
-
-    return dr.read_bundle(bundle).manifest["format_version"]
 
 
 def bench_text(model, old_model, texts, rounds, table):
@@ -326,7 +322,7 @@ def main(argv=None):
         if "startup" not in args.skip:  # before this process imports torch (parity, torch comparison)
             have_both = (index_parent / "image").exists()
             bench_startup(args.bundle, index_parent if have_both else None, photos[0], "sky, clouds", args.threads,
-                          args.process_rounds, table, args.compare_bundle)
+                          args.process_rounds, table, old)
         bench_image_query(model, photos[:args.queries], text_index, args.k, table, precision)
         bench_text(model, old, texts, args.rounds, table)
         if args.run:
