@@ -83,6 +83,12 @@ def _parts(backbone: ImageBackbone) -> tuple[nn.Module, list[nn.Module], nn.Modu
                         f"not {backbone.name}")
 
 
+def leading_blocks(backbone: ImageBackbone, n: int) -> nn.Module:
+    """The backbone's stem and first ``n`` blocks (their activation maps), sharing its modules."""
+    stem, blocks, _ = _parts(backbone)
+    return _Trunk(stem, blocks[:n])
+
+
 def split_backbone(backbone: ImageBackbone, depth: int, trainable: int = 0) -> tuple[ImageBackbone, BackboneHead]:
     """The trunk before the last ``depth`` blocks (as an ``ImageBackbone`` of flattened maps) and the head
     after it, whose last ``trainable`` blocks learn. Both share the backbone's modules (and weights)."""

@@ -147,25 +147,23 @@ def _efficientnet_lite0(weights, pretrained: bool) -> ImageBackbone:
     return ImageBackbone("efficientnet_lite0", _EfficientNetPooled(net), 1280, mean=LITE_MEAN, std=LITE_STD)
 
 
-class _EfficientNetCut(nn.Module):
-    """EfficientNet-Lite0's stem and first blocks + global average pooling: a truncated trunk's mid-level
-    features (112 channels after stage 5, against 1280 after the head), to study DAGNN on weaker features."""
+class _PooledMaps(nn.Module):
+    """A truncated trunk's activation maps → their global average: its features."""
 
-    def __init__(self, net: nn.Module, blocks: int):
+    def __init__(self, trunk: nn.Module):
         super().__init__()
-        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
-        self.blocks = nn.ModuleList(list(net._blocks)[:blocks])
+        self.trunk = trunk
 
     def forward(self, x):
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        return x.mean(dim=(2, 3))
+        return self.trunk(x).mean(dim=(2, 3))
 
 
 def _efficientnet_lite0_mid(weights, pretrained: bool) -> ImageBackbone:
-    net = _efficientnet_lite0(weights, pretrained).body.net
-    body = _EfficientNetCut(net, MID_BLOCKS).eval()
+    """EfficientNet-Lite0's stem and first ``MID_BLOCKS`` blocks, pooled: mid-level features (112 channels after
+    stage 5, against 1280 after the head), to study DAGNN on weaker features."""
+    from .backbone_split import leading_blocks  # here: backbone_split builds on this module
+
+    body = _PooledMaps(leading_blocks(_efficientnet_lite0(weights, pretrained), MID_BLOCKS)).eval()
     with torch.no_grad():
         dim = body(torch.zeros(1, 3, 32, 32)).shape[1]
     return ImageBackbone("efficientnet_lite0_mid", body, dim, mean=LITE_MEAN, std=LITE_STD)
