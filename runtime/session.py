@@ -33,6 +33,11 @@ MAX_TEXT_CHARS = 10_000
 MAX_TAGS = 512
 
 
+def _shown(parts: list) -> str:
+    """A text as an error message names it; built only when a text is refused."""
+    return shorten(", ".join(parts[:MAX_TAGS + 1]))
+
+
 def _dims_ok(shape, expected) -> bool:
     """Static dims must equal the expected ones; symbolic/unknown dims (str/None) and expected None pass."""
     if shape is None or len(shape) != len(expected):
@@ -46,7 +51,8 @@ class Model:
     def __init__(self, bundle: Bundle, providers="auto", threads: int | None = None, lazy: bool = True,
                  force_threads: bool = False):
         self._bundle = bundle
-        self._threads = check_threads(threads, force_threads)
+        # The threaded sessions' pool size, fixed when the model is made (not looked up again per query)
+        self._threads = check_threads(threads, force_threads) or usable_cores()
         self._providers = resolve_providers(providers)
         self._sessions: dict = {}
         self._weights: dict = {}
@@ -67,7 +73,7 @@ class Model:
         """Read, verify and load ``graphs`` now rather than at their first use (e.g. before serving)."""
         for g in graphs:
             self._session(g)
-            if g == "text_encoder" and (self._threads or usable_cores()) > 1:
+            if g == "text_encoder" and self._threads > 1:
                 self._session(SINGLE_THREAD + g)
 
     def _session(self, g: str):
@@ -83,7 +89,7 @@ class Model:
         bundle, g = self._bundle, key.removeprefix(SINGLE_THREAD)
         if g not in self._weights:  # the 1-thread and the threaded session of a graph share its weights
             self._weights[g] = bundle.read_weights(g)
-        sess = graph_session(bundle, g, threads=1 if key != g else self._threads or usable_cores(),
+        sess = graph_session(bundle, g, threads=1 if key != g else self._threads,
                              providers=self._providers, weights=self._weights[g])
         c, d = len(bundle.labels), bundle.embedding_dim
         s, v = bundle.image_size, len(bundle.vocab)
@@ -157,7 +163,7 @@ class Model:
 
     def _session_key(self, g: str, n: int) -> str:
         """The session that runs ``n`` rows of graph ``g`` (see ``SMALL_TEXT_BATCH``)."""
-        if g == "text_encoder" and n <= SMALL_TEXT_BATCH and (self._threads or usable_cores()) > 1:
+        if g == "text_encoder" and n <= SMALL_TEXT_BATCH and self._threads > 1:
             return SINGLE_THREAD + g
         return g
 
@@ -220,12 +226,12 @@ class Model:
         else:
             raise InputError(f"a text must be a string or a list of tag strings, got {type(item).__name__}")
         length = sum(len(p) for p in parts) + max(0, len(parts) - 1)
-        shown = shorten(item if isinstance(item, str) else ", ".join(parts[:MAX_TAGS + 1]))
         if length > MAX_TEXT_CHARS or len(parts) > MAX_TAGS:
-            raise InputError(f"text {shown} is too long: at most {MAX_TEXT_CHARS} characters and {MAX_TAGS} tags")
+            raise InputError(f"text {_shown(parts)} is too long: at most {MAX_TEXT_CHARS} characters and "
+                             f"{MAX_TAGS} tags")
         tags = list(dict.fromkeys(tok for p in parts for tok in tokenize(p)))
         if len(tags) > MAX_TAGS:
-            raise InputError(f"text {shown} has {len(tags)} distinct tags, more than the limit of {MAX_TAGS}")
+            raise InputError(f"text {_shown(parts)} has {len(tags)} distinct tags, more than the limit of {MAX_TAGS}")
         known = [t for t in tags if t in self._vocab_index]
         return known, [t for t in tags if t not in self._vocab_index]
 
@@ -238,20 +244,21 @@ class Model:
         ids = []
         for i, item in enumerate(items):
             known, unknown = self.parse_text(item)
+            if known:  # the common case: no message to build
+                ids.append([self._vocab_index[t] for t in known])
+                continue
             where = f"text {shorten(item)}" if len(items) == 1 else f"text {i} ({shorten(item)})"
-            if not known and not unknown:
+            if not unknown:
                 raise InputError(f"{where} is empty: give at least one tag, e.g. 'sky, clouds'")
-            if not known:
-                hints = []
-                for tag in unknown[:5]:
-                    close = self.closest_tags(tag[:100])
-                    shown = shorten(tag, 40)
-                    hints.append(f"{shown} (closest: {', '.join(close)})" if close else f"{shown} (no close tag)")
-                if len(unknown) > 5:
-                    hints.append(f"and {len(unknown) - 5} more")
-                raise InputError(f"{where}: no tag is in the bundle vocabulary of {len(self.vocab)} tags: "
-                                 + "; ".join(hints))
-            ids.append([self._vocab_index[t] for t in known])
+            hints = []
+            for tag in unknown[:5]:
+                close = self.closest_tags(tag[:100])
+                shown = shorten(tag, 40)
+                hints.append(f"{shown} (closest: {', '.join(close)})" if close else f"{shown} (no close tag)")
+            if len(unknown) > 5:
+                hints.append(f"and {len(unknown) - 5} more")
+            raise InputError(f"{where}: no tag is in the bundle vocabulary of {len(self.vocab)} tags: "
+                             + "; ".join(hints))
         return ids
 
     def bow(self, items) -> np.ndarray:

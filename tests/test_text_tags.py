@@ -40,6 +40,20 @@ def test_chunking_keeps_each_text_in_its_row(pair, monkeypatch):
         np.testing.assert_allclose(tag_model.encode_texts(items, batch_size=batch_size), expected, atol=1e-6)
 
 
+def test_one_text_alone_answers_as_in_a_batch(pair):
+    """A single text skips sorting and padding; its answer must equal its row of a batch, an empty bag of
+    words (one pad slot) included."""
+    bow_model, tag_model = pair
+    items = texts(6, seed=2)
+    batch = tag_model.encode_texts(items)
+    for i, item in enumerate(items):
+        np.testing.assert_allclose(tag_model.encode_texts([item]), batch[i:i + 1], atol=1e-6)
+    empty = np.zeros((1, len(VOCAB)), np.float32)
+    np.testing.assert_allclose(tag_model.encode_bow(empty), bow_model.encode_bow(empty), atol=1e-6)
+    rows, chunk = next(text_ids.tag_id_batches([[]], pad=len(VOCAB)))
+    assert rows.tolist() == [0] and chunk.tolist() == [[len(VOCAB)]]
+
+
 def test_tag_model_refuses_what_it_cannot_encode(pair):
     _, tag_model = pair
     with pytest.raises(dr.InputError, match="only 0 and 1"):
