@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .bundle import Bundle, session_config
+from .bundle import MANIFEST, Bundle, session_config
 from .errors import BundleError
 
 # Where onnxruntime would look for external data that the manifest does not supply: a graph loaded from
@@ -37,3 +37,31 @@ def graph_session(bundle: Bundle, graph: str, *, threads: int, providers, weight
         raise BundleError(f"bundle {bundle.source}: onnxruntime cannot load {name!r} ({exc})") from exc
     sess.dagnn_weights = weights  # onnxruntime reads these arrays in place: they must live as long as it
     return sess
+
+
+def check_signature(bundle: Bundle, sess, g: str, dtype: str, in_shape: list, d: int, c: int) -> None:
+    """Refuse a graph whose input or outputs differ from what its manifest entry and the bundle promise, with
+    one line naming the graph, before a caller feeds it (onnxruntime's own error would come at the first run)."""
+    spec = bundle.manifest["graphs"][g]
+    where = f"bundle {bundle.source}: {spec['file']!r}"
+    inputs = sess.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != spec.get("input"):
+        raise BundleError(f"{where} has inputs {[i.name for i in inputs]}, {MANIFEST} says {spec.get('input')!r}")
+    if inputs[0].type != dtype or not _dims_ok(inputs[0].shape, in_shape):
+        raise BundleError(f"{where} input {inputs[0].name!r} is {inputs[0].type} {inputs[0].shape}, "
+                          f"expected {dtype} {['N' if x is None else x for x in in_shape]}")
+    outputs = {o.name: o for o in sess.get_outputs()}
+    wanted = spec.get("outputs", [])
+    if list(wanted)[:2] != ["embedding", "label_scores"] or any(o not in outputs for o in wanted):
+        raise BundleError(f"{where} has outputs {sorted(outputs)}, {MANIFEST} says {wanted} "
+                          "(must start with 'embedding', 'label_scores')")
+    for out, width in (("embedding", d), ("label_scores", c)):
+        if not _dims_ok(outputs[out].shape, [None, width]):
+            raise BundleError(f"{where} output {out!r} has shape {outputs[out].shape}, expected [N, {width}]")
+
+
+def _dims_ok(shape, expected) -> bool:
+    """Static dims must equal the expected ones; symbolic/unknown dims (str/None) and expected None pass."""
+    if shape is None or len(shape) != len(expected):
+        return False
+    return all(e is None or not isinstance(s, int) or s == e for s, e in zip(shape, expected))

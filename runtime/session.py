@@ -8,7 +8,6 @@ may be run from several threads at once), so one instance can serve concurrent c
 from __future__ import annotations
 
 import copy
-import difflib
 import threading
 from typing import Sequence
 
@@ -16,34 +15,18 @@ import numpy as np
 
 from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle
 from .constants import MODALITIES
-from .dataset import tokenize
 from .decode import image_list, iter_pixels
 from .errors import BundleError, ImageInputError, InputError, positive_int, shorten
 from .execution import check_threads, resolve_providers, usable_cores
-from .graph_session import graph_session
+from .graph_session import check_signature, graph_session
 from .metrics import l2_normalize
 from .text_ids import tag_id_batches
+from .texts import Vocabulary
 
 # A text batch of at most this many rows runs in a single-threaded session of the text graph: a query's
 # few-row products are too small to share between threads, whose hand-offs would cost more than they save.
 SMALL_TEXT_BATCH = 16
 SINGLE_THREAD = "1-thread "
-
-MAX_TEXT_CHARS = 10_000
-MAX_TAGS = 512
-
-
-def _shown(parts: list) -> str:
-    """A text as an error message names it; built only when a text is refused."""
-    return shorten(", ".join(parts[:MAX_TAGS + 1]))
-
-
-def _dims_ok(shape, expected) -> bool:
-    """Static dims must equal the expected ones; symbolic/unknown dims (str/None) and expected None pass."""
-    if shape is None or len(shape) != len(expected):
-        return False
-    return all(e is None or not isinstance(s, int) or s == e for s, e in zip(shape, expected))
-
 
 class Model:
     """Encode images and texts into the bundle's common space, score labels and tag images."""
@@ -62,7 +45,7 @@ class Model:
         if self._text_input == "tags" and text.get("pad_id", len(bundle.vocab)) != len(bundle.vocab):
             raise BundleError(f"bundle {bundle.source}: {MANIFEST} graphs.text_encoder.pad_id is "
                               f"{shorten(text.get('pad_id'))}, not the vocabulary size {len(bundle.vocab)}")
-        self._vocab_index = {t: j for j, t in enumerate(bundle.vocab)}
+        self._vocabulary = Vocabulary(bundle.vocab)
         zn = l2_normalize(bundle.classifiers)
         zn.flags.writeable = False
         self._z_normalized = zn
@@ -94,11 +77,11 @@ class Model:
         c, d = len(bundle.labels), bundle.embedding_dim
         s, v = bundle.image_size, len(bundle.vocab)
         if g == "image_encoder":
-            _check_graph(bundle, sess, g, "tensor(uint8)", [None, s, s, 3], d, c)
+            check_signature(bundle, sess, g, "tensor(uint8)", [None, s, s, 3], d, c)
         elif self._text_input == "tags":
-            _check_graph(bundle, sess, g, "tensor(int64)", [None, None], d, c)
+            check_signature(bundle, sess, g, "tensor(int64)", [None, None], d, c)
         else:
-            _check_graph(bundle, sess, g, "tensor(float)", [None, v], d, c)
+            check_signature(bundle, sess, g, "tensor(float)", [None, v], d, c)
         return sess
 
     # ---- read-only views -------------------------------------------------------------------------------
@@ -219,47 +202,14 @@ class Model:
 
     def parse_text(self, item) -> tuple[list, list]:
         """A string (``"sky, clouds"``) or a list of tags → (tags in the vocabulary, tags not in it)."""
-        if isinstance(item, str):
-            parts = [item]
-        elif isinstance(item, (list, tuple)) and all(isinstance(t, str) for t in item):
-            parts = item
-        else:
-            raise InputError(f"a text must be a string or a list of tag strings, got {type(item).__name__}")
-        length = sum(len(p) for p in parts) + max(0, len(parts) - 1)
-        if length > MAX_TEXT_CHARS or len(parts) > MAX_TAGS:
-            raise InputError(f"text {_shown(parts)} is too long: at most {MAX_TEXT_CHARS} characters and "
-                             f"{MAX_TAGS} tags")
-        tags = list(dict.fromkeys(tok for p in parts for tok in tokenize(p)))
-        if len(tags) > MAX_TAGS:
-            raise InputError(f"text {_shown(parts)} has {len(tags)} distinct tags, more than the limit of {MAX_TAGS}")
-        known = [t for t in tags if t in self._vocab_index]
-        return known, [t for t in tags if t not in self._vocab_index]
+        return self._vocabulary.parse(item)
 
     def closest_tags(self, tag: str, n: int = 3) -> list:
-        return difflib.get_close_matches(tag, self.vocab, n=n, cutoff=0.6)
+        return self._vocabulary.closest(tag, n)
 
     def tag_ids(self, items) -> list:
         """Texts → per text the vocabulary indices of its known tags; a text with no known tag is refused."""
-        items = [items] if isinstance(items, str) else list(items)
-        ids = []
-        for i, item in enumerate(items):
-            known, unknown = self.parse_text(item)
-            if known:  # the common case: no message to build
-                ids.append([self._vocab_index[t] for t in known])
-                continue
-            where = f"text {shorten(item)}" if len(items) == 1 else f"text {i} ({shorten(item)})"
-            if not unknown:
-                raise InputError(f"{where} is empty: give at least one tag, e.g. 'sky, clouds'")
-            hints = []
-            for tag in unknown[:5]:
-                close = self.closest_tags(tag[:100])
-                shown = shorten(tag, 40)
-                hints.append(f"{shown} (closest: {', '.join(close)})" if close else f"{shown} (no close tag)")
-            if len(unknown) > 5:
-                hints.append(f"and {len(unknown) - 5} more")
-            raise InputError(f"{where}: no tag is in the bundle vocabulary of {len(self.vocab)} tags: "
-                             + "; ".join(hints))
-        return ids
+        return self._vocabulary.ids(items)
 
     def bow(self, items) -> np.ndarray:
         """Texts → the 0/1 bag of words over the bundle vocabulary; a text with no known tag is refused."""
@@ -334,25 +284,6 @@ class Model:
         else:
             raise InputError(f"modality must be 'image' or 'text', got {modality!r}")
         return self.labels_above_threshold(self.score_labels(emb), top=top)
-
-
-def _check_graph(bundle: Bundle, sess, g: str, dtype: str, in_shape: list, d: int, c: int) -> None:
-    spec = bundle.manifest["graphs"][g]
-    where = f"bundle {bundle.source}: {spec['file']!r}"
-    inputs = sess.get_inputs()
-    if len(inputs) != 1 or inputs[0].name != spec.get("input"):
-        raise BundleError(f"{where} has inputs {[i.name for i in inputs]}, {MANIFEST} says {spec.get('input')!r}")
-    if inputs[0].type != dtype or not _dims_ok(inputs[0].shape, in_shape):
-        raise BundleError(f"{where} input {inputs[0].name!r} is {inputs[0].type} {inputs[0].shape}, "
-                          f"expected {dtype} {['N' if x is None else x for x in in_shape]}")
-    outputs = {o.name: o for o in sess.get_outputs()}
-    wanted = spec.get("outputs", [])
-    if list(wanted)[:2] != ["embedding", "label_scores"] or any(o not in outputs for o in wanted):
-        raise BundleError(f"{where} has outputs {sorted(outputs)}, {MANIFEST} says {wanted} "
-                          "(must start with 'embedding', 'label_scores')")
-    for out, width in (("embedding", d), ("label_scores", c)):
-        if not _dims_ok(outputs[out].shape, [None, width]):
-            raise BundleError(f"{where} output {out!r} has shape {outputs[out].shape}, expected [N, {width}]")
 
 
 def load(bundle_path, providers="auto", threads: int | None = None, *, lazy: bool = True,
