@@ -67,6 +67,14 @@ def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
 
+def install_kind() -> str:
+    """How dagnn is installed, for a whole-process figure's header: an editable install (``pip install -e``)
+    runs its import hook at the start of every process, which a user's regular install does not."""
+    if any(name.startswith("__editable___dagnn") for name in sys.modules):
+        return "editable install (its import hook starts with every process; users run `pip install .`)"
+    return "regular install"
+
+
 class Stat:
     """Median and spread of a list of samples (seconds), printed in a chosen unit."""
 

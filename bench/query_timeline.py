@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OtherLoad, check_load, child_env, command_line, load_average  # noqa: E402
+from benchlib import OtherLoad, check_load, child_env, command_line, install_kind, load_average  # noqa: E402
 
 # The child: stage marks around the library calls a query makes, printed as JSON on stderr at exit.
 CHILD = r"""
@@ -141,7 +141,7 @@ def main(argv=None) -> None:
                 runs[q].append(stage_times(marks, wall))
     load1, other = load_average(), others.cores()
     flag = "" if load0 <= args.load_limit and other <= OtherLoad.LIMIT else "  ** TAKEN UNDER LOAD: do not publish **"
-    print(f"$ {command_line()}\nload average {load0:.2f} at start, {load1:.2f} at end (with this bench); "
+    print(f"$ {command_line()}\n{install_kind()}; load average {load0:.2f} at start, {load1:.2f} at end (with this bench); "
           f"other processes {other:.2f} cores{flag}; median (min-max) ms of {args.runs} fresh processes each")
     names = [name for name, _, _ in STAGES] + ["whole process"]
     print(f"{'stage':46s}" + "".join(f"{'--' + q:>22s}" for q in queries))

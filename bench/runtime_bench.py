@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (OtherLoad, Stat, Table, alternate, alternate_processes, check_load, command_line,  # noqa: E402
-                      load_average, py_code, py_module, usable_cores)
+                      install_kind, load_average, py_code, py_module, usable_cores)
 
 TARGETS = {"query_text_s": 0.45, "query_image_s": 0.6, "startup_ratio": 0.10, "text_one_ms": 0.3,
            "image_query_ms": {"fp32": 15.0, "int8": 10.0}, "build_photos_s": {"fp32": 90.0, "int8": 150.0},
@@ -337,7 +337,7 @@ def main(argv=None):
     flag = "" if load0 <= args.load_limit and other <= OtherLoad.LIMIT else "  ** TAKEN UNDER LOAD: do not publish **"
     header = (f"$ {command_line()}\n"
               f"bundle {args.bundle} ({precision}, format {model.manifest['format_version']}); {args.threads} threads; "
-              f"{usable_cores()} usable cores; load average {load0:.2f} at start, {load1:.2f} at end (with this bench); other processes {other:.2f} cores{flag}")
+              f"{usable_cores()} usable cores; {install_kind()}\nload average {load0:.2f} at start, {load1:.2f} at end (with this bench); other processes {other:.2f} cores{flag}")
     table.print(header)
     if args.json:
         args.json.write_text(json.dumps({"command": command_line(), "load": [load0, load1], "other_cores": other,
