@@ -19,9 +19,6 @@ class Vocabulary:
         self.tags = tags
         self._index = {t: j for j, t in enumerate(tags)}
 
-    def __len__(self) -> int:
-        return len(self.tags)
-
     def parse(self, item) -> tuple[list, list]:
         """A string (``"sky, clouds"``) or a list of tags → (tags in the vocabulary, tags not in it)."""
         if isinstance(item, str):
