@@ -8,14 +8,15 @@ ImageNet statistics (eval mode), which keeps small batches of 7×7 maps from dis
 
 The trunk is an ``ImageBackbone`` whose "features" are the flattened maps, so the feature cache, the
 content keys and the ONNX export work on it unchanged; the exported image graph is trunk → head → Gv1.
+Where a backbone comes apart (``backbone_parts``) is defined with the backbones, and the caches are written
+by ``features``: this module only imports ``backbones``, so no import cycle runs through it.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
-from .backbones import ImageBackbone, backbone_of_run
+from .backbones import ImageBackbone, Trunk, backbone_of_run, backbone_parts
 from .errors import BackboneError
 
 
@@ -46,60 +47,17 @@ class BackboneHead(nn.Module):
         return self.finish(x).mean(dim=(2, 3))
 
 
-class _Trunk(nn.Module):
-    def __init__(self, stem: nn.Module, blocks: list[nn.Module]):
-        super().__init__()
-        self.stem, self.blocks = stem, nn.ModuleList(blocks)
-
-    def forward(self, x):
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        return x
-
-
-class _Sequence(nn.Module):
-    def __init__(self, *layers):
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-
-    def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-
-def _parts(backbone: ImageBackbone) -> tuple[nn.Module, list[nn.Module], nn.Module]:
-    """(stem, blocks, finishing layers before the global pooling) of a supported backbone."""
-    if backbone.name == "efficientnet_lite0":
-        net = backbone.body.net
-        return (_Sequence(net._conv_stem, net._bn0, net._swish), list(net._blocks),
-                _Sequence(net._conv_head, net._bn1, net._swish))
-    if backbone.name == "tiny":  # conv/act pairs; the last pair finishes, the pooling is the head's
-        layers = list(backbone.body)[:-1]
-        pairs = [_Sequence(layers[i], layers[i + 1]) for i in range(0, len(layers), 2)]
-        return _Sequence(), pairs[:-1], pairs[-1]
-    raise BackboneError(f"fine-tuning the backbone is supported for efficientnet_lite0 and tiny, "
-                        f"not {backbone.name}")
-
-
-def leading_blocks(backbone: ImageBackbone, n: int) -> nn.Module:
-    """The backbone's stem and first ``n`` blocks (their activation maps), sharing its modules."""
-    stem, blocks, _ = _parts(backbone)
-    return _Trunk(stem, blocks[:n])
-
-
 def split_backbone(backbone: ImageBackbone, depth: int, trainable: int = 0) -> tuple[ImageBackbone, BackboneHead]:
     """The trunk before the last ``depth`` blocks (as an ``ImageBackbone`` of flattened maps) and the head
     after it, whose last ``trainable`` blocks learn. Both share the backbone's modules (and weights)."""
-    stem, blocks, finish = _parts(backbone)
+    stem, blocks, finish = backbone_parts(backbone)
     if not 1 <= depth <= len(blocks):
         raise BackboneError(f"{backbone.name} has {len(blocks)} blocks: the trunk cut must leave 1 to "
                             f"{len(blocks)} of them in the head, got {depth}")
     if not 0 <= trainable <= depth:
         raise BackboneError(f"cannot train the last {trainable} blocks of a head of {depth} blocks "
                             f"(cache the trunk with --trunk-blocks {trainable} or more)")
-    trunk = _Trunk(stem, blocks[:len(blocks) - depth]).eval()
+    trunk = Trunk(stem, blocks[:len(blocks) - depth]).eval()
     with torch.no_grad():
         probe = torch.zeros(1, 3, backbone.image_size, backbone.image_size)
         map_shape = tuple(trunk(probe).shape[1:])
@@ -121,17 +79,3 @@ def build_head(config, pretrained: bool = False) -> BackboneHead:
 def export_trunk(config: dict) -> ImageBackbone:
     """The frozen trunk (pretrained) an exported fine-tuning run starts from; the run's head follows it."""
     return split_backbone(backbone_of_run(config), int(config["trunk_blocks"]))[0]
-
-
-def pool_trunk_cache(trunk_path, config: dict, out) -> None:
-    """Write the pooled-feature cache that a trunk cache implies (its maps through the pretrained head):
-    the frozen-feature first phase of a fine-tuning run trains on it without running the head every batch."""
-    from .features import load_features, write_feature_cache
-
-    cache = load_features(trunk_path)
-    head = build_head({**config, "trunk_blocks": cache.trunk_blocks, "finetune_backbone": 0}, pretrained=True)
-    with torch.no_grad():
-        pooled = torch.cat([head(torch.from_numpy(chunk)) for chunk in np.array_split(
-            cache.features, max(1, len(cache.features) // 512))]).numpy()
-    write_feature_cache(out, cache.rows, pooled, cache.sha256, cache.backbone, cache.image_size, cache.weights,
-                        pooled.shape[1])

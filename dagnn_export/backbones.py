@@ -161,8 +161,6 @@ class _PooledMaps(nn.Module):
 def _efficientnet_lite0_mid(weights, pretrained: bool) -> ImageBackbone:
     """EfficientNet-Lite0's stem and first ``MID_BLOCKS`` blocks, pooled: mid-level features (112 channels after
     stage 5, against 1280 after the head), to study DAGNN on weaker features."""
-    from .backbone_split import leading_blocks  # here: backbone_split builds on this module
-
     body = _PooledMaps(leading_blocks(_efficientnet_lite0(weights, pretrained), MID_BLOCKS)).eval()
     with torch.no_grad():
         dim = body(torch.zeros(1, 3, 32, 32)).shape[1]
@@ -181,6 +179,53 @@ def _tiny(weights) -> ImageBackbone:
     if weights is not None:
         _apply_state_dict(body, _load_state_dict(weights, "tiny"), "tiny", weights)
     return ImageBackbone("tiny", body, 64)
+
+
+class Trunk(nn.Module):
+    """A backbone's stem and leading blocks: pixels → activation maps."""
+
+    def __init__(self, stem: nn.Module, blocks: list[nn.Module]):
+        super().__init__()
+        self.stem, self.blocks = stem, nn.ModuleList(blocks)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class _Sequence(nn.Module):
+    def __init__(self, *layers):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def backbone_parts(backbone: ImageBackbone) -> tuple[nn.Module, list[nn.Module], nn.Module]:
+    """(stem, blocks, finishing layers before the global pooling) of a supported backbone, sharing its modules.
+    Here, beside the architectures it takes apart, so that truncated backbones (``efficientnet_lite0_mid``) and
+    ``backbone_split`` both build on it without importing each other."""
+    if backbone.name == "efficientnet_lite0":
+        net = backbone.body.net
+        return (_Sequence(net._conv_stem, net._bn0, net._swish), list(net._blocks),
+                _Sequence(net._conv_head, net._bn1, net._swish))
+    if backbone.name == "tiny":  # conv/act pairs; the last pair finishes, the pooling is the head's
+        layers = list(backbone.body)[:-1]
+        pairs = [_Sequence(layers[i], layers[i + 1]) for i in range(0, len(layers), 2)]
+        return _Sequence(), pairs[:-1], pairs[-1]
+    raise BackboneError(f"fine-tuning the backbone is supported for efficientnet_lite0 and tiny, "
+                        f"not {backbone.name}")
+
+
+def leading_blocks(backbone: ImageBackbone, n: int) -> nn.Module:
+    """The backbone's stem and first ``n`` blocks (their activation maps), sharing its modules."""
+    stem, blocks, _ = backbone_parts(backbone)
+    return Trunk(stem, blocks[:n])
 
 
 def build_backbone(name: str, weights: str | Path | None = None, pretrained: bool = True) -> ImageBackbone:

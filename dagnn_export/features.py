@@ -258,3 +258,20 @@ def extract_features(dataset_dir, backbone_name: str, out_path, weights=None, ba
         rate = f" at {bar.rate():.1f} img/s" if todo else ""
         log(f"{out}: {len(items)} rows, {len(todo)} computed{rate}, {len(items) - len(todo)} reused or duplicate")
     return out
+
+
+def pool_trunk_cache(trunk_path, config: dict, out) -> None:
+    """Write the pooled-feature cache that a trunk cache implies (its maps through the pretrained head):
+    the frozen-feature first phase of a fine-tuning run trains on it without running the head every batch.
+    Here, with the other cache writers, so that ``backbone_split`` (below this module) need not import it."""
+    import torch
+
+    from .backbone_split import build_head
+
+    cache = load_features(trunk_path)
+    head = build_head({**config, "trunk_blocks": cache.trunk_blocks, "finetune_backbone": 0}, pretrained=True)
+    with torch.no_grad():
+        pooled = torch.cat([head(torch.from_numpy(chunk)) for chunk in np.array_split(
+            cache.features, max(1, len(cache.features) // 512))]).numpy()
+    write_feature_cache(out, cache.rows, pooled, cache.sha256, cache.backbone, cache.image_size, cache.weights,
+                        pooled.shape[1])

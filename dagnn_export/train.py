@@ -233,7 +233,7 @@ def _resolve_features(cfg: TrainConfig, out_dir: Path, progress: bool) -> None:
 def _frozen_phase(cfg: TrainConfig, out_dir: Path, progress: bool, log) -> Path:
     """Phase 1 of a one-command fine-tuning run: the usual training on the features the pretrained head gives
     (``RUN/frozen-phase``, itself a complete run); phase 2 starts from it and trains the last blocks too."""
-    from .backbone_split import pool_trunk_cache
+    from .features import pool_trunk_cache
 
     start = out_dir / "frozen-phase"
     start.mkdir(exist_ok=True)
