@@ -42,6 +42,12 @@ def test_contracts_hold(tree):
     ("dagnn_runtime/_violation.py", "import rich.table\n", "dagnn_runtime._violation -> rich"),
     ("dagnn_export/_violation.py", "from dagnn_cli import app\n", "dagnn_export._violation -> dagnn_cli.app"),
     ("dagnn_runtime/_violation.py", "import dagnn_export.config\n", "dagnn_runtime._violation -> dagnn_export"),
+    ("dagnn_runtime/indexes/_violation.py", "from pymilvus import MilvusClient\n",
+     "dagnn_runtime.indexes._violation -> pymilvus"),
+    ("dagnn_cli/_violation.py", "import ray\n", "dagnn_cli._violation -> ray"),
+    ("dagnn_runtime/embed/_violation.py", "import pyarrow.parquet\n", "dagnn_runtime.embed._violation -> pyarrow"),
+    ("dagnn_export/_violation.py", "from prometheus_client import Counter\n",
+     "dagnn_export._violation -> prometheus_client"),
 ])
 def test_a_deliberate_violation_fails(tree, module, line, broken):
     path = tree / module

@@ -1,121 +1,103 @@
-"""Prometheus text exposition (format 0.0.4) written by hand: counters, histograms and gauges.
+"""The service's Prometheus series: request counts and latency per route, the sizes and times of the model's
+batches, requests refused, and gauges (index sizes, readiness) read when scraped.
 
-A service this small needs a handful of series, not a client library: request counts and latency per
-route, the sizes of the batches the model ran, and the index sizes, read when scraped.
+prometheus_client writes the exposition, so the format, escaping and thread safety are a maintained library's.
+Each ``Metrics`` has its own registry (tests build several apps in one process); names, help texts, labels and
+buckets are those of the hand-written exposition this replaced, so dashboards keep working.
 """
 from __future__ import annotations
 
-import bisect
-import threading
-from typing import Callable
+from typing import Callable, Iterable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import Counter as _Counter
+from prometheus_client import Histogram as _Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-INF = 'le="+Inf"'
-
-
-def _labels(names: tuple, values: tuple, extra: str = "") -> str:
-    parts = [f'{n}="{_escape(str(v))}"' for n, v in zip(names, values)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-def _num(x: float) -> str:
-    return repr(float(x)) if x != int(x) else str(int(x))
 
 
 class Counter:
-    def __init__(self, name: str, help: str, labels: tuple = ()):
-        self.name, self.help, self.label_names = name, help, labels
-        self._values: dict = {}
-        self._lock = threading.Lock()
+    """A counter whose label values are positional: ``inc(route, method, status)``."""
+
+    def __init__(self, name: str, help: str, labels: tuple, registry: CollectorRegistry):
+        # prometheus_client exposes a counter as ``<name>_total``: give it the name without the suffix
+        self._metric = _Counter(name.removesuffix("_total"), help, labels, registry=registry)
+        self._labelled = bool(labels)
 
     def inc(self, *labels, by: float = 1.0) -> None:
-        with self._lock:
-            self._values[labels] = self._values.get(labels, 0.0) + by
-
-    def render(self) -> list:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [f"{self.name}{_labels(self.label_names, k)} {_num(v)}" for k, v in items]
+        (self._metric.labels(*labels) if self._labelled else self._metric).inc(by)
 
 
 class Histogram:
-    def __init__(self, name: str, help: str, buckets: tuple, labels: tuple = ()):
-        self.name, self.help, self.label_names, self.buckets = name, help, labels, tuple(buckets)
-        self._series: dict = {}  # labels -> [bucket counts..., sum, count]
-        self._lock = threading.Lock()
+    """A histogram whose label values follow the observed value: ``observe(seconds, route)``."""
+
+    def __init__(self, name: str, help: str, buckets: tuple, labels: tuple, registry: CollectorRegistry):
+        self._metric = _Histogram(name, help, labels, buckets=buckets, registry=registry)
+        self._labelled = bool(labels)
 
     def observe(self, value: float, *labels) -> None:
-        i = bisect.bisect_left(self.buckets, value)
-        with self._lock:
-            s = self._series.setdefault(labels, [0] * len(self.buckets) + [0.0, 0])
-            if i < len(self.buckets):
-                s[i] += 1
-            s[-2] += value
-            s[-1] += 1
-
-    def render(self) -> list:
-        with self._lock:
-            items = sorted((k, list(v)) for k, v in self._series.items())
-        lines = []
-        for key, s in items:
-            running = 0
-            for bound, n in zip(self.buckets, s):
-                running += n
-                le = 'le="%s"' % _num(bound)
-                lines.append(f"{self.name}_bucket{_labels(self.label_names, key, le)} {running}")
-            lines.append(f"{self.name}_bucket{_labels(self.label_names, key, INF)} {s[-1]}")
-            lines.append(f"{self.name}_sum{_labels(self.label_names, key)} {_num(s[-2])}")
-            lines.append(f"{self.name}_count{_labels(self.label_names, key)} {s[-1]}")
-        return lines
+        (self._metric.labels(*labels) if self._labelled else self._metric).observe(value)
 
 
-class Gauge:
+class Gauge(Collector):
     """Read when scraped: ``read()`` returns ``{label values tuple: value}``."""
 
     def __init__(self, name: str, help: str, read: Callable[[], dict], labels: tuple = ()):
-        self.name, self.help, self.label_names, self._read = name, help, labels, read
+        self.name, self.help, self.label_names, self._read = name, help, tuple(labels), read
 
-    def render(self) -> list:
-        return [f"{self.name}{_labels(self.label_names, k)} {_num(v)}" for k, v in sorted(self._read().items())]
+    def describe(self) -> Iterable[GaugeMetricFamily]:  # the name, for the registry's duplicate check
+        return [GaugeMetricFamily(self.name, self.help, labels=self.label_names)]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, self.help, labels=self.label_names)
+        for key, value in sorted(self._read().items()):
+            family.add_metric([str(v) for v in key], value)
+        yield family
+
+
+class _WithoutCreated:
+    """The registry less the ``*_created`` series prometheus_client adds to counters and histograms: the
+    hand-written exposition had none, and ``disable_created_metrics()`` would change every registry in the
+    process, not just this one."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self._registry = registry
+
+    def collect(self):
+        for family in self._registry.collect():
+            if family.type in ("counter", "histogram"):
+                family.samples = [s for s in family.samples if s.name != family.name + "_created"]
+            yield family
 
 
 class Metrics:
     """The service's series; ``render()`` is the body of ``GET /metrics``."""
 
-    CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+    CONTENT_TYPE = CONTENT_TYPE_LATEST
 
     def __init__(self):
+        self.registry = CollectorRegistry()
         self.requests = Counter("dagnn_http_requests_total", "HTTP requests answered, by route, method and status.",
-                                ("route", "method", "status"))
-        self.latency = Histogram("dagnn_http_request_duration_seconds", "Time to answer a request, by route.",
-                                 LATENCY_BUCKETS, ("route",))
-        self.batch_size = Histogram("dagnn_batch_size", "Images per model call of the dynamic batcher.", BATCH_BUCKETS)
-        self.batch_seconds = Histogram("dagnn_batch_duration_seconds", "Time of one batched model call.",
-                                       LATENCY_BUCKETS)
+                                ("route", "method", "status"), self.registry)
         self.rejected = Counter("dagnn_http_rejected_total", "Requests refused before running, by reason.",
-                                ("reason",))
-        self._gauges: list = []
+                                ("reason",), self.registry)
+        self.latency = Histogram("dagnn_http_request_duration_seconds", "Time to answer a request, by route.",
+                                 LATENCY_BUCKETS, ("route",), self.registry)
+        self.batch_size = Histogram("dagnn_batch_size", "Images per model call of the dynamic batcher.",
+                                    BATCH_BUCKETS, (), self.registry)
+        self.batch_seconds = Histogram("dagnn_batch_duration_seconds", "Time of one batched model call.",
+                                       LATENCY_BUCKETS, (), self.registry)
+        self._exposed = _WithoutCreated(self.registry)
 
     def gauge(self, name: str, help: str, read: Callable[[], dict], labels: tuple = ()) -> None:
-        self._gauges.append(Gauge(name, help, read, labels))
+        self.registry.register(Gauge(name, help, read, labels))
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.batch_seconds.observe(seconds)
 
     def render(self) -> str:
-        out = []
-        for kind, metric in ([("counter", self.requests), ("counter", self.rejected), ("histogram", self.latency),
-                              ("histogram", self.batch_size), ("histogram", self.batch_seconds)]
-                             + [("gauge", g) for g in self._gauges]):
-            out.append(f"# HELP {metric.name} {metric.help}")
-            out.append(f"# TYPE {metric.name} {kind}")
-            out.extend(metric.render())
-        return "\n".join(out) + "\n"
+        return generate_latest(self._exposed).decode("utf-8")
