@@ -11,27 +11,16 @@ from dagnn_runtime.errors import InputError, shorten
 
 from . import render
 from .app import index_app
-from .options import bundle_opt, expect_digest_opt, force_threads_opt, load_model, threads_opt
+from .options import (bundle_opt, expect_digest_opt, force_threads_opt, index_opt, open_index_set, load_model,
+                      threads_opt, token_opt)
 
 _data_opt = typer.Option(None, "--data", help="Data set folder: indexes its photos (INDEX/image) and tag texts (INDEX/text).")
 _images_opt = typer.Option(None, "--images", help="Image folder (searched recursively) or file; repeatable.")
 _texts_opt = typer.Option(None, "--texts", help="Text file: one text per line, optionally 'ID<TAB>tags'.")
-backend_opt = typer.Option(None, "--backend", help="hnsw (a folder) | milvus (--uri); default: from the location.")
-uri_opt = typer.Option(None, "--uri", help="Milvus: a *.db Milvus Lite path or http(s)://host:19530 (instead of a folder).")
-token_opt = typer.Option(None, "--token", envvar="DAGNN_MILVUS_TOKEN", help="Milvus server token.")
 _batch_size_opt = typer.Option(32, "--batch-size", min=1)
 _save_every_opt = typer.Option(2000, "--save-every", min=1, help="Checkpoint after this many additions.")
 _quiet_opt = typer.Option(False, "--quiet", help="No progress bar.")
 _json_opt = typer.Option(False, "--json", help="Print the summary as JSON.")
-
-
-def _where(folder, uri, backend):
-    """The index location: a folder (hnsw) or a Milvus URI; and whether it is Milvus."""
-    if (folder is None) == (uri is None):
-        raise InputError("give an index folder (--out/--index) or a Milvus --uri, not both or neither")
-    if backend not in (None, "hnsw", "milvus") or (backend and (backend == "milvus") != (uri is not None)):
-        raise InputError("--backend milvus goes with --uri, --backend hnsw with an index folder")
-    return (uri, True) if uri is not None else (folder, False)
 
 
 def _sources(data, images, texts, modality) -> list:
@@ -50,23 +39,22 @@ def _sources(data, images, texts, modality) -> list:
     return [src]
 
 
-def _run_ingest(bundle, out, data, images, texts, modality, batch_size, loading: dict, save_every, quiet,
-                as_json, create, index_options, milvus=False):
+def _run_ingest(bundle, index_set, data, images, texts, modality, batch_size, loading: dict, save_every, quiet,
+                as_json, create, index_options):
     """``loading``: threads, force_threads, expect_digest for ``load_model``."""
     import dagnn_runtime as dr
 
     model = load_model(bundle, **loading)
     reports = []
     for src in _sources(data, images, texts, modality):
-        # --data lays out INDEX/image and INDEX/text; single sources go to INDEX itself unless it is such a parent
-        folder = out if milvus else dr.locate_index(out, src.modality) or (out / src.modality if data else out)
-        if not create and dr.locate_index(folder, src.modality if milvus else None) is None:
-            raise InputError(f"no index at {folder}: create it with `dagnn index build`")
-        index = dr.open_index(folder, model=model, modality=src.modality, create=create,
-                              capacity=max(len(src.ids), 16), **index_options)
+        if not create and index_set.find(src.modality) is None:
+            raise InputError(f"no {src.modality} index at {index_set.location}: create it with `dagnn index build`")
+        # --data lays out INDEX/image and INDEX/text; a single source goes to INDEX itself unless it is such a parent
+        index = index_set.open(src.modality, model=model, create=create, nested=bool(data),
+                               capacity=max(len(src.ids), 16), **index_options)
         render.conversions([index])
         try:
-            with render.progress(f"{src.modality} → {folder}", len(src.ids), quiet) as on_progress:
+            with render.progress(f"{src.modality} → {index.location}", len(src.ids), quiet) as on_progress:
                 reports.append(dr.ingest(model, src, index, batch_size=batch_size, save_every=save_every,
                                          on_progress=on_progress))
         finally:  # closing writes the graph checkpoint that spares the next process a replay
@@ -77,7 +65,7 @@ def _run_ingest(bundle, out, data, images, texts, modality, batch_size, loading:
 @index_app.command("build")
 def index_build(
     bundle: Path = bundle_opt,
-    out: Optional[Path] = typer.Option(None, "--out", help="Index folder to create (or resume)."),
+    index: str = index_opt(aliases=("--out",)),
     data: Optional[Path] = _data_opt,
     images: Optional[List[Path]] = _images_opt,
     texts: Optional[Path] = _texts_opt,
@@ -94,36 +82,37 @@ def index_build(
     as_json: bool = _json_opt,
     from_embeddings: Optional[Path] = typer.Option(None, "--from-embeddings",
                                                    help="Load `dagnn embed` shards instead of encoding."),
-    backend: Optional[str] = backend_opt, uri: Optional[str] = uri_opt, token: Optional[str] = token_opt,
+    token: Optional[str] = token_opt,
 ):
-    """Encode items with a bundle and index them. Re-running skips ids already in the index."""
-    where, milvus = _where(out, uri, backend)
-    options = {"M": m, "ef_construction": ef_construction, "ef": ef, **({"token": token} if milvus else {})}
+    """Encode items with a bundle and index them (in a new index or one being resumed). Re-running skips ids
+    already in the index."""
+    index_set = open_index_set(index, token)
+    options = {"M": m, "ef_construction": ef_construction, "ef": ef}
     loading = {"threads": threads, "force_threads": force_threads, "expect_digest": expect_digest}
     if from_embeddings is not None:
-        return _load_embeddings(bundle, where, from_embeddings, [data, images, texts], options, as_json, milvus,
+        return _load_embeddings(bundle, index_set, from_embeddings, [data, images, texts], options, as_json,
                                 expect_digest)
-    _run_ingest(bundle, where, data, images, texts, modality, batch_size, loading, save_every, quiet, as_json,
-                create=True, index_options=options, milvus=milvus)
+    _run_ingest(bundle, index_set, data, images, texts, modality, batch_size, loading, save_every, quiet, as_json,
+                create=True, index_options=options)
 
 
-def _load_embeddings(bundle, where, folder, sources, options, as_json, milvus, expect_digest):
-    import dagnn_runtime as dr
+def _load_embeddings(bundle, index_set, folder, sources, options, as_json, expect_digest):
     from dagnn_runtime.embed import load_into
 
     if any(sources):
         raise InputError("--from-embeddings replaces --data/--images/--texts: give only one of them")
     model = load_model(bundle, expect_digest=expect_digest)
-    target = where if milvus else dr.locate_index(where, "image") or where
-    index = dr.open_index(target, model=model, modality="image", create=True, **options)
-    render.ingest_reports([load_into(index, folder)], as_json)
-    index.close()
+    index = index_set.open("image", model=model, create=True, **options)
+    try:
+        render.ingest_reports([load_into(index, folder)], as_json)
+    finally:
+        index.close()
 
 
 @index_app.command("add")
 def index_add(
     bundle: Path = bundle_opt,
-    index: Optional[Path] = typer.Option(None, "--index", help="Existing index folder (or a --data parent)."),
+    index: str = index_opt(),
     data: Optional[Path] = _data_opt,
     images: Optional[List[Path]] = _images_opt,
     texts: Optional[Path] = _texts_opt,
@@ -135,67 +124,57 @@ def index_add(
     save_every: int = _save_every_opt,
     quiet: bool = _quiet_opt,
     as_json: bool = _json_opt,
-    backend: Optional[str] = backend_opt, uri: Optional[str] = uri_opt, token: Optional[str] = token_opt,
+    token: Optional[str] = token_opt,
 ):
     """Add items to an existing index (ids already present are skipped)."""
-    where, milvus = _where(index, uri, backend)
     loading = {"threads": threads, "force_threads": force_threads, "expect_digest": expect_digest}
-    _run_ingest(bundle, where, data, images, texts, modality, batch_size, loading, save_every, quiet, as_json,
-                create=False, index_options={"token": token} if milvus else {}, milvus=milvus)
+    _run_ingest(bundle, open_index_set(index, token), data, images, texts, modality, batch_size, loading, save_every,
+                quiet, as_json, create=False, index_options={})
 
 
-def _all_indexes(path, milvus: bool = False) -> list:
-    """(location, modality): ``path`` when it is an index, else its image/ and text/ indexes (Milvus: the
-    collections of each modality at the URI)."""
-    from dagnn_runtime import locate_index
+def _open_all(index_set) -> list:
+    """Every index at the location, each once."""
+    from dagnn_runtime.engine import distinct_indexes
 
-    if milvus:
-        found = [(path, m) for m in MODALITIES if locate_index(path, m)]
-        if not found:
-            raise InputError(f"no dagnn collections at {path}")
-        return found
-    single = locate_index(path)
-    found = [single] if single else [path / m for m in MODALITIES if locate_index(path, m)]
-    if not found:
-        raise InputError(f"no index at {path} (expected index.db there or in {path}/image, {path}/text)")
-    return [(folder, None) for folder in found]
+    return distinct_indexes(index_set.open_all())
 
 
 @index_app.command("remove")
 def index_remove(
-    index: Optional[Path] = typer.Option(None, "--index", help="Index folder (or a --data parent: removes from both)."),
-    ids: List[str] = typer.Argument(..., help="Ids to remove."),
-    backend: Optional[str] = backend_opt, uri: Optional[str] = uri_opt, token: Optional[str] = token_opt,
+    index: str = index_opt(),
+    ids: List[str] = typer.Argument(..., help="Ids to remove (from every index at --index that holds them)."),
+    token: Optional[str] = token_opt,
 ):
     """Remove items by id; they are never returned by queries again."""
-    from dagnn_runtime import open_index
-
-    where, milvus = _where(index, uri, backend)
-    extra = {"token": token} if milvus else {}
-    opened = {f"{loc} ({m})" if m else loc: open_index(loc, modality=m, **extra) for loc, m in _all_indexes(where, milvus)}
-    render.conversions(opened.values())
-    unknown = [i for i in ids if not any(i in ix for ix in opened.values())]
-    if unknown:
-        raise InputError(f"id {shorten(unknown[0])} is not in {where} ({len(unknown)} unknown ids); nothing removed")
-    for folder, ix in opened.items():
-        mine = [i for i in dict.fromkeys(ids) if i in ix]
-        if mine:
-            ix.remove(mine)
-            ix.save()
-            typer.echo(f"{folder}: removed {len(mine)}, {len(ix)} items left")
+    opened = _open_all(open_index_set(index, token))
+    try:
+        render.conversions(opened)
+        unknown = [i for i in ids if not any(i in ix for ix in opened)]
+        if unknown:
+            raise InputError(f"id {shorten(unknown[0])} is not in {index} ({len(unknown)} unknown ids); "
+                             "nothing removed")
+        for ix in opened:
+            mine = [i for i in dict.fromkeys(ids) if i in ix]
+            if mine:
+                ix.remove(mine)
+                ix.save()
+                typer.echo(f"{ix.location}: removed {len(mine)}, {len(ix)} items left")
+    finally:
+        for ix in opened:
+            ix.close()
 
 
 @index_app.command("info")
 def index_info(
-    index: Optional[Path] = typer.Option(None, "--index", help="Index folder (or a --data parent)."),
+    index: str = index_opt(),
     as_json: bool = _json_opt,
-    backend: Optional[str] = backend_opt, uri: Optional[str] = uri_opt, token: Optional[str] = token_opt,
+    token: Optional[str] = token_opt,
 ):
     """Size, dimension, modality, embedding space and HNSW parameters of an index."""
-    from dagnn_runtime import open_index
-
-    where, milvus = _where(index, uri, backend)
-    extra = {"token": token} if milvus else {}
-    opened = [open_index(loc, modality=m, **extra) for loc, m in _all_indexes(where, milvus)]
-    render.conversions(opened)
-    render.index_infos([dict(path=str(ix.location), **ix.info()) for ix in opened], as_json)
+    opened = _open_all(open_index_set(index, token))
+    try:
+        render.conversions(opened)
+        render.index_infos([dict(path=str(ix.location), **ix.info()) for ix in opened], as_json)
+    finally:
+        for ix in opened:
+            ix.close()

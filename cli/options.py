@@ -11,6 +11,22 @@ force_threads_opt = typer.Option(False, "--force-threads",
 expect_digest_opt = typer.Option(None, "--expect-digest", metavar="SHA256",
                                  help="Refuse the bundle unless its bundle digest (`dagnn info`) is this one.")
 
+INDEX_HELP = ("An index folder, a parent holding image/ and text/, a Milvus Lite *.db path or a Milvus "
+              "http(s):// URI.")
+token_opt = typer.Option(None, "--token", envvar="DAGNN_MILVUS_TOKEN", help="Milvus server token.")
+
+
+def index_opt(aliases: tuple = ()):
+    """``--index``, the one way every command names where the indexes are."""
+    return typer.Option(..., "--index", *aliases, help=INDEX_HELP)
+
+
+def open_index_set(location, token=None):
+    """The ``IndexSet`` at ``--index``, resolved once for the whole command."""
+    from dagnn_runtime.indexes import IndexSet
+
+    return IndexSet(location, token=token)
+
 
 def checked_threads(threads, force_threads: bool = False):
     """``--threads`` as the runtime will take it; a refusal names the CLI's options, not the library's."""

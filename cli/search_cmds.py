@@ -11,14 +11,14 @@ from dagnn_runtime.errors import InputError, shorten
 
 from . import render
 from .app import app
-from .options import bundle_opt, checked_threads, expect_digest_opt, force_threads_opt, threads_opt
+from .options import (bundle_opt, checked_threads, expect_digest_opt, force_threads_opt, index_opt, open_index_set,
+                      threads_opt, token_opt)
 
 
 @app.command()
 def query(
     bundle: Path = bundle_opt,
-    index: str = typer.Option(..., "--index", help="Index folder, a parent holding image/ and text/, or a "
-                                                  "Milvus *.db path or http(s):// URI."),
+    index: str = index_opt(),
     image: Optional[Path] = typer.Option(None, "--image", help="Query with this image."),
     text: Optional[str] = typer.Option(None, "--text", help="Query with these tags, e.g. 'sky, clouds'."),
     k: int = typer.Option(10, "--k", min=1, help="Number of results."),
@@ -30,23 +30,19 @@ def query(
     force_threads: bool = force_threads_opt,
     expect_digest: Optional[str] = expect_digest_opt,
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    token: Optional[str] = token_opt,
 ):
     """Retrieve the items most similar to an image or a text (Image2Text / Text2Image by default)."""
-    from dagnn_runtime import Searcher, locate_index
+    from dagnn_runtime import Searcher
 
     if (image is None) == (text is None):
         raise InputError("give exactly one of --image FILE or --text 'tags'")
     if target is not None and target not in MODALITIES:
         raise InputError(f"--target must be image or text, not {shorten(target)}")
     checked_threads(threads, force_threads)
-    if locate_index(index) is None:  # a parent holding image/ and text/: the other modality unless told
-        target = target or ("text" if image is not None else "image")
-        if locate_index(index, target) is None:
-            raise InputError(f"no {target} index at {index} (expected {index}/index.db or "
-                             f"{index}/{target}/index.db)")
-        index = locate_index(index, target)  # open only the index this query searches
-    searcher = Searcher.open(bundle, index, threads=threads, force_threads=force_threads,
-                             expect_digest=expect_digest, ready_for="image" if image is not None else "text")
+    searcher = Searcher.open(bundle, open_index_set(index, token), threads=threads, force_threads=force_threads,
+                             expect_digest=expect_digest, ready_for="image" if image is not None else "text",
+                             target=target)
     render.conversions(searcher.indexes.values())
     try:
         result = searcher.search(image=image, text=text, target=target, k=k, ef=ef, exact=exact)

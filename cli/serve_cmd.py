@@ -11,6 +11,7 @@ import typer
 from dagnn_runtime.errors import InputError
 
 from .app import app
+from .options import index_opt, open_index_set, token_opt
 
 
 def is_loopback(host: str) -> bool:
@@ -25,7 +26,7 @@ def is_loopback(host: str) -> bool:
 @app.command()
 def serve(
     bundle: Path = typer.Option(..., "--bundle", help="Bundle folder or .dagnn archive."),
-    index: Path = typer.Option(..., "--index", help="Index location, or a folder holding image/ and text/."),
+    index: str = index_opt(),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; other than loopback needs --api-key."),
     port: int = typer.Option(8080, "--port", min=0, max=65535),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="DAGNN_API_KEY", show_envvar=True,
@@ -44,6 +45,7 @@ def serve(
                                     "this often (0: never)."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
     log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error."),
+    token: Optional[str] = token_opt,
 ):
     """Serve search, tagging and index updates over HTTP (API v1 at /v1, docs at /docs, page at /)."""
     try:
@@ -54,14 +56,15 @@ def serve(
         raise InputError(f"`dagnn serve` needs the [serve] extra (pip install 'dagnn[serve]'): {exc}") from exc
     if not is_loopback(host) and not api_key:
         raise InputError(f"--host {host} is reachable from other machines: give --api-key (or DAGNN_API_KEY)")
-    for path, what in ((bundle, "--bundle"), (index, "--index")):
-        if not path.exists():
-            raise InputError(f"{what} {path} does not exist")
+    if not bundle.exists():
+        raise InputError(f"--bundle {bundle} does not exist")
+    indexes = open_index_set(index, token)
+    indexes.require()
     if log_level not in ("debug", "info", "warning", "error"):
         raise InputError(f"--log-level must be debug, info, warning or error, not {log_level!r}")
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     limits = Limits(max_upload_bytes=max_upload_mb * 1024 * 1024, max_in_flight=max_in_flight)
-    asgi = create_app(bundle, index, uploads=uploads, api_key=api_key, limits=limits, max_batch=max_batch,
+    asgi = create_app(bundle, indexes, uploads=uploads, api_key=api_key, limits=limits, max_batch=max_batch,
                       max_wait_ms=max_wait_ms, model_workers=model_workers, threads=threads, refresh_s=refresh_s)
     config = uvicorn.Config(asgi, host=host, port=port, log_level=log_level, access_log=access_log,
                             timeout_graceful_shutdown=10, server_header=False,

@@ -1,4 +1,6 @@
-"""The search engine the CLI, a server and apps share: a loaded bundle plus its indexes, one per modality.
+"""The one query pipeline the CLI, the server and apps share: a loaded bundle, its indexes (one per
+modality, from an ``IndexSet``) and an encoder. Search, tagging and the records of new items are computed
+here and nowhere else; callers only choose the encoder (the server's batches concurrent requests).
 
 It never prints and never exits: every problem is a ``DagnnError`` whose message names the input.
 """
@@ -8,10 +10,13 @@ import os
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from .constants import MODALITIES
 from .errors import BundleError, InputError, shorten
-from .indexes import Hit, VectorIndex, locate_index, open_index
-from .metrics import thresholds_to_json
+from .indexes import Hit, IndexSet, VectorIndex
+from .items import item_records
+from .metrics import above_thresholds, thresholds_to_json
 
 
 @dataclass
@@ -30,13 +35,15 @@ class LabelScore:
     label: str
     score: float
     threshold: float | None  # None for an infinite threshold (a label the bundle never predicts)
+    passes: bool = False     # score >= threshold
 
 
 @dataclass
 class TagResult:
     item: str
-    labels: list           # [LabelScore] passing their thresholds, best first
+    labels: list           # [LabelScore] passing their thresholds, best first (at most ``top``)
     best: LabelScore       # the highest-scoring label, passing or not
+    scores: list           # [LabelScore] of every label, best first
 
 
 def _other(modality: str) -> str:
@@ -57,28 +64,13 @@ def distinct_indexes(indexes: dict) -> list:
     return list({id(ix): ix for ix in indexes.values()}.values())
 
 
-def _open_indexes(index) -> dict:
-    """Modality -> opened index, for ``Searcher.open``'s ``index``."""
-    if index is None:
-        return {}
-    single = locate_index(index)
-    if single is not None:
-        ix = open_index(single)
-        # an index that does not record its modality answers for both
-        return {m: ix for m in ([ix.modality] if ix.modality else MODALITIES)}
-    indexes = {}
-    try:
-        for m in MODALITIES:
-            if locate_index(index, m):
-                indexes[m] = open_index(index, modality=m)
-    except BaseException:
-        for ix in indexes.values():
-            ix.close()
-        raise
-    if not indexes:
-        raise InputError(f"no index at {shorten(str(index), path=True)} (expected index.db there or in its "
-                         "image/ or text/)")
-    return indexes
+def _searched(index_set: IndexSet, source: str | None, target: str | None):
+    """The modalities to open for queries of ``source`` (None: all): the target, else the other modality
+    when the set has it, else whatever is there."""
+    if source is None:
+        return None
+    wanted = target or _other(source)
+    return [wanted] if index_set.is_single() or index_set.find(wanted) is not None else None
 
 
 def _shown_image(image) -> str:
@@ -90,29 +82,57 @@ def _shown_image(image) -> str:
     return f"<image {size[0]}x{size[1]}>" if isinstance(size, tuple) and len(size) == 2 else "<image>"
 
 
+class ModelEncoder:
+    """Encodes in the calling thread with the model itself: what scripts, the CLI and one-off queries want.
+    A server passes its own encoder (``server.batching.BatchingEncoder``) that batches concurrent requests."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def images(self, items) -> np.ndarray:
+        return self.model.encode_images(items)
+
+    def texts(self, items) -> np.ndarray:
+        return self.model.encode_texts(items)
+
+
 class Searcher:
     """Cross-modal search and tagging with one bundle. Safe to share between threads for searching."""
 
-    def __init__(self, model, indexes: dict):
-        """``indexes``: modality -> VectorIndex of ``model``'s embedding space (checked here)."""
-        for modality, index in indexes.items():
-            if modality not in MODALITIES:
-                raise InputError(f"indexes are keyed by modality ({', '.join(MODALITIES)}), not {shorten(modality)}")
-            if index.modality not in (None, modality):
-                raise InputError(f"index {index.location} holds {index.modality} items, not {modality} items")
-            index.check_space(model, what=f"bundle {model.source}")
+    def __init__(self, model, indexes=None, encoder=None):
+        """``indexes``: an ``IndexSet`` or a location (every index there is opened), or a mapping modality ->
+        open ``VectorIndex``; each must hold ``model``'s embedding space (checked here). ``encoder``: how
+        images and texts become vectors (default: ``ModelEncoder(model)``)."""
+        if indexes is None:
+            indexes = {}
+        elif not isinstance(indexes, dict):
+            indexes = (indexes if isinstance(indexes, IndexSet) else IndexSet(indexes)).open_all()
+        try:
+            for modality, index in indexes.items():
+                if modality not in MODALITIES:
+                    raise InputError(f"indexes are keyed by modality ({', '.join(MODALITIES)}), not "
+                                     f"{shorten(modality)}")
+                if index.modality not in (None, modality):
+                    raise InputError(f"index {index.location} holds {index.modality} items, not {modality} items")
+                index.check_space(model, what=f"bundle {model.source}")
+        except BaseException:
+            for index in distinct_indexes(indexes):
+                index.close()
+            raise
         self.model = model
         self.indexes: dict[str, VectorIndex] = dict(indexes)
+        self.encoder = encoder or ModelEncoder(model)
 
     @classmethod
     def open(cls, bundle, index=None, *, threads: int | None = None, providers="auto",
              expect_digest: str | None = None, force_threads: bool = False,
-             ready_for: str | None = None) -> "Searcher":
-        """``bundle``: a folder, a ``.dagnn`` archive or a loaded ``Model``. ``index``: one index location,
-        or a parent holding ``image/`` and ``text/`` (either may be missing); None for tagging only.
-        ``expect_digest``: the ``bundle_digest`` the bundle must have (checked for a loaded ``Model`` too);
-        ``threads``/``force_threads``: as in ``load``. ``ready_for``: "image" or "text", the modality of the
-        queries to come, whose encoder is then built now rather than at the first query.
+             ready_for: str | None = None, target: str | None = None, encoder=None) -> "Searcher":
+        """``bundle``: a folder, a ``.dagnn`` archive or a loaded ``Model``. ``index``: an ``IndexSet`` or a
+        location (one index, a parent holding ``image/`` and ``text/``, a Milvus URI); None for tagging
+        only. ``expect_digest``: the ``bundle_digest`` the bundle must have (checked for a loaded ``Model``
+        too); ``threads``/``force_threads``: as in ``load``. ``ready_for``: "image" or "text", the modality of
+        the queries to come: its encoder is built now rather than at the first query, and only the index
+        those queries search (``target``, else the default) is opened.
 
         The indexes open in a second thread while the bundle loads and the encoder builds: the two slow steps
         of a one-off query, mostly outside the GIL, so a text query's overlap on two cores (performance.md)."""
@@ -125,10 +145,16 @@ class Searcher:
             _check_digest(bundle, expect_digest)
         else:  # refuse these before opening indexes
             check_threads(threads, force_threads)
-        if ready_for is not None and ready_for not in MODALITIES:
-            raise InputError(f"ready_for must be image or text, not {shorten(ready_for)}")
+        for name, value in (("ready_for", ready_for), ("target", target)):
+            if value is not None and value not in MODALITIES:
+                raise InputError(f"{name} must be image or text, not {shorten(value)}")
+        index_set = None if index is None else index if isinstance(index, IndexSet) else IndexSet(index)
+
+        def open_indexes() -> dict:
+            return {} if index_set is None else index_set.open_all(_searched(index_set, ready_for, target))
+
         with ThreadPoolExecutor(1, thread_name_prefix="dagnn-open-indexes") as pool:
-            opening = pool.submit(_open_indexes, index)
+            opening = pool.submit(open_indexes)
             try:
                 model = bundle if isinstance(bundle, Model) else load(
                     bundle, providers=providers, threads=threads, expect_digest=expect_digest,
@@ -136,12 +162,21 @@ class Searcher:
                 if ready_for is not None:
                     model.prepare(ready_for)
                 indexes = opening.result()
-                return cls(model, indexes)
             except BaseException:
                 indexes = opening.result()  # an index's error is the one raised, as when it opened first
                 for ix in distinct_indexes(indexes):
                     ix.close()
                 raise
+        return cls(model, indexes, encoder)
+
+    def index(self, modality: str) -> VectorIndex:
+        """The open index holding ``modality``'s items (to add to it, or to read an item)."""
+        if modality not in MODALITIES:
+            raise InputError(f"modality must be image or text, not {shorten(modality)}")
+        index = self.indexes.get(modality)
+        if index is None or index.modality not in (None, modality):
+            raise InputError(f"no {modality} index here (this searcher holds: {', '.join(self.indexes) or 'none'})")
+        return index
 
     def _index_for(self, source: str, target: str | None):
         held = distinct_indexes(self.indexes)
@@ -169,10 +204,10 @@ class Searcher:
         start = time.perf_counter()
         ignored = []
         if image is not None:
-            vector, shown = self.model.encode_images([image]), _shown_image(image)
+            vector, shown = self.encoder.images([image]), _shown_image(image)
         else:
             known, unknown = self.model.parse_text(text)
-            vector = self.model.encode_texts([text])  # refuses a text without a known tag, naming close ones
+            vector = self.encoder.texts([text])  # refuses a text without a known tag, naming close ones
             shown, ignored = ", ".join(known), unknown
         hits = index.search(vector, k=k, labels=labels, ef=ef, exact=exact)[0]
         took = (time.perf_counter() - start) * 1e3
@@ -180,20 +215,28 @@ class Searcher:
 
     def tag(self, images, top: int | None = None) -> list:
         """Per image, the labels whose score passes the bundle's calibrated threshold, best first (at most
-        ``top``), and the best label even when none passes."""
+        ``top``), the best label even when none passes, and every label's score."""
         from .decode import image_list
 
         items = image_list(images)
-        scores = self.model.score_labels(self.model.encode_images(items))
-        passing = self.model.labels_above_threshold(scores, top=top)
+        all_scores = self.model.score_labels(self.encoder.images(items))
         thresholds = thresholds_to_json(self.model.thresholds)
-        where = dict(zip(self.model.labels, thresholds))
         results = []
-        for item, row, chosen in zip(items, scores, passing):
-            j = int(row.argmax())
-            best = LabelScore(self.model.labels[j], float(row[j]), thresholds[j])
-            results.append(TagResult(_shown_image(item), [LabelScore(l, s, where[l]) for l, s in chosen], best))
+        for item, row in zip(items, all_scores):
+            passing = set(above_thresholds(row, self.model.thresholds).tolist())
+            ranked = [LabelScore(self.model.labels[j], float(row[j]), thresholds[j], j in passing)
+                      for j in np.argsort(-row, kind="stable")]
+            chosen = [s for s in ranked if s.passes][: None if top is None else max(0, int(top))]
+            results.append(TagResult(_shown_image(item), chosen, ranked[0], ranked))
         return results
+
+    def new_items(self, modality: str, items, metadata) -> tuple:
+        """(vectors, records) of items to add to the ``modality`` index: the vectors from the encoder, the
+        records as every write path stores them (``items.item_records``)."""
+        if modality not in MODALITIES:
+            raise InputError(f"modality must be image or text, not {shorten(modality)}")
+        vectors = self.encoder.images(items) if modality == "image" else self.encoder.texts(items)
+        return vectors, item_records(self.model, modality, items, vectors, metadata)
 
     def close(self) -> None:
         for index in distinct_indexes(self.indexes):
@@ -201,4 +244,4 @@ class Searcher:
         self.indexes = {}
 
 
-__all__ = ["Searcher", "SearchResult", "LabelScore", "TagResult", "Hit"]
+__all__ = ["Searcher", "ModelEncoder", "SearchResult", "LabelScore", "TagResult", "Hit"]

@@ -13,6 +13,7 @@ from typing import Callable
 
 from .constants import IMAGE_SUFFIXES, MODALITIES
 from .errors import InputError, positive_int, shorten
+from .items import item_records
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,9 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
         for line in problems:
             log.debug("skipped %s", line)
         if ok:
-            index.add(emb, [source.ids[p] for p in ok], [source.meta[p] for p in ok])
+            records = item_records(model, source.modality, [source.items[p] for p in ok], emb,
+                                   [source.meta[p] for p in ok])
+            index.add(emb, [source.ids[p] for p in ok], records)
             added, unsaved = added + len(ok), unsaved + len(ok)
         if unsaved >= save_every:
             index.save()

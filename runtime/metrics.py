@@ -144,3 +144,12 @@ def thresholds_to_json(thresholds) -> list:
 def thresholds_from_json(values) -> np.ndarray:
     """The inverse of ``thresholds_to_json``: null becomes +inf."""
     return np.array([np.inf if x is None else x for x in values], dtype=np.float64)
+
+
+def above_thresholds(row, thresholds, top: int | None = None) -> np.ndarray:
+    """The positions of the labels whose score reaches its calibrated threshold, highest score first, at most
+    ``top``: the one rule behind tagging, an item's ``predicted_labels`` and the label filter."""
+    row = np.asarray(row)
+    keep = np.flatnonzero(row >= np.asarray(thresholds))
+    keep = keep[np.argsort(-row[keep], kind="stable")]
+    return keep if top is None else keep[: max(0, int(top))]

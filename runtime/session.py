@@ -19,7 +19,7 @@ from .decode import image_list, iter_pixels
 from .errors import BundleError, ImageInputError, InputError, positive_int, shorten
 from .execution import check_threads, resolve_providers, usable_cores
 from .graph_session import check_signature, graph_session
-from .metrics import l2_normalize
+from .metrics import above_thresholds, l2_normalize
 from .text_ids import tag_id_batches
 from .texts import Vocabulary
 
@@ -204,9 +204,6 @@ class Model:
         """A string (``"sky, clouds"``) or a list of tags → (tags in the vocabulary, tags not in it)."""
         return self._vocabulary.parse(item)
 
-    def closest_tags(self, tag: str, n: int = 3) -> list:
-        return self._vocabulary.closest(tag, n)
-
     def tag_ids(self, items) -> list:
         """Texts → per text the vocabulary indices of its known tags; a text with no known tag is refused."""
         return self._vocabulary.ids(items)
@@ -264,16 +261,10 @@ class Model:
 
     def labels_above_threshold(self, scores, top: int | None = None) -> list:
         """``(n, c)`` label scores → per row the (label, score) pairs at or above the calibrated thresholds,
-        highest first, at most ``top``."""
+        highest first, at most ``top`` (``metrics.above_thresholds``)."""
         scores = np.asarray(scores, dtype=np.float32)
-        result = []
-        for row in np.atleast_2d(scores):
-            keep = np.flatnonzero(row >= self.thresholds)
-            keep = keep[np.argsort(-row[keep], kind="stable")]
-            if top is not None:
-                keep = keep[: max(0, int(top))]
-            result.append([(self.labels[j], float(row[j])) for j in keep])
-        return result
+        return [[(self.labels[j], float(row[j])) for j in above_thresholds(row, self.thresholds, top)]
+                for row in np.atleast_2d(scores)]
 
     def tag(self, items, top: int | None = None, modality: str = "image", batch_size: int = 32) -> list:
         """Per item, the labels whose score passes the bundle's calibrated threshold: [(label, score), ...]."""

@@ -104,7 +104,7 @@ def test_query_errors(index_dir, bundle_dir, data_dir, tmp_path):
     run_fail("query", "--bundle", bundle_dir, "--index", index_dir, "--image", tmp_path / "none.jpg",
              match="none.jpg': no such file")
     run_fail("query", "--bundle", bundle_dir, "--index", index_dir, match="exactly one of --image")
-    run_fail("query", "--bundle", bundle_dir, "--index", tmp_path / "noindex", "--text", "sky", match="no image index")
+    run_fail("query", "--bundle", bundle_dir, "--index", tmp_path / "noindex", "--text", "sky", match="no index at")
     run_fail("query", "--bundle", bundle_dir, "--index", index_dir / "text", "--text", "sky", "--target", "image",
              match="holds text items")
     run_fail("query", "--bundle", tmp_path / "nobundle", "--index", index_dir, "--text", "sky",
@@ -132,7 +132,7 @@ def test_add_remove_and_resume(tmp_path, bundle_dir, data_dir):
     texts = tmp_path / "texts.txt"
     texts.write_text("a1\tsky, clouds\n\nsea beach\nqqq\n")
     run_fail("index", "add", "--bundle", bundle_dir, "--index", tmp_path / "tidx", "--texts", texts,
-             match="no index at")
+             match="no text index at")
     built = run_json("index", "build", "--bundle", bundle_dir, "--texts", texts, "--out", tmp_path / "tidx",
                      "--quiet")[0]
     assert (built["added"], built["skipped"]) == (2, 1)

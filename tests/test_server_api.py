@@ -225,7 +225,7 @@ def test_bodies_over_the_limit_are_413_by_length_and_while_streaming(client):
 
 def test_metrics_count_requests_batches_and_items(client):
     text = client.get("/metrics").text
-    assert 'dagnn_http_requests_total{route="/v1/search",method="POST",status="200"}' in text
+    assert 'dagnn_http_requests_total{method="POST",route="/v1/search",status="200"}' in text
     assert "dagnn_batch_size_count" in text and 'dagnn_index_items{modality="image"}' in text
     assert "dagnn_ready 1" in text
 

@@ -1,86 +1,16 @@
-"""The server's parts that need no HTTP: dynamic batching against a real bundle, and the metrics text."""
+"""The server's parts that need no HTTP: the metrics text (batching: test_server_batching.py)."""
 from __future__ import annotations
 
-import asyncio
 import re
 
-import numpy as np
 import pytest
 
 pytest.importorskip("starlette", reason="needs the [serve] extra")
 
-from bundle_factory import bundle_dir, model  # noqa: E402,F401  (fixtures)
-from dagnn_runtime.server.batching import Batcher, BatcherClosed  # noqa: E402
 from dagnn_runtime.server.metrics import Metrics  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 
-def _pixels(model, n, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, model.image_size, model.image_size, 3), dtype=np.uint8)
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_batched_embeddings_equal_one_by_one(model, workers):
-    pixels = _pixels(model, 20)
-    sizes = []
-
-    async def go():
-        batcher = Batcher(model.encode_pixels, max_batch=8, max_wait_ms=20, workers=workers,
-                          observe=lambda n, s: sizes.append(n))
-        batcher.start()
-        try:
-            return await asyncio.gather(*(batcher.submit(p) for p in pixels))
-        finally:
-            await batcher.close()
-
-    rows = asyncio.run(go())
-    alone = np.concatenate([model.encode_pixels(p[None]) for p in pixels])
-    np.testing.assert_allclose(np.stack(rows), alone, atol=1e-5)
-    assert sum(sizes) == 20 and max(sizes) <= 8
-    assert len(sizes) <= 5, f"20 concurrent requests should share batches, got sizes {sizes}"
-
-
-def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on(model):
-    def run(batch):
-        if (batch == 7).all(axis=(1, 2, 3)).any():
-            raise RuntimeError("boom")
-        return model.encode_pixels(batch)
-
-    good, bad = _pixels(model, 1)[0], np.full_like(_pixels(model, 1)[0], 7)
-
-    async def go():
-        batcher = Batcher(run, max_batch=4, max_wait_ms=5)
-        batcher.start()
-        try:
-            failed = await asyncio.gather(batcher.submit(good), batcher.submit(bad), return_exceptions=True)
-            after = await batcher.submit(good)
-        finally:
-            await batcher.close()
-        return failed, after
-
-    failed, after = asyncio.run(go())
-    assert all(isinstance(x, RuntimeError) for x in failed)  # gathered into one batch: both fail
-    np.testing.assert_allclose(after, model.encode_pixels(good[None])[0], atol=1e-5)
-
-
-def test_closed_batcher_refuses_work(model):
-    async def go():
-        batcher = Batcher(model.encode_pixels)
-        batcher.start()
-        await batcher.close()
-        with pytest.raises(BatcherClosed):
-            await batcher.submit(_pixels(model, 1)[0])
-
-    asyncio.run(go())
-
-
-def test_batcher_rejects_bad_settings(model):
-    with pytest.raises(ValueError, match="max_batch"):
-        Batcher(model.encode_pixels, max_batch=0)
-
-
-# The series the hand-written exposition had, by name and type: dashboards query these, keep them.
 SERIES = {"dagnn_http_requests_total": "counter", "dagnn_http_rejected_total": "counter",
           "dagnn_http_request_duration_seconds": "histogram", "dagnn_batch_size": "histogram",
           "dagnn_batch_duration_seconds": "histogram", "dagnn_index_items": "gauge"}

@@ -27,6 +27,8 @@ import numpy as np
 from .. import jsonio
 from ..atomic import atomic_write_text
 from ..errors import DagnnError, InputError, MismatchError, positive_int
+from ..items import item_record
+from ..metrics import above_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -222,10 +224,8 @@ def read_embeddings(folder, model=None, batch_rows: int = 10000):
             sc = _matrix(rb.column("label_scores").filter(pa.array(ok)))
             meta_rows = []
             for p, t, row in zip(paths, truth, sc):
-                m = {"path": p, "predicted_labels": [names[j] for j in np.flatnonzero(row >= thresholds)]}
-                if t:
-                    m["labels"] = t
-                meta_rows.append(m)
+                predicted = [names[j] for j in above_thresholds(row, thresholds)]
+                meta_rows.append(item_record({"path": p, "labels": t}, predicted))
             yield Batch(list(ids), emb, meta_rows)
 
 

@@ -247,15 +247,14 @@ class HnswIndex:
         g = self._graph
         self._marks = self._store.replay(self._marks, g.apply_items, g.apply_removals)
 
-    def _sync(self) -> None:
-        """Replay another process's committed changes (a cheap check when there are none)."""
+    def refresh(self) -> None:
+        """See the changes other writers committed since this copy last looked (a cheap check when there
+        are none)."""
         with self._lock:
             if self._store is not None and self._store.changed():
                 self._catch_up()
 
-    def refresh(self) -> None:
-        """See the changes other writers committed since this copy last looked."""
-        self._sync()
+    _sync = refresh
 
     def _pending(self) -> int:
         return sum(m - c for m, c in zip(self._marks, self._checkpointed))

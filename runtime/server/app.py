@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Match
 
+from ..indexes import IndexSet
 from . import pages, routes
 from .errors import ApiError, error_response, exception_handlers
 from .limits import InFlight, LimitMiddleware, Limits
@@ -55,8 +56,7 @@ def _version() -> str:
 
 def create_app(bundle=None, index=None, *, searcher=None, uploads=None, api_key: str | None = None,
                limits: Limits | None = None, max_batch: int = 16, max_wait_ms: float = 2.0, model_workers: int = 1,
-               threads=None,
-               providers="auto", decode_workers: int = 2, refresh_s: float = 5.0) -> Starlette:
+               threads=None, providers="auto", refresh_s: float = 5.0) -> Starlette:
     """The app serving ``bundle`` with ``index`` (a location, or a parent holding image/ and text/), or an
     already open ``searcher``. Uploaded images are kept in ``uploads`` (default: beside the index). Every
     ``refresh_s`` seconds the indexes pick up what other writers saved."""
@@ -65,16 +65,16 @@ def create_app(bundle=None, index=None, *, searcher=None, uploads=None, api_key:
     limits = limits or Limits()
     metrics = Metrics()
     state = AppState(limits, metrics, _version())
-    uploads = Path(uploads) if uploads else _default_uploads(index if index is not None else
-                                                             next(iter(searcher.indexes.values())).location)
+    index_set = None if index is None else index if isinstance(index, IndexSet) else IndexSet(index)
+    uploads = Path(uploads) if uploads else index_set.uploads() if index_set else _beside(searcher)
 
     def open_service():
         from ..engine import Searcher
         from .service import Service
 
-        opened = searcher or Searcher.open(bundle, index, threads=threads, providers=providers)
+        opened = searcher or Searcher.open(bundle, index_set, threads=threads, providers=providers)
         return Service(opened, uploads=uploads, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                       model_workers=model_workers, decode_workers=decode_workers,
+                       model_workers=model_workers,
                        observe_batch=metrics.observe_batch, refresh_s=refresh_s)
 
     @asynccontextmanager
@@ -136,12 +136,10 @@ def _is_known(exc: Exception) -> bool:
     return isinstance(exc, (DagnnError, OSError))
 
 
-def _default_uploads(index) -> Path:
-    """``INDEX/uploads`` when the index location is a folder of indexes, else ``INDEX.uploads`` beside it."""
-    from ..indexes import locate_index
-
-    index = Path(str(index))
-    return index / "uploads" if locate_index(index) is None else index.with_name(index.name + ".uploads")
+def _beside(searcher) -> Path:
+    """An open searcher's uploads folder: beside its first index."""
+    location = Path(str(next(iter(searcher.indexes.values())).location))
+    return location.with_name(location.name + ".uploads")
 
 
 class Observe:

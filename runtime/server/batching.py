@@ -5,26 +5,33 @@ it pays to gather the requests that arrive within a few milliseconds and run the
 threads run the model, one batch each: while they run, new requests queue up and form the next batch, so
 the wait only applies when a worker is idle. A lone request waits at most ``max_wait_ms`` for company.
 How much batching gains depends on the model and the provider: see bench/serve_batching.py.
+
+The batcher is plain threads and futures, so the engine's synchronous ``Searcher`` uses it through
+``BatchingEncoder`` from the server's request threads: one query pipeline, batched or not.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Callable
 
 import numpy as np
 
+from ..errors import DagnnError, ImageInputError
+
 log = logging.getLogger(__name__)
+_STOP = object()
 
 
-class BatcherClosed(RuntimeError):
-    """The service is shutting down: the request was not run."""
+class BatcherClosed(DagnnError):
+    """The service is shutting down: the request was not run (answered 503)."""
 
 
 class Batcher:
-    """``await submit(pixels)`` → that image's output row; ``run`` gets the stacked ``(n, ...)`` batch."""
+    """``submit(pixels)`` → a future of that image's output row; ``run`` gets the stacked ``(n, ...)`` batch."""
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, max_batch: int = 16, max_wait_ms: float = 2.0,
                  workers: int = 1, observe: Callable[[int, float], None] | None = None):
@@ -33,90 +40,97 @@ class Batcher:
                              f"{workers}, {max_wait_ms}")
         self.max_batch, self.max_wait_ms, self.workers = int(max_batch), float(max_wait_ms), int(workers)
         self._run, self._observe = run, observe
-        self._queue: asyncio.Queue | None = None
-        self._task: asyncio.Task | None = None
-        self._running: set = set()
-        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="dagnn-batch")
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._gathering = threading.Lock()  # one worker gathers at a time; the others run their batches
+        self._threads: list = []
+        self._closed = False
 
     def start(self) -> None:
-        """Start the gathering loop on the running event loop."""
-        self._queue = asyncio.Queue()
-        self._slots = asyncio.Semaphore(self.workers)
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="dagnn-batcher")
+        self._threads = [threading.Thread(target=self._work, name=f"dagnn-batch-{i}", daemon=True)
+                         for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
 
-    async def submit(self, item: np.ndarray) -> np.ndarray:
-        if self._queue is None or self._task is None or self._task.done():
+    def submit(self, item: np.ndarray) -> Future:
+        if self._closed or not self._threads:
             raise BatcherClosed("the model worker is not running")
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, future))
-        return await future
+        future: Future = Future()
+        self._queue.put((item, future))
+        return future
 
-    async def _gather(self) -> list:
-        batch = [await self._queue.get()]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait_ms / 1000
+    def _gather(self):
+        first = self._queue.get()
+        if first is _STOP:
+            return None
+        batch = [first]
+        deadline = time.monotonic() + self.max_wait_ms / 1000
         while len(batch) < self.max_batch:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except asyncio.TimeoutError:
+                remaining = deadline - time.monotonic()
+                entry = self._queue.get_nowait() if remaining <= 0 else self._queue.get(timeout=remaining)
+            except queue.Empty:
                 break
-            except asyncio.CancelledError:
-                _fail(batch, BatcherClosed("the service is shutting down"))
-                raise
-        return [(item, fut) for item, fut in batch if not fut.done()]  # callers that gave up are dropped
+            if entry is _STOP:
+                self._queue.put(_STOP)  # for the next worker; this one runs what it has first
+                break
+            batch.append(entry)
+        return [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
 
-    async def _loop(self) -> None:
+    def _work(self) -> None:
         while True:
-            await self._slots.acquire()  # a worker is free: gather its batch
-            batch = await self._gather()
-            if not batch:
-                self._slots.release()
-                continue
-            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            with self._gathering:
+                batch = self._gather()
+            if batch is None:
+                self._queue.put(_STOP)
+                return
+            if batch:
+                self._run_batch(batch)
 
-    async def _run_batch(self, batch: list) -> None:
+    def _run_batch(self, batch: list) -> None:
         start = time.perf_counter()
         try:
-            out = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._run, np.stack([item for item, _ in batch]))
-        except asyncio.CancelledError:
-            _fail(batch, BatcherClosed("the service is shutting down"))
-            raise
+            out = self._run(np.stack([item for item, _ in batch]))
         except Exception as exc:  # noqa: BLE001 - handed to every waiting caller, who reports it
-            _fail(batch, exc)
+            for _, fut in batch:
+                fut.set_exception(exc)
             return
-        finally:
-            self._slots.release()
         for row, (_, fut) in zip(out, batch):
-            if not fut.done():
-                fut.set_result(row)
+            fut.set_result(row)
         if self._observe is not None:
             self._observe(len(batch), time.perf_counter() - start)
 
-    async def close(self) -> None:
-        """Stop gathering; requests still queued fail with ``BatcherClosed``; running batches finish."""
-        if self._task is not None:
-            self._task.cancel()
+    def close(self) -> None:
+        """Stop; running batches finish, requests still queued fail with ``BatcherClosed``."""
+        self._closed = True
+        self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join()
+        while True:
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-        while self._queue is not None and not self._queue.empty():
-            _fail([self._queue.get_nowait()], BatcherClosed("the service is shutting down"))
-        self._executor.shutdown(wait=True)
+                entry = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if entry is not _STOP and entry[1].set_running_or_notify_cancel():
+                entry[1].set_exception(BatcherClosed("the service is shutting down"))
 
 
-def _fail(batch: list, exc: BaseException) -> None:
-    for _, fut in batch:
-        if not fut.done():
-            fut.set_exception(exc)
+class BatchingEncoder:
+    """The ``Searcher``'s encoder in a server: each image is decoded in the calling request thread and
+    encoded in a shared batch; a text (a fraction of a millisecond) is encoded on the spot."""
+
+    def __init__(self, model, batcher: Batcher):
+        self.model, self.batcher = model, batcher
+
+    def images(self, items) -> np.ndarray:
+        futures = []
+        for i, item in enumerate(items):
+            try:
+                pixels = self.model.preprocess([item])[0]
+            except ImageInputError as exc:
+                raise exc if len(items) == 1 else ImageInputError(f"item {i}: {exc}") from exc
+            futures.append(self.batcher.submit(pixels))
+        rows = [f.result() for f in futures]
+        return np.stack(rows) if rows else np.zeros((0, self.model.embedding_dim), np.float32)
+
+    def texts(self, items) -> np.ndarray:
+        return self.model.encode_texts(items)

@@ -42,13 +42,13 @@ async def search(request: Request) -> Response:
                         labels=p.labels(form.get("labels"), service.model.labels, limits, form=True))
         finally:
             await form.close()
-        return JSONResponse(await service.search_image(data, **args))
+        return JSONResponse(await service.search(image=data, **args))
     if kind == p.JSON:
         body = await p.json_object(request, limits, {"text", "target", "k", "labels"})
         if "text" not in body:
             raise p.bad("text", "missing: give tags like 'sky, clouds' (or upload an image as multipart)")
-        return JSONResponse(await service.search_text(
-            p.text(body["text"], limits), target=p.target(body.get("target")), k=p.k(body.get("k"), limits),
+        return JSONResponse(await service.search(
+            text=p.text(body["text"], limits), target=p.target(body.get("target")), k=p.k(body.get("k"), limits),
             labels=p.labels(body.get("labels"), service.model.labels, limits)))
     raise _unsupported(request, "multipart/form-data (image) or application/json (text)")
 

@@ -1,12 +1,19 @@
-"""The service behind the routes: a ``Searcher`` plus dynamic batching, a decode pool and durable writes.
+"""The service behind the routes: the engine's ``Searcher`` with a batching encoder, the server's threads,
+uploads and durable writes.
 
-Route handlers parse and validate requests and render answers; everything they ask of the model and the
-indexes goes through here, and all retrieval itself is the ``Searcher``'s and the indexes' (this module
-only routes an image through the batcher first). No starlette here: it can be driven without HTTP.
+Route handlers parse and validate requests and render answers; searching, tagging and the records of new
+items are the ``Searcher``'s (this module only runs it off the event loop and renders its results as
+JSON). No starlette here: it can be driven without HTTP.
+
+Threads, one policy: the event loop never blocks; each request's blocking work (decoding, searching,
+encoding a text, preparing a write) runs on one pool of request threads, sized so that every model worker
+can fill a batch while others wait (``request_threads``); the model runs on the batcher's workers; index
+saves on the group commit's one thread.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import logging
@@ -14,43 +21,51 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from ..atomic import atomic_write
 from ..constants import MODALITIES
 from ..engine import distinct_indexes
 from ..errors import DagnnError, InputError
+from ..execution import usable_cores
 from ..metrics import thresholds_to_json
-from .batching import Batcher
+from .batching import Batcher, BatchingEncoder
 from .errors import ApiError
 from .writes import GroupCommit
 
 log = logging.getLogger(__name__)
 
 
+def request_threads(max_batch: int, model_workers: int) -> int:
+    """Threads for requests' blocking work: enough waiting requests to fill every model worker's batch,
+    plus one per core for the work that does not wait on the model."""
+    return max_batch * model_workers + usable_cores()
+
 
 def hit_json(hit) -> dict:
     return {"id": hit.id, "score": round(float(hit.score), 6), "metadata": hit.metadata}
 
 
+def label_json(score) -> dict:
+    return {"label": score.label, "score": round(score.score, 6), "threshold": score.threshold,
+            "passes": score.passes}
+
+
 class Service:
     def __init__(self, searcher, *, uploads: Path, max_batch: int = 16, max_wait_ms: float = 2.0,
-                 model_workers: int = 1, decode_workers: int = 2, observe_batch=None, refresh_s: float = 5.0):
+                 model_workers: int = 1, observe_batch=None, refresh_s: float = 5.0):
         self.searcher, self.model, self.uploads = searcher, searcher.model, Path(uploads)
         self.batcher = Batcher(self.model.encode_pixels, max_batch=max_batch, max_wait_ms=max_wait_ms,
                                workers=model_workers, observe=observe_batch)
-        # texts cost little to encode: batch only those that queue up while the encoder is busy (no wait)
-        self.text_batcher = Batcher(self.model.encode_bow, max_batch=64, max_wait_ms=0)
-        self._decode = ThreadPoolExecutor(decode_workers, thread_name_prefix="dagnn-decode")
-        self._search = ThreadPoolExecutor(2, thread_name_prefix="dagnn-search")
+        searcher.encoder = BatchingEncoder(self.model, self.batcher)
+        self._requests = ThreadPoolExecutor(request_threads(max_batch, model_workers),
+                                            thread_name_prefix="dagnn-request")
         self._commit = GroupCommit()
         self._write_lock = asyncio.Lock()  # a change and a refresh never interleave
         self._refresh_s, self._refresher = refresh_s, None
 
     async def start(self) -> None:
         self.batcher.start()
-        self.text_batcher.start()
         if self._refresh_s > 0:
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop(), name="dagnn-refresh")
 
@@ -68,64 +83,38 @@ class Service:
     async def close(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
-        await self.batcher.close()
-        await self.text_batcher.close()
         await self._commit.close()
-        self._decode.shutdown(wait=True)
-        self._search.shutdown(wait=True)
+        self._requests.shutdown(wait=True)
+        await asyncio.to_thread(self.batcher.close)
         self.searcher.close()
 
-    # ---- encoding -------------------------------------------------------------------------------------
-    async def embed_image(self, data: bytes) -> np.ndarray:
-        """Decode and resize in the pool (``ImageInputError`` for a bad image), encode in a shared batch."""
-        pixels = await asyncio.get_running_loop().run_in_executor(self._decode, self.model.preprocess, [data])
-        return await self.batcher.submit(pixels[0])
-
-    async def embed_text(self, text: str) -> np.ndarray:
-        """The bag of words (``InputError`` naming close tags when none is known), encoded in a shared batch.
-        All onnxruntime calls run on the batchers' threads, so request threads never contend for it."""
-        return await self.text_batcher.submit(self.model.bow([text])[0])
-
-    async def _hits(self, index, vector: np.ndarray, k: int, labels) -> list:
-        run = lambda: index.search(vector[None], k, labels=labels)[0]  # noqa: E731
-        return [hit_json(h) for h in await asyncio.get_running_loop().run_in_executor(self._search, run)]
+    async def _call(self, fn, *args, **kwargs):
+        """``fn`` on a request thread (see the module's thread policy)."""
+        return await asyncio.get_running_loop().run_in_executor(self._requests,
+                                                                functools.partial(fn, *args, **kwargs))
 
     # ---- search and tag -------------------------------------------------------------------------------
-    async def search_image(self, data: bytes, *, target=None, k=10, labels=None) -> dict:
-        start = time.perf_counter()
-        target, index = self.searcher._index_for("image", target)  # the engine's target default and checks
-        hits = await self._hits(index, await self.embed_image(data), k, labels)
-        return {"target": target, "results": hits, "took_ms": _ms(start)}
-
-    async def search_text(self, text: str, *, target=None, k=10, labels=None) -> dict:
-        """As ``Searcher.search(text=...)``, with the encoding batched."""
-        start = time.perf_counter()
-        target, index = self.searcher._index_for("text", target)
-        known, unknown = self.model.parse_text(text)
-        hits = await self._hits(index, await self.embed_text(text), k, labels)
-        return {"target": target, "query": ", ".join(known), "ignored_tags": unknown, "results": hits,
-                "took_ms": _ms(start)}
-
-    def label_scores(self, vector: np.ndarray) -> list:
-        """Every label with its score and calibrated threshold, best first."""
-        scores = self.model.score_labels(vector[None])[0]
-        order = np.argsort(-scores, kind="stable")
-        thresholds = thresholds_to_json(self.model.thresholds)
-        return [{"label": self.model.labels[j], "score": round(float(scores[j]), 6), "threshold": thresholds[j],
-                 "passes": bool(scores[j] >= self.model.thresholds[j])} for j in order]
+    async def search(self, *, image: bytes | None = None, text: str | None = None, target=None, k=10,
+                     labels=None) -> dict:
+        result = await self._call(self.searcher.search, image=image, text=text, target=target, k=k, labels=labels)
+        answer = {"target": result.target, "results": [hit_json(h) for h in result.hits],
+                  "took_ms": round(result.took_ms, 2)}
+        if text is not None:
+            answer.update(query=result.query, ignored_tags=result.ignored_tags)
+        return answer
 
     async def tag(self, data: bytes, top: int | None = None) -> dict:
         start = time.perf_counter()
-        scores = self.label_scores(await self.embed_image(data))
-        passing = [s["label"] for s in scores if s["passes"]]
-        return {"labels": passing[:top] if top else passing, "scores": scores, "took_ms": _ms(start)}
+        result = (await self._call(self.searcher.tag, [data], top=top or None))[0]
+        return {"labels": [s.label for s in result.labels], "scores": [label_json(s) for s in result.scores],
+                "took_ms": round((time.perf_counter() - start) * 1e3, 2)}
 
     # ---- writes ---------------------------------------------------------------------------------------
     def _writable(self, modality: str):
-        index = self.searcher.indexes.get(modality)
-        if index is None or index.modality not in (None, modality):
+        try:
+            return self.searcher.index(modality)
+        except InputError:
             raise ApiError(404, "no_index", f"this server has no {modality} index to add {modality} items to")
-        return index
 
     def _check_new(self, index, ids: list) -> None:
         taken = [i for i in ids if i in index]
@@ -136,35 +125,29 @@ class Service:
 
     async def add_images(self, items: list) -> dict:
         """``items``: (id, image bytes, metadata). Each file is kept under ``uploads`` (the only files the
-        image route serves), its predicted labels go into its metadata for the label filter."""
+        image route serves); the records are the engine's, as for every other way in."""
         index = self._writable("image")
         ids = [item_id for item_id, _, _ in items]
         self._check_new(index, ids)
-        vectors = await asyncio.gather(*(self.embed_image(data) for _, data, _ in items))
-        metadata = []
-        for (item_id, data, meta), vector in zip(items, vectors):
-            path = await asyncio.to_thread(self._keep_upload, data)
-            predicted = [s["label"] for s in self.label_scores(vector) if s["passes"]]
-            metadata.append({**meta, "path": str(path), "predicted_labels": predicted})
-        return await self._add(index, np.stack(vectors), ids, metadata)
+        vectors, records = await self._call(self.searcher.new_items, "image", [data for _, data, _ in items],
+                                            [meta for _, _, meta in items])
+        for (_, data, _), record in zip(items, records):
+            record["path"] = str(await self._call(self._keep_upload, data))
+        return await self._add(index, vectors, ids, records)
 
     async def add_texts(self, items: list) -> dict:
         """``items``: (id, text, metadata); a text with no tag in the vocabulary is refused (422)."""
         index = self._writable("text")
         ids = [item_id for item_id, _, _ in items]
         self._check_new(index, ids)
-        vectors = await asyncio.gather(*(self.embed_text(text) for _, text, _ in items))
-        metadata = []
-        for (_, text, meta), vector in zip(items, vectors):
-            known, _ = self.model.parse_text(text)
-            predicted = [s["label"] for s in self.label_scores(vector) if s["passes"]]
-            metadata.append({**meta, "text": text, "tags": known, "predicted_labels": predicted})
-        return await self._add(index, np.stack(vectors), ids, metadata)
+        vectors, records = await self._call(self.searcher.new_items, "text", [text for _, text, _ in items],
+                                            [meta for _, _, meta in items])
+        return await self._add(index, vectors, ids, records)
 
-    async def _add(self, index, vectors, ids, metadata) -> dict:
+    async def _add(self, index, vectors, ids, records) -> dict:
         try:
             async with self._write_lock:
-                await asyncio.to_thread(index.add, vectors, ids, metadata)
+                await self._call(index.add, vectors, ids, records)
         except InputError as exc:  # another request added one of these ids since _check_new
             if any(i in index for i in ids):
                 raise ApiError(409, "duplicate_id", str(exc)) from exc
@@ -179,7 +162,7 @@ class Service:
             raise ApiError(404, "unknown_id", f"no item with id {item_id!r}")
         for index in holding:
             async with self._write_lock:
-                await asyncio.to_thread(index.remove, [item_id])
+                await self._call(index.remove, [item_id])
             await self._commit.durable(index)
         return {"removed": item_id, "from": [ix.modality for ix in holding]}
 
@@ -220,7 +203,3 @@ class Service:
                             if m in MODALITIES},
                 "batching": {"max_batch": self.batcher.max_batch, "max_wait_ms": self.batcher.max_wait_ms,
                              "workers": self.batcher.workers}}
-
-
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 2)
