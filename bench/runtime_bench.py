@@ -65,7 +65,7 @@ def bench_build(bundle, photos, work: Path, threads, rounds, table, precision):
     for r in range(rounds):
         out = work / f"build{r}"
         res = alternate_processes({"build": cli("index", "build", "--bundle", bundle, "--images", folder,
-                                                "--out", out, "--threads", threads, "--quiet")}, 1, warmup=0)
+                                                "--index", out, "--threads", threads, "--quiet")}, 1, warmup=0)
         runs.setdefault("s", []).append(res["build"] if isinstance(res["build"], str) else res["build"][0].median)
     if any(isinstance(x, str) for x in runs["s"]):
         table.add("dagnn index build --images", f"failed: {next(x for x in runs['s'] if isinstance(x, str))}")
