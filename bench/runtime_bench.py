@@ -156,11 +156,13 @@ def text_parity(model, run, texts, table):
     import torch
 
     from dagnn_export.run import load_run
+    from dagnn_runtime.dataset import bag_of_words
     from dagnn_runtime.metrics import l2_normalize
 
     torch_model, _ = load_run(run)
+    bow = bag_of_words([model.parse_text(t)[0] for t in texts], {t: j for j, t in enumerate(model.vocab)})
     with torch.no_grad():
-        ref = torch_model.eval().text_common(torch.from_numpy(model.bow(texts))).numpy()
+        ref = torch_model.eval().text_common(torch.from_numpy(bow)).numpy()
     diff = float(np.abs(model.encode_texts(texts) - l2_normalize(ref)).max())
     table.add(f"text embedding parity with torch, {len(texts)} texts (max abs diff, unit vectors)", f"{diff:.2e}",
               f"<= {TARGETS['text_parity']:g}", diff <= TARGETS["text_parity"])
@@ -168,12 +170,14 @@ def text_parity(model, run, texts, table):
 
 def bench_image_query(model, photos, text_index, k, table, precision):
     """decode → encode → HNSW top-k per photo; p50 over the photos after a warm-up."""
+    from dagnn_runtime.preprocess import load_batch
+
     for p in photos[:5]:
         text_index.search(model.encode_images([p]), k=k)
     stages = {"decode": [], "encode": [], "search": [], "total": []}
     for p in photos:
         t0 = time.perf_counter()
-        pixels = model.preprocess([p])
+        pixels = load_batch([p], model.image_size)
         t1 = time.perf_counter()
         vec = model.encode_pixels(pixels)
         t2 = time.perf_counter()
@@ -197,6 +201,7 @@ def bench_torch(model, run, photos, threads, rounds, table):
 
         from dagnn_export.backbones import build_backbone
         from dagnn_export.run import load_run
+        from dagnn_runtime.preprocess import load_batch
     except ImportError as exc:
         table.add("onnxruntime vs torch eager", f"not measured: torch side unavailable ({exc})")
         return
@@ -204,7 +209,7 @@ def bench_torch(model, run, photos, threads, rounds, table):
     torch_model, config = load_run(run)
     backbone = build_backbone(config["backbone"], config.get("backbone_weights")).eval()
     torch_model.eval()
-    pixels = model.preprocess(photos[:32])
+    pixels = load_batch(photos[:32], model.image_size)
     x = torch.from_numpy(pixels)
 
     def fwd(batch):
@@ -238,8 +243,10 @@ def bench_open_clip(model, photos, threads, rounds, table, work: Path):
         return
     import onnxruntime as ort
 
+    from dagnn_runtime.preprocess import load_batch
+
     torch.set_num_threads(threads)
-    pixels = model.preprocess(photos[:1])
+    pixels = load_batch(photos[:1], model.image_size)
     for name, how in (("ViT-S-32", "torch"), ("ViT-B-32-256", "onnxruntime")):
         clip = open_clip.create_model(name, pretrained=None).eval()
         size = clip.visual.image_size

@@ -34,9 +34,10 @@ def model_only(bundle, photos: list, threads, rounds: int, sizes=(1, 4, 16)) -> 
     import time
 
     import dagnn_runtime as dr
+    from dagnn_runtime.preprocess import load_batch
 
     model = dr.load(bundle, threads=threads)
-    pixels = model.preprocess(photos[:32])
+    pixels = load_batch(photos[:32], model.image_size)
     model.encode_pixels(pixels[:16])  # warm-up
     times = {b: [] for b in sizes}
     for _ in range(rounds):

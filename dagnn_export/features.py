@@ -11,14 +11,13 @@ interrupted run resumes from ``OUT.partial`` (written every minute), never leavi
 
 Inference runs the backbone exported to ONNX under onnxruntime, which on a small CPU is several times
 faster than eager PyTorch for these convnets; the outputs agree with the torch module to ~1e-5 (the same
-graph the bundle serves). Decoding the next batch overlaps with inference in a background thread.
+graph the bundle serves). Decoding the next batch overlaps with inference (``preprocess.iter_pixels``).
 """
 from __future__ import annotations
 
 import logging
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,8 +27,8 @@ import numpy as np
 from dagnn_runtime.atomic import atomic_write
 from dagnn_runtime.digests import file_sha256
 from dagnn_runtime.dataset import Dataset
-from dagnn_runtime.errors import ImageInputError, positive_int
-from dagnn_runtime.preprocess import load_batch
+from dagnn_runtime.errors import positive_int
+from dagnn_runtime.preprocess import iter_pixels
 
 from .errors import FeatureError
 from .progress import Progress
@@ -221,36 +220,26 @@ def extract_features(dataset_dir, backbone_name: str, out_path, weights=None, ba
     bar = Progress(len(todo), f"{backbone.name} {'trunk maps' if trunk_blocks else 'features'}", progress, log=log)
     if todo:
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-
-        def decode(batch):
-            try:
-                return load_batch([path for _, path, _ in batch], size)
-            except ImageInputError as exc:
-                return exc
-
+        decoded = iter_pixels([path for _, path, _ in todo], size, batch_size)
         last_save = time.monotonic()
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(decode, batches[0])
-            for k, batch in enumerate(batches):
-                pixels = pending.result()
-                if k + 1 < len(batches):
-                    pending = pool.submit(decode, batches[k + 1])
-                if isinstance(pixels, ImageInputError):
-                    bar.close()
-                    snapshot(partial)  # keep what was computed: the rerun after fixing the file resumes
-                    raise FeatureError(f"cannot use an image of data set {dataset.root}: {pixels}") from pixels
-                feats = encode(pixels)
-                if flip:
-                    feats = np.stack([feats, encode(np.ascontiguousarray(pixels[:, :, ::-1]))], axis=1)
-                if feats.shape[::2 if flip else 1] != (len(batch), dim) or not np.isfinite(feats).all():
-                    bar.close()
-                    raise FeatureError(f"{backbone.name} returned bad features {feats.shape} for rows "
-                                       f"{[row for row, _, _ in batch][:5]}...")
-                known.update(zip((sha for _, _, sha in batch), feats.astype(np.float32)))
-                bar.advance(len(batch))
-                if time.monotonic() - last_save >= CHECKPOINT_SECONDS:
-                    snapshot(partial)
-                    last_save = time.monotonic()
+        for batch, (_, pixels, errors) in zip(batches, decoded):
+            if errors:
+                bar.close()
+                snapshot(partial)  # keep what was computed: the rerun after fixing the file resumes
+                exc = errors[0][1]
+                raise FeatureError(f"cannot use an image of data set {dataset.root}: {exc}") from exc
+            feats = encode(pixels)
+            if flip:
+                feats = np.stack([feats, encode(np.ascontiguousarray(pixels[:, :, ::-1]))], axis=1)
+            if feats.shape[::2 if flip else 1] != (len(batch), dim) or not np.isfinite(feats).all():
+                bar.close()
+                raise FeatureError(f"{backbone.name} returned bad features {feats.shape} for rows "
+                                   f"{[row for row, _, _ in batch][:5]}...")
+            known.update(zip((sha for _, _, sha in batch), feats.astype(np.float32)))
+            bar.advance(len(batch))
+            if time.monotonic() - last_save >= CHECKPOINT_SECONDS:
+                snapshot(partial)
+                last_save = time.monotonic()
     bar.close()
     snapshot(out)
     partial.unlink(missing_ok=True)

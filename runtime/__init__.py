@@ -2,11 +2,11 @@
 
     import dagnn_runtime as dr
     model = dr.load("bundle/")                       # verifies the manifest now, each graph at first use
-    model.tag(["photo.jpg"], top=5)                  # [[(label, score), ...]]
     index = dr.open_index("photos-index", model=model, modality="image", create=True)
     dr.ingest(model, dr.source_from_images(["photos/"]), index)
     searcher = dr.Searcher(model, {"image": index})
     searcher.search(text="sky, clouds", k=5).hits    # [Hit(id, score, metadata), ...]
+    searcher.tag(["photo.jpg"], top=5)[0].labels     # [LabelScore(label, score, threshold, passes), ...]
 
 Importing the package is cheap: the errors are loaded at once, everything else (onnxruntime, hnswlib) on
 first use, so that ``dagnn --help`` and error handling do not pay for the inference stack.

@@ -3,7 +3,8 @@
 Training, export and serving must see identical pixels, so this is the only place that turns an image
 into model input: decode with Pillow (first frame), apply the EXIF orientation, convert to RGB, resize the
 shorter side to ``size`` (bicubic) and centre-crop to ``size`` x ``size``. The result is a uint8
-``(size, size, 3)`` array; normalisation happens inside the model graph.
+``(size, size, 3)`` array; normalisation happens inside the model graph. ``iter_pixels`` is the only place
+that stacks such arrays into the ``(n, size, size, 3)`` batches the image encoders take.
 
 Images come from anywhere, so the size is checked from the file header *before* anything is decoded:
 at most ``MAX_PIXELS`` decoded pixels and an aspect ratio of at most ``MAX_ASPECT`` (a 20000 x 1 strip
@@ -18,11 +19,12 @@ from __future__ import annotations
 import io
 import os
 import stat
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image
 
+from .decode import decode_pool
 from .errors import ImageInputError, shorten
 
 DEFAULT_SIZE = 224
@@ -195,9 +197,52 @@ def load_image(item: ImageLike, size: int = DEFAULT_SIZE) -> np.ndarray:
         raise ImageInputError(f"{describe(item)}: cannot resize ({exc})") from exc
 
 
+class _Done:
+    """A job run on the spot, with the ``result()`` of a future (so that one code path serves both)."""
+
+    def __init__(self, fn, *args):
+        self._args, self._fn = args, fn
+
+    def result(self):
+        return self._fn(*self._args)
+
+
+def iter_pixels(items: Sequence, size: int, batch_size: int):
+    """Images → yields per batch ``(positions, pixels, errors)``: the positions in ``items`` that decoded,
+    their uint8 ``(n, size, size, 3)`` batch, and ``(position, ImageInputError)`` for the others.
+
+    The one place that turns images into the encoders' batches, so that every caller sees the same pixels.
+    Pillow releases the GIL, so the decoding threads (``decode.decode_pool``) run beside the caller's
+    encoder: the next batch decodes while the caller encodes this one, and at most two are in memory. A
+    single item is decoded on the spot (a thread hand-off would only add latency)."""
+    pool = decode_pool() if len(items) > 1 else None
+    starts = range(0, len(items), batch_size)
+
+    def submit(start):
+        chunk = range(start, min(start + batch_size, len(items)))
+        if pool is None:
+            return [(i, _Done(load_image, items[i], size)) for i in chunk]
+        return [(i, pool.submit(load_image, items[i], size)) for i in chunk]
+
+    pending = submit(starts[0]) if len(starts) else []
+    for k in range(len(starts)):
+        current, pending = pending, (submit(starts[k + 1]) if k + 1 < len(starts) else [])
+        positions, arrays, errors = [], [], []
+        for i, job in current:
+            try:
+                arrays.append(job.result())
+                positions.append(i)
+            except ImageInputError as exc:
+                errors.append((i, exc))
+        pixels = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), dtype=np.uint8)
+        yield positions, pixels, errors
+
+
 def load_batch(items, size: int = DEFAULT_SIZE) -> np.ndarray:
-    """Several images → uint8 ``(n, size, size, 3)``."""
-    arrays = [load_image(item, size) for item in items]
-    if not arrays:
-        return np.zeros((0, size, size, 3), dtype=np.uint8)
-    return np.stack(arrays)
+    """Several images → one uint8 ``(n, size, size, 3)`` batch (``iter_pixels``); a bad image raises."""
+    items = list(items)
+    for _, pixels, errors in iter_pixels(items, size, max(1, len(items))):
+        if errors:
+            raise errors[0][1]
+        return pixels
+    return np.zeros((0, size, size, 3), dtype=np.uint8)

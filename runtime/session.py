@@ -1,7 +1,7 @@
 """A loaded bundle: onnxruntime sessions for both encoders plus the label classifiers and thresholds.
 
 A session is built (and its graph read and verified) when an encoder is first used, so that a text query
-never pays for the image graph; ``Model.build_sessions`` or ``load(lazy=False)`` builds them up front.
+never pays for the image graph; ``load(lazy=False)`` builds them up front (``Model.prepare``: one of them).
 Apart from that one-time build, guarded by a lock, ``Model`` keeps no mutable state (onnxruntime sessions
 may be run from several threads at once), so one instance can serve concurrent callers.
 """
@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import copy
 import threading
-from typing import Sequence
 
 import numpy as np
 
 from .bundle import GRAPHS, MANIFEST, Bundle, read_bundle
 from .constants import MODALITIES
-from .decode import image_list, iter_pixels
+from .decode import image_list
 from .errors import BundleError, ImageInputError, InputError, positive_int, shorten
 from .execution import check_threads, resolve_providers, usable_cores
 from .graph_session import check_signature, graph_session
@@ -29,7 +28,8 @@ SMALL_TEXT_BATCH = 16
 SINGLE_THREAD = "1-thread "
 
 class Model:
-    """Encode images and texts into the bundle's common space, score labels and tag images."""
+    """The bundle's encoders and label scores: images and texts into the common space, and the labels an
+    embedding scores above the calibrated thresholds (``Searcher.tag`` builds tagging on these)."""
 
     def __init__(self, bundle: Bundle, providers="auto", threads: int | None = None, lazy: bool = True,
                  force_threads: bool = False):
@@ -50,14 +50,10 @@ class Model:
         zn.flags.writeable = False
         self._z_normalized = zn
         if not lazy:
-            self.build_sessions()
-
-    def build_sessions(self, graphs=GRAPHS) -> None:
-        """Read, verify and load ``graphs`` now rather than at their first use (e.g. before serving)."""
-        for g in graphs:
-            self._session(g)
-            if g == "text_encoder" and self._threads > 1:
-                self._session(SINGLE_THREAD + g)
+            for g in GRAPHS:
+                self._session(g)
+                if g == "text_encoder" and self._threads > 1:
+                    self._session(SINGLE_THREAD + g)
 
     def _session(self, g: str):
         sess = self._sessions.get(g)
@@ -160,24 +156,29 @@ class Model:
         """Paths, bytes, PIL images or uint8 arrays → L2-normalised float32 ``(n, d)``.
 
         A single path/bytes/PIL image/(H, W, 3) array counts as a list of one; a 4-D uint8 array is a batch.
-        The next batch is decoded while the encoder runs on this one (see ``iter_pixels``).
+        The next batch is decoded while the encoder runs on this one (``preprocess.iter_pixels``).
         """
+        from .preprocess import iter_pixels  # Pillow only when images are used
+
         items = image_list(items)
         out = np.empty((len(items), self.embedding_dim), dtype=np.float32)
-        for positions, pixels, errors in self.iter_pixels(items, batch_size):
+        batch_size = positive_int(batch_size, "batch_size")
+        for positions, pixels, errors in iter_pixels(items, self.image_size, batch_size):
             if errors:
                 i, exc = errors[0]
                 raise ImageInputError(str(exc) if len(items) == 1 else f"item {i}: {exc}") from exc
             out[positions] = self.encode_pixels(pixels)
         return out
 
-    def iter_pixels(self, items: Sequence, batch_size: int = 32):
-        """Decode ``items`` batch by batch in threads, one batch ahead of the caller → yields ``(positions,
-        pixels, errors)`` (see ``decode.iter_pixels``)."""
+    def iter_pixels(self, items, batch_size: int = 32):
+        """``preprocess.iter_pixels`` at this bundle's image size, kept until ``ingest`` calls it itself."""
+        from .preprocess import iter_pixels
+
         return iter_pixels(items, self.image_size, positive_int(batch_size, "batch_size"))
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """An already preprocessed uint8 batch ``(n, S, S, 3)`` (see ``preprocess``) → L2-normalised ``(n, d)``."""
+        """A uint8 batch ``(n, S, S, 3)`` from ``preprocess.iter_pixels`` → L2-normalised ``(n, d)``: callers
+        that decode apart from encoding (ingest, the server's batches) hand over pixels."""
         pixels = np.asarray(pixels)
         s = self.image_size
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (s, s, 3):
@@ -186,31 +187,16 @@ class Model:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
         return l2_normalize(self._run("image_encoder", np.ascontiguousarray(pixels))[0])
 
-    def preprocess(self, items: Sequence) -> np.ndarray:
-        """Images → the uint8 ``(n, S, S, 3)`` batch the image graph takes (``preprocess.load_image``)."""
-        from .preprocess import load_image  # Pillow only when images are used
+    def preprocess(self, items) -> np.ndarray:
+        """``preprocess.load_batch`` at this bundle's image size, kept until the server's batching calls
+        ``preprocess.load_image`` itself."""
+        from .preprocess import load_batch
 
-        arrays = []
-        for i, item in enumerate(items):
-            try:
-                arrays.append(load_image(item, self.image_size))
-            except ImageInputError as exc:
-                raise ImageInputError(str(exc) if len(items) == 1 else f"item {i}: {exc}") from exc
-        if not arrays:
-            return np.zeros((0, self.image_size, self.image_size, 3), dtype=np.uint8)
-        return np.stack(arrays)
+        return load_batch(items, self.image_size)
 
     def parse_text(self, item) -> tuple[list, list]:
         """A string (``"sky, clouds"``) or a list of tags → (tags in the vocabulary, tags not in it)."""
         return self._vocabulary.parse(item)
-
-    def tag_ids(self, items) -> list:
-        """Texts → per text the vocabulary indices of its known tags; a text with no known tag is refused."""
-        return self._vocabulary.ids(items)
-
-    def bow(self, items) -> np.ndarray:
-        """Texts → the 0/1 bag of words over the bundle vocabulary; a text with no known tag is refused."""
-        return self._bow_of_ids(self.tag_ids(items))
 
     def _bow_of_ids(self, ids: list) -> np.ndarray:
         out = np.zeros((len(ids), len(self.vocab)), dtype=np.float32)
@@ -221,13 +207,14 @@ class Model:
     def encode_texts(self, items, batch_size: int = 256) -> np.ndarray:
         """Tag lists or strings → L2-normalised float32 ``(n, d)``. Tags outside the vocabulary are ignored,
         but a text must contain at least one known tag."""
-        ids = self.tag_ids(items)
+        ids = self._vocabulary.ids(items)
         if self._text_input == "tags":
             return self._encode_tag_ids(ids, positive_int(batch_size, "batch_size"))
         return self.encode_bow(self._bow_of_ids(ids), batch_size=batch_size)
 
     def encode_bow(self, bow, batch_size: int = 256) -> np.ndarray:
-        """A ready 0/1 bag-of-words matrix ``(n, V)`` over ``vocab`` → L2-normalised float32 ``(n, d)``."""
+        """A data set's 0/1 bag-of-words matrix ``(n, V)`` over ``vocab`` → L2-normalised float32 ``(n, d)``;
+        unlike ``encode_texts``, a row may be empty (evaluation encodes every pair of a split)."""
         bow = np.asarray(bow, dtype=np.float32)
         if bow.ndim != 2 or bow.shape[1] != len(self.vocab):
             raise InputError(f"bag of words has shape {bow.shape}, expected (n, {len(self.vocab)})")
@@ -265,16 +252,6 @@ class Model:
         scores = np.asarray(scores, dtype=np.float32)
         return [[(self.labels[j], float(row[j])) for j in above_thresholds(row, self.thresholds, top)]
                 for row in np.atleast_2d(scores)]
-
-    def tag(self, items, top: int | None = None, modality: str = "image", batch_size: int = 32) -> list:
-        """Per item, the labels whose score passes the bundle's calibrated threshold: [(label, score), ...]."""
-        if modality == "image":
-            emb = self.encode_images(items, batch_size=batch_size)
-        elif modality == "text":
-            emb = self.encode_texts(items)
-        else:
-            raise InputError(f"modality must be 'image' or 'text', got {modality!r}")
-        return self.labels_above_threshold(self.score_labels(emb), top=top)
 
 
 def load(bundle_path, providers="auto", threads: int | None = None, *, lazy: bool = True,

@@ -213,7 +213,7 @@ def test_null_threshold_means_never_predicted(tmp_path):
     files, manifest = bundle_parts(thresholds=[None, -1.0, -1.0, -1.0, -1.0, -1.0])
     m = dr.load(write_bundle(tmp_path / "t", files, manifest))
     assert np.isinf(m.thresholds[0])
-    tags = m.tag(np.full((30, 30, 3), 128, np.uint8))[0]
+    tags = m.labels_above_threshold(m.score_labels(m.encode_images(np.full((30, 30, 3), 128, np.uint8))))[0]
     assert [label for label, _ in tags if label == m.labels[0]] == []
     assert len(tags) == 5  # every other label passes a threshold of -1
 

@@ -97,9 +97,9 @@ def test_score_labels_is_cosine_with_z_and_matches_the_graph(model, images):
         model.score_labels(np.ones((2, 3)))
 
 
-def test_tag_returns_exactly_the_labels_above_threshold_sorted(model, images):
+def test_labels_above_threshold_are_exactly_those_passing_sorted(model, images):
     scores = model.score_labels(model.encode_images(images))
-    tags = model.tag(images)
+    tags = model.labels_above_threshold(scores)
     assert len(tags) == len(images)
     for row, item_tags in zip(scores, tags):
         expected = {model.labels[j] for j in np.flatnonzero(row >= model.thresholds)}
@@ -109,10 +109,10 @@ def test_tag_returns_exactly_the_labels_above_threshold_sorted(model, images):
         for label, s in item_tags:
             assert s == pytest.approx(row[model.labels.index(label)], abs=1e-6)
     assert any(len(t) >= 2 for t in tags), "fixture should exercise sorting"
-    capped = model.tag(images, top=1)
+    capped = model.labels_above_threshold(scores, top=1)
     assert all(c == t[:1] for c, t in zip(capped, tags))
-    text_tags = model.tag(["sky clouds"], modality="text")[0]
     text_scores = model.score_labels(model.encode_texts(["sky clouds"]))[0]
+    text_tags = model.labels_above_threshold(text_scores)[0]
     assert {l for l, _ in text_tags} == {model.labels[j] for j in np.flatnonzero(text_scores >= model.thresholds)}
 
 

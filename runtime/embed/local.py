@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..preprocess import load_image
+from ..preprocess import iter_pixels
 from .shards import Shard, make_plan, write_shard
 
 log = logging.getLogger(__name__)
@@ -40,16 +40,12 @@ def encode_shard(model, shard: Shard, out, batch_size: int = 32) -> tuple[int, l
     embeddings = np.zeros((n, d), dtype=np.float32)
     scores = np.zeros((n, c), dtype=np.float32)
     errors: list = [None] * n
-    for start in range(0, n, batch_size):
-        pixels, rows = [], []
-        for j, item in enumerate(shard.items[start:start + batch_size], start):
-            try:
-                pixels.append(load_image(item.path, model.image_size))
-                rows.append(j)
-            except Exception as exc:  # any failure to read one image only costs that item
-                errors[j] = _one_line(exc)
-        if pixels:
-            emb = model.encode_pixels(np.stack(pixels))
+    paths = [item.path for item in shard.items]
+    for rows, pixels, failed in iter_pixels(paths, model.image_size, batch_size):
+        for j, exc in failed:  # an image that cannot be read or decoded only costs its own row
+            errors[j] = _one_line(exc)
+        if rows:
+            emb = model.encode_pixels(pixels)
             embeddings[rows] = emb
             scores[rows] = model.score_labels(emb)
     write_shard(Path(out) / shard.name, shard, embeddings, scores, errors, embedding_space=model.embedding_space,
