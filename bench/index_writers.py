@@ -108,6 +108,7 @@ def bytes_child(args) -> None:
     """In a fresh process: open the index, add ``--add`` items one call each, then ``--add`` in one call."""
     import json
 
+    from dagnn_runtime.indexes import checkpoint
     from dagnn_runtime.indexes.hnsw import HnswIndex
 
     folder = Path(args.folder)
@@ -121,7 +122,7 @@ def bytes_child(args) -> None:
             index.add(extra[batch], [f"new{i}" for i in batch], [{"path": f"new/{i}.jpg"} for i in batch])
         out[name] = {"written": _written() - before, "grown": _sizes(folder) - size,
                      "seconds": time.perf_counter() - start}
-    out["checkpoint_bytes"] = (folder / index._store.checkpoint()["file"]).stat().st_size
+    out["checkpoint_bytes"] = (folder / checkpoint.registered(index._store)["file"]).stat().st_size
     out["db_bytes"] = (folder / "index.db").stat().st_size
     out["pending"] = index.info()["pending_checkpoint"]
     index._store.close()  # no close(): it would checkpoint, which is not what one add costs

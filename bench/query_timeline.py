@@ -62,7 +62,7 @@ def wrap(owner, name, label):
         finally:
             mark(label + " >")
     setattr(owner, name, timed)
-wrap(engine, "open_index", "open index")
+wrap(indexes.IndexSet, "open_all", "open index")
 wrap(session, "load", "load bundle")
 wrap(session.Model, "_build", "build session")
 wrap(bundle.Bundle, "read_graph", "read graph")

@@ -178,3 +178,25 @@ def index_info(
     finally:
         for ix in opened:
             ix.close()
+
+
+@index_app.command("upgrade")
+def index_upgrade(
+    bundle: Path = bundle_opt,
+    index: str = index_opt(),
+    token: Optional[str] = token_opt,
+    expect_digest: Optional[str] = expect_digest_opt,
+):
+    """Give items indexed by an older dagnn the fields every item now has (predicted labels, which the
+    labels filter uses) and store photo paths relative to the index. Resumable: run it again after an
+    interruption. Run it from the folder the index was built from if its photo paths were given relative."""
+    from dagnn_runtime.items import upgrade
+
+    model = load_model(bundle, expect_digest=expect_digest)
+    opened = _open_all(open_index_set(index, token))
+    try:
+        for ix in opened:
+            typer.echo(f"{ix.location}: {upgrade(model, ix)} of {len(ix)} items upgraded")
+    finally:
+        for ix in opened:
+            ix.close()

@@ -26,6 +26,7 @@ class Source:
     ids: list = field(default_factory=list)
     items: list = field(default_factory=list)
     meta: list = field(default_factory=list)
+    roots: list = field(default_factory=list)   # the photo folders given (the index records them)
 
 
 @dataclass
@@ -49,7 +50,7 @@ def sources_from_data(data_dir, modalities=MODALITIES) -> list:
     ds = Dataset.load(data_dir)
     out = []
     if "image" in modalities:
-        src = Source("image")
+        src = Source("image", roots=[ds.root])
         for i in ds.with_images():
             pair = ds.pairs[i]
             src.ids.append(str(pair.row))
@@ -68,7 +69,7 @@ def sources_from_data(data_dir, modalities=MODALITIES) -> list:
 
 def source_from_images(paths) -> Source:
     """Image files, or folders searched recursively; ids are paths relative to the folder given (a file's
-    id is its name)."""
+    id is its name). Two files under one id are refused by ``ingest``, naming both."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     src = Source("image")
@@ -78,8 +79,10 @@ def source_from_images(paths) -> Source:
             if not files:
                 raise InputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {path}")
             pairs = [(p.relative_to(path).as_posix(), p) for p in files]
+            src.roots.append(path)
         elif path.is_file():
             pairs = [(path.name, path)]
+            src.roots.append(path.parent)
         else:
             raise InputError(f"image file or folder {path} does not exist")
         for item_id, p in pairs:
@@ -105,6 +108,17 @@ def source_from_texts(path) -> Source:
     if not src.ids:
         raise InputError(f"{path} holds no text")
     return src
+
+
+def _check_same(source: Source, item_id: str, known: dict, new: dict, how: str) -> None:
+    """Refuse a second file under an id (e.g. ``a/photo.jpg`` and ``b/photo.jpg`` given as folders ``a``
+    and ``b``): it would be skipped as "already present" and never indexed."""
+    from .indexes.paths import same_file
+
+    old, path = known.get("path"), new.get("path")
+    if source.modality == "image" and isinstance(old, str) and isinstance(path, str) and not same_file(old, path):
+        raise InputError(f"id {shorten(item_id)}: {shorten(path, path=True)} and {shorten(old, path=True)} "
+                         f"({how}) have the same id; give each folder its own index, or rename one file")
 
 
 def _batches(model, src: Source, todo: list, batch_size: int):
@@ -152,14 +166,17 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
                          "metadata records: they must match")
     batch_size = positive_int(batch_size, "batch_size")
     index.check_space(model, what=f"bundle {model.source}")
-    seen, todo, duplicates = set(), [], 0
+    seen, todo, duplicates = {}, [], 0
     indexed = index.present(dict.fromkeys(source.ids))
     for pos, item_id in enumerate(source.ids):
         if item_id in seen:
+            _check_same(source, item_id, source.meta[seen[item_id]], source.meta[pos], "also given")
             duplicates += 1
         elif item_id not in indexed:
             todo.append(pos)
-        seen.add(item_id)
+        else:
+            _check_same(source, item_id, index.metadata(item_id), source.meta[pos], "indexed")
+        seen.setdefault(item_id, pos)
     present = len(source.ids) - len(todo) - duplicates
     if on_progress and len(source.ids) > len(todo):
         on_progress(len(source.ids) - len(todo))
@@ -181,6 +198,8 @@ def ingest(model, source: Source, index, *, batch_size: int = 32, save_every: in
     if todo and not added and not present:
         raise InputError(f"nothing could be added to {index.location}: {len(skipped)} unusable items "
                          f"(first: {skipped[0]})")
+    if added:
+        index.record_roots(source.roots)
     index.save()
     log.info("%s index %s: added %d, already present %d, skipped %d", source.modality, index.location, added,
              present, len(skipped))

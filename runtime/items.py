@@ -39,3 +39,17 @@ def item_records(model, modality: str, items, vectors: np.ndarray, metadata) -> 
 def lacks_fields(record: dict) -> bool:
     """Whether a stored record predates this schema (``dagnn index upgrade`` adds what is missing)."""
     return any(key not in record for key in REQUIRED)
+
+
+def upgrade(model, index) -> int:
+    """Give the items of an index made by an older dagnn what every record now has (predicted labels from
+    their stored vectors; a text's tags), batch by batch: run again after an interruption to finish.
+    Returns how many items changed."""
+    index.check_space(model, what=f"bundle {model.source}")
+
+    def fix(ids, vectors, metadata):
+        predicted = model.labels_above_threshold(model.score_labels(vectors))
+        return [item_record(meta, [label for label, _ in passing]) if lacks_fields(meta) else None
+                for meta, passing in zip(metadata, predicted)]
+
+    return index.rewrite(fix)

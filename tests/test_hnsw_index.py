@@ -1,5 +1,6 @@
 """The hnswlib backend: lifecycle, refusal of bad additions, label filter, persistence, recall against exact
 search."""
+import os
 import numpy as np
 import pytest
 
@@ -40,7 +41,7 @@ def test_query_finds_items_with_cosine_scores_and_metadata():
         expected = [ids[j] for j in np.argsort(-exact[r])[:4]]
         assert got_ids[r] == expected
         np.testing.assert_allclose(scores[r], np.sort(exact[r])[::-1][:4], atol=1e-5)
-    assert meta[1][0] == {"path": "img/1.jpg", "labels": ["sky"]}
+    assert meta[1][0] == {"path": os.path.abspath("img/1.jpg"), "labels": ["sky"]}  # the caller's relative path, kept absolute
     assert len(index) == 40 and "item3" in index and "nope" not in index
     assert index.present(["item3", "nope", "item39", "item3"]) == {"item3", "item39"}
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dagnn_runtime.errors import InputError
-from dagnn_runtime.indexes import open_index
+from dagnn_runtime.indexes import checkpoint, open_index
 from dagnn_runtime.indexes.hnsw import HnswIndex
 from dagnn_runtime.indexes.store import DB_FILE
 
@@ -106,7 +106,7 @@ def test_a_damaged_checkpoint_is_rebuilt_from_the_database(tmp_path, caplog):
     index = new_index(tmp_path / "ix")
     index.add(np.stack([vector_of(i) for i in IDS]), IDS)
     index.checkpoint()
-    name = index._store.checkpoint()["file"]
+    name = checkpoint.registered(index._store)["file"]
     index.close()
     path = tmp_path / "ix" / name
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])

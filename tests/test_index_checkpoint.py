@@ -24,7 +24,7 @@ def test_write_then_load_and_an_older_graph_never_replaces_a_newer_one(tmp_path)
     store = Store.create(tmp_path / "ix", META)
     assert checkpoint.load(store) is None
     assert checkpoint.write(graph_of(["a", "b", "c"]), store, (3, 0))
-    first = store.checkpoint()["file"]
+    first = checkpoint.registered(store)["file"]
     assert first.startswith("graph-3-0-")
     assert not checkpoint.write(graph_of(["a", "b"]), store, (2, 0))  # older: dropped, file deleted
     assert checkpoint.write(graph_of(["a", "b", "c", "d"]), store, (4, 1))
@@ -32,22 +32,22 @@ def test_write_then_load_and_an_older_graph_never_replaces_a_newer_one(tmp_path)
     assert marks == (4, 1) and graph.get_current_count() == 4
     np.testing.assert_allclose(graph.get_items([4])[0], vector_of("d"), atol=1e-6)
     assert sorted(p.name for p in store.folder.iterdir() if p.name.startswith("graph")) == \
-        [store.checkpoint()["file"]]
+        [checkpoint.registered(store)["file"]]
 
 
 def test_a_damaged_or_missing_checkpoint_is_logged_and_dropped(tmp_path, caplog):
     store = Store.create(tmp_path / "ix", META)
     checkpoint.write(graph_of(["a", "b"]), store, (2, 0))
-    path = store.folder / store.checkpoint()["file"]
+    path = store.folder / checkpoint.registered(store)["file"]
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING):
         assert checkpoint.load(store) is None
     assert "does not match its SHA-256" in caplog.text and "rebuilding the graph from index.db" in caplog.text
-    assert store.checkpoint() is None
+    assert checkpoint.registered(store) is None
     checkpoint.write(graph_of(["a", "b"]), store, (2, 0))
-    (store.folder / store.checkpoint()["file"]).unlink()
+    (store.folder / checkpoint.registered(store)["file"]).unlink()
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert checkpoint.load(store) is None
@@ -57,7 +57,7 @@ def test_a_damaged_or_missing_checkpoint_is_logged_and_dropped(tmp_path, caplog)
 def test_leftovers_are_removed_only_when_nobody_holds_the_folder_lock(tmp_path):
     store = Store.create(tmp_path / "ix", META)
     checkpoint.write(graph_of(["a"]), store, (1, 0))
-    current = store.checkpoint()["file"]
+    current = checkpoint.registered(store)["file"]
     for name in (".graph.tmp-x1", ".index.db.tmp-y2", ".index.db.tmp-y2-wal", "graph-0-0-dead.hnsw"):
         (store.folder / name).write_bytes(b"partial")
     (store.folder / "notes.txt").write_text("kept")
@@ -103,11 +103,11 @@ def test_a_reader_of_a_read_only_index_closes_without_a_warning(tmp_path, caplog
     index = HnswIndex(DIM, SPACE, modality="image", M=8, ef_construction=40, location=tmp_path / "ix")
     index.add(np.stack([vector_of(i) for i in ids[:400]]), ids[:400])
     index.add(np.stack([vector_of(i) for i in ids[400:]]), ids[400:])  # 35 pending: due only when closing
-    registered = Store(tmp_path / "ix").checkpoint()
+    registered = checkpoint.registered(Store(tmp_path / "ix"))
     assert index.info()["pending_checkpoint"] == 35
     monkeypatch.setattr(checkpoint.os, "access", lambda path, mode: False)
     with caplog.at_level(logging.INFO, logger="dagnn_runtime.indexes"):
         index.close()
-    assert Store(tmp_path / "ix").checkpoint() == registered and len(HnswIndex.load(tmp_path / "ix")) == 435
+    assert checkpoint.registered(Store(tmp_path / "ix")) == registered and len(HnswIndex.load(tmp_path / "ix")) == 435
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("not writable" in r.getMessage() for r in caplog.records)

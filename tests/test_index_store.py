@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from dagnn_runtime.errors import IndexFileError, InputError
+from dagnn_runtime.indexes import checkpoint
 from dagnn_runtime.indexes.hnsw import HnswIndex
 from dagnn_runtime.indexes.store import DB_FILE, Store
 
@@ -170,5 +171,5 @@ def test_kill_9_during_adds_keeps_every_acknowledged_item(tmp_path):
     assert [row[0].id for row in hits] == sample
     assert index._store._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     leftovers = [p.name for p in folder.iterdir()
-                 if p.name not in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", index._store.checkpoint()["file"])]
+                 if p.name not in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", checkpoint.registered(index._store)["file"])]
     assert leftovers == []

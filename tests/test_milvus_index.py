@@ -2,6 +2,7 @@
 inside Milvus, persistence, agreement with exact search on demo photos encoded by a factory bundle."""
 from pathlib import Path
 
+import os
 import numpy as np
 import pytest
 
@@ -34,7 +35,7 @@ def photos(db, model):  # noqa: F811
     paths = demo_images(200)
     emb = model.encode_images(paths)
     scores = model.score_labels(emb)
-    meta = [{"path": p.name, "predicted_labels": [model.labels[int(np.argmax(s))]]} for p, s in zip(paths, scores)]
+    meta = [{"path": os.path.abspath(p), "predicted_labels": [model.labels[int(np.argmax(s))]]} for p, s in zip(paths, scores)]
     index = MilvusIndex.open(db, modality="image", model=model, create=True)
     index.add(emb, [p.name for p in paths], meta)
     index.save()

@@ -84,7 +84,7 @@ class MilvusBackend:
         return is_milvus_location(location)
 
     def locate(self, location: str, modality: str | None, options: dict):
-        from .milvus import collection_exists
+        from .milvus_schema import collection_exists
 
         return location if collection_exists(location, modality, token=options.get("token")) else None
 

@@ -48,6 +48,13 @@ class VectorIndex(Protocol):
 
     def metadata(self, item_id) -> dict: ...
 
+    def rewrite(self, fix, batch: int = 500) -> int:
+        """Give items new metadata, batch by batch, each batch committed: ``fix(ids, vectors, metadata)`` ->
+        per item its new metadata, or None to leave it. Returns how many changed (``dagnn index upgrade``)."""
+
+    def record_roots(self, folders) -> None:
+        """Remember the photo folders items were indexed from."""
+
     def save(self) -> None:
         """Make pending changes durable at ``location``."""
 

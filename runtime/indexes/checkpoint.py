@@ -11,6 +11,7 @@ may delete what killed processes left behind: temporary files and unregistered g
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -19,9 +20,10 @@ from pathlib import Path
 
 import hnswlib
 
+from .. import jsonio
 from ..digests import file_sha256
 from ..errors import IndexFileError
-from .store import Store
+from .store import KEEP, Store
 from .store_file import DB_FILE, folder_lock, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,67 @@ def due(pending: int, items: int, min_changes: int = MIN_CHANGES, closing: bool 
     """Whether ``pending`` changes since the last checkpoint of an index of ``items`` call for a new one;
     ``closing``: the writer is closing the index."""
     return pending >= max(min_changes, (CLOSING_FRACTION if closing else FRACTION) * items)
+
+
+def registered(store: Store) -> dict | None:
+    """The registered graph checkpoint: {file, sha256, marks: [item seq, removal seq], count, dim}, or None."""
+    return _record(store, store.meta_text("checkpoint"))
+
+
+def _record(store: Store, text) -> dict | None:
+    """A checkpoint record as ``write`` makes it, or None (logged) when there is none or it is damaged: the
+    graph is then rebuilt from the rows, which is slower but loses nothing."""
+    if text is None:
+        return None
+    try:
+        record = jsonio.expect(jsonio.loads(text, "checkpoint record", error=IndexFileError), dict,
+                               "checkpoint record", error=IndexFileError)
+        marks = record["marks"]
+        if not (isinstance(record["file"], str) and isinstance(record["count"], int)
+                and isinstance(marks, list) and len(marks) == 2 and all(isinstance(m, int) for m in marks)):
+            raise IndexFileError("checkpoint record: fields of the wrong type")
+    except (IndexFileError, KeyError, TypeError) as exc:
+        log.warning("index %s: ignoring a damaged graph checkpoint record (%s)", store.folder, exc)
+        return None
+    return record
+
+
+def _register(store: Store, record: dict) -> tuple:
+    """Make ``record`` the checkpoint unless the registered one covers as much; returns (registered?, the
+    record it replaced or None). Any two snapshots are ordered, so marks compare component-wise."""
+    def decide(text):
+        old = _record(store, text)
+        if old is not None and all(o >= n for o, n in zip(old["marks"], record["marks"])):
+            return KEEP, (False, old)
+        return json.dumps(record), (True, old)
+
+    return store.update_meta("checkpoint", decide)
+
+
+def _forget(store: Store, record: dict) -> bool:
+    """Unregister ``record`` (found unusable) unless another process registered a newer one meanwhile."""
+    return store.update_meta("checkpoint", lambda text: (None, True) if _record(store, text) == record
+                             else (KEEP, False))
+
+
+def pending(marks: tuple, written: tuple) -> int:
+    """Changes a graph at ``marks`` holds beyond the checkpoint written at ``written``."""
+    return sum(m - w for m, w in zip(marks, written))
+
+
+def write_if_due(graph, store: Store | None, marks: tuple, written: tuple, min_changes: int = MIN_CHANGES, *,
+                 force: bool = False, closing: bool = False) -> tuple:
+    """Write ``graph`` (a ``hnsw_graph.Graph``) at ``marks`` when a checkpoint is ``due`` (or ``force``d);
+    returns the marks the checkpoint on disk covers. A failure is only logged: the store has it all."""
+    changes = pending(marks, written)
+    if store is None or not changes or not (force or due(changes, len(graph.labels), min_changes, closing)):
+        return written
+    try:
+        if write(graph.hnsw, store, marks):
+            return marks
+    except (OSError, IndexFileError) as exc:
+        log.warning("index %s: graph checkpoint not written (%s)", store.folder, exc)
+    return written
 
 
 def _is_graph(name: str) -> bool:
@@ -70,7 +133,7 @@ def write(graph: hnswlib.Index, store: Store, marks: tuple) -> bool:
             os.chmod(tmp, 0o644)
             os.replace(tmp, folder / name)
             fsync_dir(folder)
-            registered, old = store.register_checkpoint(record)
+            registered, old = _register(store, record)
         except BaseException:
             tmp.unlink(missing_ok=True)
             (folder / name).unlink(missing_ok=True)
@@ -86,7 +149,7 @@ def write(graph: hnswlib.Index, store: Store, marks: tuple) -> bool:
 
 def load(store: Store) -> tuple | None:
     """(graph, marks) of the registered checkpoint, or None (logged) when there is none usable."""
-    record = store.checkpoint()
+    record = registered(store)
     if record is None:
         return None
     path = store.folder / record["file"]
@@ -112,7 +175,7 @@ def load(store: Store) -> tuple | None:
         log.warning("index %s: graph checkpoint %s %s; rebuilding the graph from %s",
                     store.folder, record["file"], why, DB_FILE)
         try:
-            if store.forget_checkpoint(record):
+            if _forget(store, record):
                 path.unlink(missing_ok=True)
         except (IndexFileError, OSError) as exc:  # e.g. a read-only index: the next writer replaces it
             log.info("%s", exc)
@@ -127,7 +190,7 @@ def remove_leftovers(store: Store) -> list:
     with folder_lock(store.folder, blocking=False) as locked:
         if not locked:
             return deleted
-        current = (store.checkpoint() or {}).get("file")
+        current = (registered(store) or {}).get("file")
         for path in store.folder.iterdir():
             name = path.name
             if (name.startswith(TMP_PREFIXES) or _is_graph(name) and name != current) and path.is_file():

@@ -9,7 +9,6 @@ without a location live in memory only. Capacity grows on its own; removal marks
 """
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 
@@ -17,16 +16,16 @@ import numpy as np
 
 from ..atomic import recover
 from ..constants import MODALITIES
-from ..errors import IndexFileError, InputError, MismatchError, positive_int
-from . import checkpoint, legacy
+from ..errors import IndexFileError, InputError, positive_int
+from . import checkpoint, hnsw_records, legacy
 from .base import Hit, check_identity
 from .hnsw_graph import Graph, read_record
 from .inputs import additions, item_key, item_keys, search_options, unit_vectors
+from .paths import RELATIVE, shown, stored
 from .store import Store
+from .store_file import check_joinable
 
 PARAMS = ("M", "ef_construction", "ef")
-
-log = logging.getLogger(__name__)
 
 
 class HnswIndex:
@@ -56,6 +55,7 @@ class HnswIndex:
         self._checkpointed = (0, 0)   # marks of the last checkpoint this copy loaded or wrote
         self.checkpoint_min = checkpoint.MIN_CHANGES
         self.converted = False        # opened a version-1 folder and converted it
+        self._base = None             # the folder stored photo paths start from (None: stored absolute)
 
     @classmethod
     def for_model(cls, model, modality: str | None = None, **kwargs) -> "HnswIndex":
@@ -76,14 +76,14 @@ class HnswIndex:
 
     # ---- contents ------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        self._sync()
+        self.refresh()
         return len(self._graph.labels)
 
     def __contains__(self, item_id) -> bool:
         return bool(self.present([item_id]))
 
     def present(self, ids) -> set:
-        self._sync()
+        self.refresh()
         return {i for i in ids if item_key(i) in self._graph.labels}
 
     def __repr__(self) -> str:
@@ -91,7 +91,7 @@ class HnswIndex:
 
     @property
     def ids(self) -> list:
-        self._sync()
+        self.refresh()
         with self._lock:
             return list(self._graph.labels)
 
@@ -107,34 +107,46 @@ class HnswIndex:
 
     def metadata(self, item_id) -> dict:
         key = item_key(item_id)
-        self._sync()
+        self.refresh()
         with self._lock:
             label = self._graph.labels.get(key)
             if label is None:
                 raise InputError(f"id {item_id!r:.80} is not in the index")
-            return read_record(self._graph.items[label][1])
+            return shown(read_record(self._graph.items[label][1]), self._base)
 
     def info(self) -> dict:
-        self._sync()
+        self.refresh()
         with self._lock:
             g = self._graph
             return {"items": len(g.labels), "removed": g.hnsw.get_current_count() - len(g.labels),
                     "capacity": self.capacity, "dim": self.dim, "space": "cosine", "modality": self.modality,
                     "embedding_space": self.embedding_space, "bundle_digest": self.bundle_digest, "M": self.M,
                     "ef_construction": self.ef_construction, "ef": self.ef,
-                    "location": self.location, "pending_checkpoint": self._pending()}
+                    "location": self.location, "roots": hnsw_records.roots(self),
+                    "pending_checkpoint": checkpoint.pending(self._marks, self._checkpointed)}
 
     def check_space(self, model_or_space, what: str = "bundle") -> None:
         """Refuse a bundle (or embedding_space string) of another space, or a bundle of another digest."""
         check_identity(f"index {self.location or '(in memory)'}", self.embedding_space, self.bundle_digest,
                        model_or_space, what)
 
+    def rewrite(self, fix, batch: int = 500) -> int:
+        """Give items new metadata in committed batches (``hnsw_records.rewrite``): ``dagnn index upgrade``."""
+        return hnsw_records.rewrite(self, fix, batch)
+
+    def record_roots(self, folders) -> None:
+        hnsw_records.record_roots(self, folders)
+
     # ---- changes -------------------------------------------------------------------------------------
     def add(self, vectors, ids, metadata=None) -> None:
         """Add items; all-or-nothing: a wrong dimension, a duplicate id or bad metadata changes nothing.
-        At a location, the items are committed to the store before this returns."""
-        keys, v, records = additions(vectors, ids, metadata, self.dim)
+        At a location, the items are committed to the store before this returns; photo paths are stored
+        relative to it (``paths``)."""
         with self._lock:
+            new_store = self._store is None and self.location is not None
+            base = Path(self.location) if new_store else self._base
+            metadata = None if metadata is None else [stored(m, base) if isinstance(m, dict) else m for m in metadata]
+            keys, v, records = additions(vectors, ids, metadata, self.dim)
             if self._store is None and self.location is not None:
                 self._open_store()
             if self._store is not None:  # the store refuses duplicates, also those of other writers
@@ -175,10 +187,10 @@ class HnswIndex:
         search breadth. Another process's committed changes are seen first."""
         wanted = search_options(k, ef, labels)
         q = unit_vectors(vectors, self.dim, "query vectors")
-        self._sync()
+        self.refresh()
         with self._lock:
             rows, scores = self._graph.search(q, k, wanted, ef or self.ef, exact)
-        return [[Hit(item[0], float(s), read_record(item[1])) for item, s in zip(row, srow)]
+        return [[Hit(item[0], float(s), shown(read_record(item[1]), self._base)) for item, s in zip(row, srow)]
                 for row, srow in zip(rows, scores)]
 
     # ---- the store -------------------------------------------------------------------------------------
@@ -208,6 +220,7 @@ class HnswIndex:
     def _attach(self, store: Store) -> None:
         """Take the graph from the store's checkpoint (or rebuild it) and replay what is newer."""
         self._store = store
+        self._base = Path(self.location) if store.meta.get("paths") == RELATIVE else None
         checkpoint.remove_leftovers(store)
         loaded = checkpoint.load(store)
         if loaded is not None:
@@ -221,7 +234,7 @@ class HnswIndex:
         """Create the store at ``location`` with this in-memory index's items (their labels become its
         seqs), or open the one another process created there meanwhile when this index is still empty."""
         meta = {"dim": self.dim, "embedding_space": self.embedding_space, "space": "cosine",
-                "modality": self.modality, **{p: getattr(self, p) for p in PARAMS},
+                "modality": self.modality, "paths": RELATIVE, **{p: getattr(self, p) for p in PARAMS},
                 **({"bundle_digest": self.bundle_digest} if self.bundle_digest else {})}
         g = self._graph
         seeded = bool(g.items)
@@ -231,12 +244,8 @@ class HnswIndex:
             store.close()
             if seeded or self._marks != (0, 0):
                 raise IndexFileError(f"index {self.location} exists already: open it to add to it")
-            if (found["embedding_space"], store.dim) != (self.embedding_space, self.dim):
-                raise MismatchError(f"index {self.location} exists already, with embeddings of another space")
-            theirs = found.get("bundle_digest")
-            if theirs and self.bundle_digest and theirs != self.bundle_digest:
-                raise MismatchError(f"index {self.location} exists already, built with another bundle")
-            self.bundle_digest = theirs  # what the store records is what this index is
+            check_joinable(self.location, found, self.dim, self.embedding_space, self.bundle_digest)
+            self.bundle_digest = found.get("bundle_digest")  # what the store records is what this index is
             store = Store(self.location)
         self._marks = (self._marks[0], 0)  # removed items were never written: no removals to replay
         self._attach(store)
@@ -248,27 +257,14 @@ class HnswIndex:
         self._marks = self._store.replay(self._marks, g.apply_items, g.apply_removals)
 
     def refresh(self) -> None:
-        """See the changes other writers committed since this copy last looked (a cheap check when there
-        are none)."""
+        """See the changes other writers committed since this copy last looked (cheap when there are none)."""
         with self._lock:
             if self._store is not None and self._store.changed():
                 self._catch_up()
 
-    _sync = refresh
-
-    def _pending(self) -> int:
-        return sum(m - c for m, c in zip(self._marks, self._checkpointed))
-
     def _checkpoint_if_due(self, force: bool = False, closing: bool = False) -> None:
-        pending = self._pending()
-        if self._store is None or not pending:
-            return
-        if force or checkpoint.due(pending, len(self._graph.labels), self.checkpoint_min, closing):
-            try:
-                if checkpoint.write(self._graph.hnsw, self._store, self._marks):
-                    self._checkpointed = self._marks
-            except (OSError, IndexFileError) as exc:  # never needed for correctness: the store has it all
-                log.warning("index %s: graph checkpoint not written (%s)", self.location, exc)
+        self._checkpointed = checkpoint.write_if_due(self._graph, self._store, self._marks, self._checkpointed,
+                                                     self.checkpoint_min, force=force, closing=closing)
 
     def save(self, location=None) -> None:
         """Changes are durable when ``add``/``remove`` return; this writes the graph checkpoint when

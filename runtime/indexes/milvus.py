@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -31,34 +30,14 @@ from .. import jsonio
 from ..errors import DagnnError, IndexFileError, InputError
 from .base import Hit, check_identity
 from .inputs import additions, item_key, item_keys, unit_vectors
-from .milvus_schema import (BATCH, FORMAT, FORMAT_VERSION, MAX_ID_BYTES, MAX_K, collection_name, connect,
-                            create_collection, is_milvus_location, label_filter, literal, shown, to_row, wrapped)
+from .paths import stored
+from .milvus_schema import (BATCH, FORMAT, FORMAT_VERSION, MAX_ID_BYTES, MAX_K, collection_exists, collection_name,
+                            connect, create_collection, is_milvus_location, label_filter, literal, shown, to_row,
+                            token_of, wrapped)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MilvusIndex", "is_milvus_location", "collection_exists"]
-TOKEN_ENV = "DAGNN_MILVUS_TOKEN"   # where a server token is read from when none is given
-
-
-def _token(token):
-    return token if token is not None else os.environ.get(TOKEN_ENV)
-
-
-def collection_exists(uri, modality: str | None = None, *, token: str | None = None, prefix: str = "dagnn",
-                      timeout: float = 10.0) -> bool:
-    """Whether ``uri`` holds the collection of ``modality`` (a missing Milvus Lite path holds none)."""
-    uri = str(uri)
-    name = collection_name(prefix, modality)
-    if uri.endswith(".db") and not Path(uri).exists():
-        return False
-    where = f"Milvus {shown(uri)} collection {name}"
-    client = connect(uri, _token(token), timeout, where)
-    try:
-        with wrapped(where, "look up"):
-            return bool(client.has_collection(name))
-    finally:
-        client.close()
-
 
 class MilvusIndex:
     """One modality's items of one embedding space in a Milvus collection (cosine similarity)."""
@@ -90,7 +69,7 @@ class MilvusIndex:
         if uri.endswith(".db") and not create:
             if not Path(uri).exists():  # Milvus Lite keeps a folder (older releases: a file) at this path
                 raise IndexFileError(f"{where}: no such Milvus Lite database")
-        client = connect(uri, _token(token), timeout, where)
+        client = connect(uri, token_of(token), timeout, where)
         try:
             with wrapped(where, "open"):
                 exists = client.has_collection(name)
@@ -172,7 +151,9 @@ class MilvusIndex:
 
     # ---- changes -------------------------------------------------------------------------------------
     def add(self, vectors, ids, metadata=None) -> None:
-        """Add items; a wrong dimension, a duplicate id or bad metadata is refused before anything is sent."""
+        """Add items; a wrong dimension, a duplicate id or bad metadata is refused before anything is sent.
+        Photo paths are stored absolute: a collection has no folder of its own to start them from."""
+        metadata = None if metadata is None else [stored(m, None) if isinstance(m, dict) else m for m in metadata]
         keys, v, records = additions(vectors, ids, metadata, self.dim, MAX_ID_BYTES)
         rows = [to_row(key, vec, record) for key, vec, record in zip(keys, v, records)]
         present = self._present(keys)
@@ -199,6 +180,25 @@ class MilvusIndex:
         if unknown:
             raise InputError(f"id {unknown[0]!r} is not in the index ({len(unknown)} unknown ids)")
         self._delete(keys)
+
+    def rewrite(self, fix, batch: int = BATCH) -> int:
+        """``fix(ids, vectors, metadata)`` -> per item its new metadata or None; each page is one upsert, so
+        an interrupted ``dagnn index upgrade`` keeps what it did. Returns how many items changed."""
+        changed = 0
+        for page in self._pages(["id", "vector", "metadata"], batch=batch):
+            vectors = np.asarray([r["vector"] for r in page], dtype=np.float32)
+            new = fix([r["id"] for r in page], vectors, [dict(r["metadata"] or {}) for r in page])
+            keys, v, records = additions(vectors, [r["id"] for r in page], [stored(m or {}, None) for m in new],
+                                         self.dim, MAX_ID_BYTES)
+            rows = [to_row(k, vec, rec) for k, vec, rec, m in zip(keys, v, records, new) if m is not None]
+            if rows:
+                with self._wrapped("upsert"):
+                    self._client.upsert(self.collection, rows)
+                changed += len(rows)
+        return changed
+
+    def record_roots(self, folders) -> None:
+        """Nothing to record: a collection stores photo paths absolute (``add``)."""
 
     def save(self) -> None:
         """Seal the growing segments: inserts are durable once this returns. Milvus indexes the sealed rows
@@ -235,18 +235,11 @@ class MilvusIndex:
         return hits
 
     def _exact(self, q: np.ndarray, k: int, expr: str) -> list[list[Hit]]:
-        """Brute force over every stored vector, paged in primary-key order (memory: one page + k per query)."""
+        """Brute force over every stored vector, page by page (memory: one page + k per query)."""
         best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
         best_i = np.empty((len(q), 0), dtype=object)
-        meta, last = {}, ""
-        while True:
-            cond = f"id > {json.dumps(last, ensure_ascii=False)}" + (f" and ({expr})" if expr else "")
-            with self._wrapped("exact search"):
-                page = self._client.query(self.collection, filter=cond, limit=BATCH, iterator="True",
-                                          reduce_stop_for_best="True", output_fields=["id", "vector", "metadata"])
-            if not page:
-                break
-            last = page[-1]["id"]
+        meta = {}
+        for page in self._pages(["id", "vector", "metadata"], expr):
             ids = np.array([r["id"] for r in page], dtype=object)
             sims = q @ np.asarray([r["vector"] for r in page], dtype=np.float32).T
             all_s, all_i = np.hstack([best_s, sims]), np.hstack([best_i, np.broadcast_to(ids, sims.shape)])
@@ -257,6 +250,19 @@ class MilvusIndex:
             meta.update({r["id"]: r["metadata"] for r in page if r["id"] in keep})
         return [[Hit(str(i), float(s), dict(meta[i] or {})) for i, s in zip(row_i, row_s)]
                 for row_i, row_s in zip(best_i, best_s)]
+
+    def _pages(self, fields: list, expr: str = "", batch: int = BATCH):
+        """The collection's rows (``expr`` matching) in primary-key order, a page at a time."""
+        last = ""
+        while True:
+            cond = f"id > {json.dumps(last, ensure_ascii=False)}" + (f" and ({expr})" if expr else "")
+            with self._wrapped("read items"):
+                page = self._client.query(self.collection, filter=cond, limit=batch, iterator="True",
+                                          reduce_stop_for_best="True", output_fields=fields)
+            if not page:
+                return
+            last = page[-1]["id"]
+            yield page
 
     # ---- helpers -------------------------------------------------------------------------------------
     def _present(self, keys: list) -> list:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -129,3 +131,26 @@ def label_filter(labels) -> str:
     if not all(isinstance(x, str) for x in labels):
         raise InputError("labels to filter by must be strings")
     return " or ".join(f"ARRAY_CONTAINS_ANY({f}, {literal(labels)})" for f in LABEL_FIELDS)
+
+
+TOKEN_ENV = "DAGNN_MILVUS_TOKEN"   # where a server token is read from when none is given
+
+
+def token_of(token):
+    return token if token is not None else os.environ.get(TOKEN_ENV)
+
+
+def collection_exists(uri, modality: str | None = None, *, token: str | None = None, prefix: str = "dagnn",
+                      timeout: float = 10.0) -> bool:
+    """Whether ``uri`` holds the collection of ``modality`` (a missing Milvus Lite path holds none)."""
+    uri = str(uri)
+    name = collection_name(prefix, modality)
+    if uri.endswith(".db") and not Path(uri).exists():
+        return False
+    where = f"Milvus {shown(uri)} collection {name}"
+    client = connect(uri, token_of(token), timeout, where)
+    try:
+        with wrapped(where, "look up"):
+            return bool(client.has_collection(name))
+    finally:
+        client.close()

@@ -9,7 +9,8 @@ HNSW graph is only an accelerator derived from these rows and checkpointed now a
 Tables of ``index.db``::
 
     meta      key -> JSON value: format, format_version, dim, modality, embedding_space, HNSW parameters,
-              the bundle's digest when known, and the registered graph checkpoint
+              the bundle's digest when known, how photo paths are stored (``paths``), the photo roots,
+              and the registered graph checkpoint
     items     seq (never reused; the graph's label), id (unique), metadata (JSON text),
               vector (float32 little-endian bytes, L2-normalised); removing an item deletes its row
     removals  seq (never reused) -> item_seq: the removals a graph checkpoint may not have seen yet
@@ -26,13 +27,13 @@ from typing import Callable
 
 import numpy as np
 
-from .. import jsonio
 from ..errors import IndexFileError, InputError
 from .store_file import DB_FILE, checked_meta, create_db, folder_lock
 
 log = logging.getLogger(__name__)
 
 CHUNK = 500  # ids per SQL statement (well under SQLite's bound-parameter limit)
+KEEP = object()  # ``update_meta``: leave the value as it is
 
 
 def _chunks(seq, size=CHUNK):
@@ -173,6 +174,22 @@ class Store:
             conn.executemany("DELETE FROM items WHERE seq = ?", seqs)
             conn.executemany("INSERT INTO removals (item_seq) VALUES (?)", seqs)
 
+    def replace(self, ids: list, records: list) -> None:
+        """Give items new metadata (JSON texts), all or nothing. Each is removed and added again under a new
+        seq, so that every process's graph takes the change by replaying, as for any other change."""
+        with self._transaction("replacing metadata") as conn:
+            for part_ids, part_records in zip(_chunks(ids), _chunks(records)):
+                marks = ",".join("?" * len(part_ids))
+                found = dict((i, (q, v)) for q, i, v in conn.execute(
+                    f"SELECT seq, id, vector FROM items WHERE id IN ({marks})", part_ids))
+                unknown = [i for i in part_ids if i not in found]
+                if unknown:
+                    raise InputError(f"id {unknown[0]!r:.80} is not in the index {self.folder}; nothing was changed")
+                conn.executemany("DELETE FROM items WHERE seq = ?", [(found[i][0],) for i in part_ids])
+                conn.executemany("INSERT INTO removals (item_seq) VALUES (?)", [(found[i][0],) for i in part_ids])
+                conn.executemany("INSERT INTO items (id, metadata, vector) VALUES (?, ?, ?)",
+                                 [(i, r, found[i][1]) for i, r in zip(part_ids, part_records)])
+
     # ---- reading -------------------------------------------------------------------------------------
     def present(self, ids: list) -> list:
         """Those of ``ids`` that are in the store, in the given order."""
@@ -253,45 +270,25 @@ class Store:
                 on_removals(np.array(removed, dtype=np.int64))
         return marks
 
-    # ---- graph checkpoint registry ---------------------------------------------------------------------
-    def checkpoint(self) -> dict | None:
-        """The registered graph checkpoint: {file, sha256, marks: [item seq, removal seq]}, or None."""
-        with self._transaction("reading the checkpoint record", write=False) as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
-        return None if row is None else self._record(row[0])
+    # ---- meta ----------------------------------------------------------------------------------------
+    def meta_text(self, key: str) -> str | None:
+        """A meta value as stored (JSON text), read now (another process may have changed it)."""
+        with self._transaction(f"reading {key}", write=False) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
 
-    def _record(self, text) -> dict | None:
-        """A checkpoint record as written by ``checkpoint.write``, or None (logged) when it is damaged:
-        the graph is then rebuilt from the rows, which is slower but loses nothing."""
-        try:
-            record = jsonio.expect(jsonio.loads(text, "checkpoint record", error=IndexFileError), dict,
-                                   "checkpoint record", error=IndexFileError)
-            marks = record["marks"]
-            if not (isinstance(record["file"], str) and isinstance(record["count"], int)
-                    and isinstance(marks, list) and len(marks) == 2 and all(isinstance(m, int) for m in marks)):
-                raise IndexFileError("checkpoint record: fields of the wrong type")
-        except (IndexFileError, KeyError, TypeError) as exc:
-            log.warning("index %s: ignoring a damaged graph checkpoint record (%s)", self.folder, exc)
-            return None
-        return record
-
-    def register_checkpoint(self, record: dict) -> tuple:
-        """Make ``record`` the checkpoint unless the registered one covers as much; returns (registered?,
-        the record it replaced or None). Any two snapshots are ordered, so marks compare component-wise."""
-        with self._transaction("registering a checkpoint") as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
-            old = None if row is None else self._record(row[0])
-            if old is not None and all(o >= n for o, n in zip(old["marks"], record["marks"])):
-                return False, old
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('checkpoint', ?)", (json.dumps(record),))
-            return True, old
-
-    def forget_checkpoint(self, record: dict) -> bool:
-        """Unregister ``record`` (found unusable) unless another process registered a newer one meanwhile;
-        returns whether it did."""
-        with self._transaction("dropping a checkpoint record") as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
-            if row is None or self._record(row[0]) != record:
-                return False
-            conn.execute("DELETE FROM meta WHERE key = 'checkpoint'")
-            return True
+    def update_meta(self, key: str, decide: Callable):
+        """In one write transaction, ``decide(current JSON text or None)`` -> (new text, or None to delete
+        the key, or ``KEEP``; what to return): a compare-and-set for records such as the checkpoint's."""
+        with self._transaction(f"updating {key}") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            new, result = decide(None if row is None else row[0])
+            if new is None:
+                conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            elif new is not KEEP:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, new))
+        if new is None:
+            self.meta.pop(key, None)
+        elif new is not KEEP:
+            self.meta[key] = json.loads(new)
+        return result

@@ -116,3 +116,15 @@ def checked_meta(folder: Path, rows) -> dict:
         raise IndexFileError(f"index {folder}: {DB_FILE} meta is damaged (dim, embedding_space "
                              "or bundle_digest missing or of the wrong type)")
     return meta
+
+
+def check_joinable(folder, found: dict, dim: int, space: str, digest: str | None) -> None:
+    """An index another process created at ``folder`` meanwhile (meta ``found``) may be joined by an empty
+    one meant for embeddings of ``space`` (``dim``-d) by bundle ``digest``; else MismatchError."""
+    from ..errors import MismatchError
+
+    if (found["embedding_space"], found["dim"]) != (space, dim):
+        raise MismatchError(f"index {folder} exists already, with embeddings of another space")
+    theirs = found.get("bundle_digest")
+    if theirs and digest and theirs != digest:
+        raise MismatchError(f"index {folder} exists already, built with another bundle")
