@@ -123,10 +123,12 @@ def _check_same(source: Source, item_id: str, known: dict, new: dict, how: str) 
 
 def _batches(model, src: Source, todo: list, batch_size: int):
     """Encode the items at positions ``todo`` batch by batch: yields (items done, positions encoded, their
-    embeddings, problem lines). Images are decoded one batch ahead, in threads (``Model.iter_pixels``)."""
+    embeddings, problem lines). Images are decoded one batch ahead, in threads (``preprocess.iter_pixels``)."""
     if src.modality == "image":
         items = [src.items[pos] for pos in todo]
-        for positions, pixels, errors in model.iter_pixels(items, batch_size):
+        from .preprocess import iter_pixels  # here: importing ingest must not load Pillow
+
+        for positions, pixels, errors in iter_pixels(items, model.image_size, batch_size):
             ok = [todo[i] for i in positions]
             yield (len(positions) + len(errors), ok, model.encode_pixels(pixels) if ok else None,
                    [str(exc) for _, exc in errors])

@@ -170,12 +170,6 @@ class Model:
             out[positions] = self.encode_pixels(pixels)
         return out
 
-    def iter_pixels(self, items, batch_size: int = 32):
-        """``preprocess.iter_pixels`` at this bundle's image size, kept until ``ingest`` calls it itself."""
-        from .preprocess import iter_pixels
-
-        return iter_pixels(items, self.image_size, positive_int(batch_size, "batch_size"))
-
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """A uint8 batch ``(n, S, S, 3)`` from ``preprocess.iter_pixels`` → L2-normalised ``(n, d)``: callers
         that decode apart from encoding (ingest, the server's batches) hand over pixels."""
@@ -186,13 +180,6 @@ class Model:
         if len(pixels) == 0:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
         return l2_normalize(self._run("image_encoder", np.ascontiguousarray(pixels))[0])
-
-    def preprocess(self, items) -> np.ndarray:
-        """``preprocess.load_batch`` at this bundle's image size, kept until the server's batching calls
-        ``preprocess.load_image`` itself."""
-        from .preprocess import load_batch
-
-        return load_batch(items, self.image_size)
 
     def parse_text(self, item) -> tuple[list, list]:
         """A string (``"sky, clouds"``) or a list of tags → (tags in the vocabulary, tags not in it)."""

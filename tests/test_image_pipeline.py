@@ -3,7 +3,7 @@ reported at their positions, threads sized by the usable cores."""
 import numpy as np
 
 from dagnn_runtime import execution
-from dagnn_runtime.preprocess import load_image
+from dagnn_runtime.preprocess import iter_pixels, load_image
 from bundle_factory import bundle_dir, data_dir, model  # noqa: F401
 
 
@@ -13,7 +13,7 @@ def test_iter_pixels_keeps_order_and_reports_bad_items_at_their_position(model, 
     broken.write_bytes(images[0].read_bytes()[:50])
     items = images[:3] + [broken] + images[3:] + [tmp_path / "missing.jpg"]
     seen, bad = [], {}
-    for positions, pixels, errors in model.iter_pixels(items, batch_size=3):
+    for positions, pixels, errors in iter_pixels(items, model.image_size, 3):
         assert len(positions) == len(pixels) and len(positions) + len(errors) <= 3
         for pos, array in zip(positions, pixels):
             np.testing.assert_array_equal(array, load_image(items[pos], model.image_size))

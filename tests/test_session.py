@@ -9,6 +9,7 @@ from onnx import numpy_helper
 from PIL import Image
 
 import dagnn_runtime as dr
+from dagnn_runtime.preprocess import load_batch
 from dagnn_runtime.metrics import l2_normalize
 from dagnn_runtime.errors import ImageInputError
 from dagnn_runtime.preprocess import load_image
@@ -90,7 +91,7 @@ def test_score_labels_is_cosine_with_z_and_matches_the_graph(model, images):
     emb = model.encode_images(images[:5])
     z = l2_normalize(model.classifiers)
     np.testing.assert_allclose(model.score_labels(emb), emb @ z.T, atol=1e-6)
-    graph_scores = model._run("image_encoder", model.preprocess(images[:5]))[1]
+    graph_scores = model._run("image_encoder", load_batch(images[:5], model.image_size))[1]
     np.testing.assert_allclose(model.score_labels(emb), graph_scores, atol=1e-5)
     np.testing.assert_allclose(model.score_labels(emb[0] * 7), model.score_labels(emb[:1]), atol=1e-6)
     with pytest.raises(dr.InputError, match="expected \\(n, 16\\)"):

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import DagnnError, ImageInputError
+from ..preprocess import load_image
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -125,7 +126,7 @@ class BatchingEncoder:
         futures = []
         for i, item in enumerate(items):
             try:
-                pixels = self.model.preprocess([item])[0]
+                pixels = load_image(item, self.model.image_size)
             except ImageInputError as exc:
                 raise exc if len(items) == 1 else ImageInputError(f"item {i}: {exc}") from exc
             futures.append(self.batcher.submit(pixels))
