@@ -24,6 +24,7 @@ _LAZY = {
     "load": "session", "Model": "session", "Bundle": "bundle", "read_bundle": "bundle",
     "Searcher": "engine", "SearchResult": "engine", "TagResult": "engine", "LabelScore": "engine",
     "Hit": "indexes.base", "VectorIndex": "indexes.base", "open_index": "indexes", "locate_index": "indexes",
+    "IndexSet": "indexes",
     "IngestReport": "ingest", "Source": "ingest", "source_from_images": "ingest",
     "source_from_texts": "ingest", "sources_from_data": "ingest", "evaluate_bundle": "evaluation",
 }

@@ -3,6 +3,7 @@ the real features/train/export/runtime code, the outputs are where the printed c
 printed `dagnn query` command works when pasted. The real-size run is `dagnn demo [--quick]` (CI)."""
 import json
 import shlex
+import sqlite3
 import subprocess
 from dataclasses import replace
 
@@ -38,8 +39,13 @@ def test_demo_writes_every_stage_output(demo_run):
                  "index/text/index.db", "report.html", "demo.json", "features-tiny.npz"):
         assert (out / name).is_file(), name
     assert json.loads((out / "demo.json").read_text())["test_map"] == summary["test_map"]
-    images = len(open_index(out / "index/image"))
-    assert images == 120
+    index = open_index(out / "index/image")
+    assert len(index) == 120
+    # the photos it indexed lie in the output folder and are stored relative to the index: the folder moves
+    stored = sqlite3.connect(out / "index/image/index.db").execute("SELECT metadata FROM items").fetchall()
+    assert all(json.loads(m)["path"].startswith("../../data/") for (m,) in stored)
+    assert all(index.metadata(i)["path"].startswith(str(out / "data")) for i in index.ids)
+    index.close()
     for key in ("i2t", "t2i", "avg"):
         assert 0 < summary["test_map"][key] <= 1 and 0 < summary["random_map"][key] <= 1
     # the terminal shows the example tables, the metrics and the timing of each stage

@@ -14,6 +14,7 @@ pytest.importorskip("pyarrow", reason="`dagnn embed` needs the [ray] extra")
 httpx = pytest.importorskip("httpx")
 
 import dagnn_runtime as dr  # noqa: E402
+from dagnn_runtime.items import item_record  # noqa: E402
 from bundle_factory import bundle_dir, data_dir, model  # noqa: E402,F401  (fixtures)
 from dagnn_cli.main import app  # noqa: E402
 from serve_helpers import serve  # noqa: E402
@@ -148,7 +149,7 @@ def test_an_older_index_is_upgraded_in_place_and_resumably(tmp_path, bundle_dir,
         if len(calls) == 2:
             raise OSError("interrupted")
         predicted = model.labels_above_threshold(model.score_labels(vectors))
-        return [dr.items.item_record(m, [name for name, _ in p]) for m, p in zip(metadata, predicted)]
+        return [item_record(m, [name for name, _ in p]) for m, p in zip(metadata, predicted)]
 
     with pytest.raises(OSError):
         old.rewrite(fails_on_the_second_batch, batch=2)

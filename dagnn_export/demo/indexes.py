@@ -1,6 +1,6 @@
 """The demo's indexes of the photos and the tag texts, filled and searched through the runtime's library
-core (``dagnn_runtime.ingest`` and ``dagnn_runtime.indexes``), the same code ``dagnn index`` and the server
-use. This module is the demo's only contact with that API.
+core (``dagnn_runtime.ingest``, ``dagnn_runtime.indexes`` and the ``Searcher``), the same code ``dagnn
+index``, ``dagnn query`` and the server use. This module is the demo's only contact with that API.
 """
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ def build_indexes(model, data: Path, index_dir: Path, log) -> dict:
     return indexes
 
 
-def search(index, vectors, k: int) -> list[dict]:
-    """The top ``k`` items for the first query vector, as the rows the demo's tables and report show."""
+def search(searcher, k: int, **query) -> list[dict]:
+    """The top ``k`` items for ``query`` (``Searcher.search``'s image=, text=, target=), as the rows the
+    demo's tables and report show."""
     return [{"image": h.metadata.get("path"), "tags": h.metadata.get("tags", []),
              "labels": h.metadata.get("labels", []), "score": float(h.score), "id": h.id}
-            for h in index.search(vectors, k=k)[0]]
+            for h in searcher.search(k=k, **query).hits]

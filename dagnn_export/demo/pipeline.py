@@ -50,9 +50,10 @@ QUICK = Plan("quick", 600, 1000, train={"epochs": 5, "text_pretrain_epochs": 4})
 
 
 # -------------------------------------------------------------------------------------------------- data
-def prepare_subset(src: Path, dst: Path, photos: int, text_only: int, seed: int = 0) -> Path:
-    """A smaller data set folder: ``photos`` photo pairs and ``text_only`` text pairs drawn (seeded) from
-    ``src``, same labels, vocabulary and label vectors. Photos are copied so the folder stands alone."""
+def prepare_subset(src: Path, dst: Path, photos: int | None, text_only: int | None, seed: int = 0) -> Path:
+    """A data set folder of ``photos`` photo pairs and ``text_only`` text pairs drawn (seeded) from ``src``
+    (None: all of them), same labels, vocabulary and label vectors. Photos are copied so that the folder
+    stands alone: the demo's indexes point into it, and its output folder can be moved as a whole."""
     ds = Dataset.load(src)
     rng = np.random.default_rng(seed)
     with_image = [p for p in ds.pairs if p.image is not None]
@@ -127,9 +128,7 @@ def run_demo(out_dir, quick: bool = False, console=None, plan: Plan | None = Non
         q["image"] = out / "queries" / q["image"].name
 
     with stages.stage("data", "the embedded MIRFlickr subset") as st:
-        data = DATA_DIR
-        if plan.photos is not None:
-            data = prepare_subset(DATA_DIR, out / "data-subset", plan.photos, plan.text_only)
+        data = prepare_subset(DATA_DIR, out / "data", plan.photos, plan.text_only)
         ds = Dataset.load(data)
         n_photos = len(ds.with_images())
         st["detail"] = (f"{n_photos} photo pairs + {len(ds) - n_photos} text-only pairs, "

@@ -51,8 +51,10 @@ def query_stage(model, indexes: dict, ds: Dataset, queries: dict, console) -> tu
     """Image2Text, Image→Image and Text2Image examples, and the tagging of a held-out photo."""
     from .indexes import search
 
+    from dagnn_runtime.engine import Searcher
+
+    searcher = Searcher(model, indexes)  # the indexes stay open: the caller closes them
     query = queries[QUERY_PHOTO]
-    q_vec = model.encode_images([query["image"]])
     known_tags, _ = model.parse_text(QUERY_TEXT)
     text_labels = [t for t in known_tags if t in model.labels]  # the labels the text names
     # photos in the image index carry no tags in their metadata: add them from the data set for display
@@ -60,11 +62,11 @@ def query_stage(model, indexes: dict, ds: Dataset, queries: dict, console) -> tu
     examples = []
     for kind, description, q, results in (
         ("Image2Text", f"held-out photo {QUERY_PHOTO} → the closest tag texts", query,
-         search(indexes["text"], q_vec, TOP_K)),
+         search(searcher, TOP_K, image=query["image"], target="text")),
         ("Image→Image", f"held-out photo {QUERY_PHOTO} → the closest photos", query,
-         search(indexes["image"], q_vec, TOP_K)),
+         search(searcher, TOP_K, image=query["image"], target="image")),
         ("Text2Image", f"text {QUERY_TEXT!r} → the closest photos", {"text": QUERY_TEXT, "labels": text_labels},
-         search(indexes["image"], model.encode_texts([QUERY_TEXT]), TOP_K)),
+         search(searcher, TOP_K, text=QUERY_TEXT, target="image")),
     ):
         for r in results:
             if r["image"] and not r["tags"]:
@@ -76,11 +78,9 @@ def query_stage(model, indexes: dict, ds: Dataset, queries: dict, console) -> tu
                          f" (labels named in the text: {', '.join(text_labels)})"))
 
     tagged = queries[TAG_PHOTO]
-    scores = model.score_labels(model.encode_images([tagged["image"]]))
-    predicted = model.labels_above_threshold(scores)[0]
-    thresholds = dict(zip(model.labels, model.thresholds.tolist()))
+    result = searcher.tag([tagged["image"]])[0]
     tagging = {"image": tagged["image"], "tags": tagged["tags"], "true": tagged["labels"],
-               "predicted": [{"label": name, "score": s, "threshold": thresholds[name]} for name, s in predicted]}
+               "predicted": [{"label": s.label, "score": s.score, "threshold": s.threshold} for s in result.labels]}
     console.print(render.tagging_table(tagging))
     return examples, tagging
 
