@@ -1,6 +1,7 @@
 """An index records the digest of the bundle that built it, and refuses a bundle of another digest even when
 the embedding space is the same (labels, thresholds or preprocessing changed); indexes made before the
 digest was recorded keep working by embedding space alone."""
+import os
 import json
 import sqlite3
 
@@ -89,7 +90,7 @@ def test_a_damaged_metadata_record_is_an_index_file_error(tmp_path, model):
     index = dr.open_index(tmp_path / "ix")
     with pytest.raises(dr.IndexFileError, match="metadata in the index: expected a JSON object"):
         index.search(model.encode_texts(["sky"]), k=2)
-    assert index.metadata("b") == {"path": "b.jpg"}
+    assert index.metadata("b") == {"path": os.path.abspath("b.jpg")}  # given relative, returned absolute
     index.close()
 
 

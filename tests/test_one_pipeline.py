@@ -99,7 +99,7 @@ def test_an_index_moved_with_its_photos_serves_every_image_from_anywhere(tmp_pat
         assert {h["metadata"]["path"] for h in hits if h["id"] != "uploaded"} == {
             str(moved / "photos" / p.name) for p in photos}
     info = json.loads(dagnn("index", "info", "--index", moved / "index" / "image", "--json").stdout)
-    assert info[0]["roots"] == [str(moved / "photos")]
+    assert info[0]["roots"] == [str(moved / "photos"), str(moved / "index" / "uploads")]
 
 
 def test_two_files_under_one_id_are_refused_naming_both(tmp_path, bundle_dir, data_dir):

@@ -133,7 +133,9 @@ class Service:
                                             [meta for _, _, meta in items])
         for (_, data, _), record in zip(items, records):
             record["path"] = str(await self._call(self._keep_upload, data))
-        return await self._add(index, vectors, ids, records)
+        answer = await self._add(index, vectors, ids, records)
+        await self._call(index.record_roots, [self.uploads])
+        return answer
 
     async def add_texts(self, items: list) -> dict:
         """``items``: (id, text, metadata); a text with no tag in the vocabulary is refused (422)."""
