@@ -9,7 +9,7 @@ checked against its digest (streaming, sizes capped, see ``bundle_io``) before a
 files when the bundle is opened, a graph (tens of MB) and its weights file when ``Bundle.read_graph`` and
 ``Bundle.read_weights`` ask for them, so that a command needing one encoder neither reads nor hashes the
 other (every listed file must be present when the bundle is opened). Graph input/output checks happen in
-``session.py`` once onnxruntime has parsed a graph.
+``graph_session.check_signature`` once onnxruntime has parsed a graph.
 """
 from __future__ import annotations
 

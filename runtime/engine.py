@@ -1,6 +1,7 @@
 """The one query pipeline the CLI, the server and apps share: a loaded bundle, its indexes (one per
-modality, from an ``IndexSet``) and an encoder. Search, tagging and the records of new items are computed
-here and nowhere else; callers only choose the encoder (the server's batches concurrent requests).
+modality, from an ``IndexSet``) and an encoder. Search and tagging are computed here and nowhere else;
+callers only choose the encoder (the server's batches concurrent requests). New items' records come
+from ``items.item_records``, which this module (for the server), ``ingest`` and ``embed`` all call.
 
 It never prints and never exits: every problem is a ``DagnnError`` whose message names the input.
 """

@@ -3,8 +3,8 @@
 Training, export and serving must see identical pixels, so this is the only place that turns an image
 into model input: decode with Pillow (first frame), apply the EXIF orientation, convert to RGB, resize the
 shorter side to ``size`` (bicubic) and centre-crop to ``size`` x ``size``. The result is a uint8
-``(size, size, 3)`` array; normalisation happens inside the model graph. ``iter_pixels`` is the only place
-that stacks such arrays into the ``(n, size, size, 3)`` batches the image encoders take.
+``(size, size, 3)`` array; normalisation happens inside the model graph. ``iter_pixels`` is the one way a
+list of images becomes such batches (the server's batcher stacks arrays made by ``load_image`` itself).
 
 Images come from anywhere, so the size is checked from the file header *before* anything is decoded:
 at most ``MAX_PIXELS`` decoded pixels and an aspect ratio of at most ``MAX_ASPECT`` (a 20000 x 1 strip

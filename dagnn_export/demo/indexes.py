@@ -1,6 +1,6 @@
 """The demo's indexes of the photos and the tag texts, filled and searched through the runtime's library
 core (``dagnn_runtime.ingest``, ``dagnn_runtime.indexes`` and the ``Searcher``), the same code ``dagnn
-index``, ``dagnn query`` and the server use. This module is the demo's only contact with that API.
+index``, ``dagnn query`` and the server use (``stages.query_stage`` makes the ``Searcher``).
 """
 from __future__ import annotations
 

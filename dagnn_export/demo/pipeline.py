@@ -4,8 +4,9 @@ features (pretrained EfficientNet-Lite0, cached in the output folder) → DAGNN 
 few epochs) → fp32 bundle export → indexes of the photos and the tag texts → example queries with a
 held-out photo and a text, tagging of a held-out photo → test mAP against random ranking → report.html.
 
-Every stage calls the project's own public functions (features, train, export, runtime ingest and
-indexes); this module only orders them, times them and hands what came out to ``render``. Thread counts
+Every stage calls the project's own public functions (features, train, export, runtime ingest, indexes
+and the Searcher); this module copies the data into the output folder, orders and times the stages,
+checks the margin over random ranking and hands what came out to ``render``. Thread counts
 come from ``train.pick_threads`` at each stage: on a busy machine one thread is faster than two that spin.
 """
 from __future__ import annotations

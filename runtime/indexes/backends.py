@@ -1,8 +1,9 @@
 """The index backends, one entry each: which locations a backend claims, where its index of a modality is,
 and how it opens one. ``IndexSet`` picks the entry once; no other code branches on a backend's name.
 
-A backend is added here (and nowhere else): a class with ``name``, ``claims``, ``locate``, ``place``,
-``open`` and ``base_folder``, appended to ``BACKENDS`` before the catch-all ``hnsw``.
+A backend is added here: a class with ``name``, ``claims``, ``locate``, ``place``, ``open``, ``missing``,
+``uploads`` and ``base_folder``, appended to ``BACKENDS`` before the catch-all ``hnsw`` (and named in the
+location help of ``cli/options.py`` and the error of ``backend_for``).
 """
 from __future__ import annotations
 
