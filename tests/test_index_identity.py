@@ -1,7 +1,6 @@
 """An index records the digest of the bundle that built it, and refuses a bundle of another digest even when
 the embedding space is the same (labels, thresholds or preprocessing changed); indexes made before the
 digest was recorded keep working by embedding space alone."""
-import os
 import json
 import sqlite3
 
@@ -81,17 +80,6 @@ def test_a_damaged_store_meta_is_an_index_file_error(tmp_path, model):
             conn.execute("UPDATE meta SET value = ? WHERE key = 'bundle_digest'", (bad,))
         with pytest.raises(dr.IndexFileError, match="index .*ix"):
             dr.open_index(tmp_path / "ix")
-
-
-def test_a_damaged_metadata_record_is_an_index_file_error(tmp_path, model):
-    _build(model, tmp_path / "ix")
-    with sqlite3.connect(tmp_path / "ix" / "index.db") as conn:
-        conn.execute("UPDATE items SET metadata = '\"just a string\"' WHERE id = 'a'")
-    index = dr.open_index(tmp_path / "ix")
-    with pytest.raises(dr.IndexFileError, match="metadata in the index: expected a JSON object"):
-        index.search(model.encode_texts(["sky"]), k=2)
-    assert index.metadata("b") == {"path": os.path.abspath("b.jpg")}  # given relative, returned absolute
-    index.close()
 
 
 def test_the_milvus_backend_records_and_checks_the_digest(tmp_path, model, relabelled):

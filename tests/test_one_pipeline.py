@@ -125,7 +125,7 @@ def _make_old(folder, cwd_relative: dict) -> None:
     with sqlite3.connect(folder / "index.db") as conn:
         for item_id, path in cwd_relative.items():
             conn.execute("UPDATE items SET metadata = json_set(json_remove(metadata, '$.predicted_labels'), "
-                         "'$.path', ?) WHERE id = ?", (path, item_id))
+                         "'$.path', ?), crc = NULL WHERE id = ?", (path, item_id))  # no row checksums then
         conn.execute("DELETE FROM meta WHERE key = 'paths'")
     for leftover in folder.glob("graph-*.hnsw"):  # the graph checkpoint mirrors the old records
         leftover.unlink()

@@ -19,7 +19,7 @@ from ..constants import MODALITIES
 from ..errors import IndexFileError, InputError, positive_int
 from . import checkpoint, hnsw_records, legacy
 from .base import Hit, check_identity
-from .hnsw_graph import Graph, read_record
+from .hnsw_graph import Graph, read_record, readable
 from .inputs import additions, item_key, item_keys, search_options, unit_vectors
 from .paths import RELATIVE, shown, stored
 from .store import Store
@@ -123,19 +123,16 @@ class HnswIndex:
                     "embedding_space": self.embedding_space, "bundle_digest": self.bundle_digest, "M": self.M,
                     "ef_construction": self.ef_construction, "ef": self.ef,
                     "location": self.location, "roots": hnsw_records.roots(self),
-                    "pending_checkpoint": checkpoint.pending(self._marks, self._checkpointed)}
+                    "pending_checkpoint": checkpoint.pending(self._marks, self._checkpointed),
+                    "damaged": sorted(self._store.damaged) if self._store is not None else []}
 
     def check_space(self, model_or_space, what: str = "bundle") -> None:
         """Refuse a bundle (or embedding_space string) of another space, or a bundle of another digest."""
         check_identity(f"index {self.location or '(in memory)'}", self.embedding_space, self.bundle_digest,
                        model_or_space, what)
 
-    def rewrite(self, fix, batch: int = 500) -> int:
-        """Give items new metadata in committed batches (``hnsw_records.rewrite``): ``dagnn index upgrade``."""
-        return hnsw_records.rewrite(self, fix, batch)
-
-    def record_roots(self, folders) -> None:
-        hnsw_records.record_roots(self, folders)
+    rewrite = hnsw_records.rewrite            # new metadata in committed batches (dagnn index upgrade)
+    record_roots = hnsw_records.record_roots  # remember the photo folders items were indexed from
 
     # ---- changes -------------------------------------------------------------------------------------
     def add(self, vectors, ids, metadata=None) -> None:
@@ -189,9 +186,9 @@ class HnswIndex:
         q = unit_vectors(vectors, self.dim, "query vectors")
         self.refresh()
         with self._lock:
-            rows, scores = self._graph.search(q, k, wanted, ef or self.ef, exact)
-        return [[Hit(item[0], float(s), shown(read_record(item[1]), self._base)) for item, s in zip(row, srow)]
-                for row, srow in zip(rows, scores)]
+            rows = self._graph.search(q, k, wanted, ef or self.ef, exact)
+        return [[Hit(key, float(s), shown(meta, self._base)) for (key, text), s in row
+                 if (meta := readable(key, text)) is not None] for row in rows]
 
     # ---- the store -------------------------------------------------------------------------------------
     @classmethod

@@ -7,24 +7,49 @@ from __future__ import annotations
 import hnswlib
 import numpy as np
 
+import logging
+
 from .. import jsonio
 from ..errors import IndexFileError
+from .inputs import RECORD_MAX_BYTES, RECORD_MAX_DEPTH
+
+log = logging.getLogger(__name__)
+_reported: set = set()  # items whose damaged record was logged already
 
 LABEL_KEYS = ("labels", "predicted_labels")  # metadata fields the ``labels`` search filter looks at
 
 
 def read_record(text) -> dict:
-    """An item's metadata record as stored (JSON text), read with bounds: a damaged index.db gives an
-    IndexFileError naming the problem, not a parser's exception."""
+    """An item's metadata record as stored (JSON text), read with the bounds it was written with
+    (``inputs.RECORD_MAX_*``): a damaged index.db gives an IndexFileError naming the problem."""
     what = "an item's metadata in the index"
-    return jsonio.expect(jsonio.loads(text, what, error=IndexFileError), dict, what, error=IndexFileError)
+    if not isinstance(text, str):
+        raise IndexFileError(f"{what}: not text")
+    return jsonio.expect(jsonio.loads(text, what, error=IndexFileError, max_bytes=RECORD_MAX_BYTES,
+                                      max_depth=RECORD_MAX_DEPTH), dict, what, error=IndexFileError)
+
+
+def readable(item_id: str, text) -> dict | None:
+    """``read_record``, or None (logged) for a record no reader can render: such an item is left out of
+    answers instead of failing every query that would return it."""
+    try:
+        return read_record(text)
+    except IndexFileError as exc:
+        if len(_reported) < 1000 and item_id not in _reported:  # once per item, not once per query
+            _reported.add(item_id)
+            log.error("index item %r is left out of answers: %s", str(item_id)[:80], exc)
+        return None
 
 
 def label_names(record: str) -> set:
-    """The label names in a metadata record (JSON text); most records without labels are not parsed."""
-    if "labels" not in record:
+    """The label names in a metadata record (JSON text); most records without labels are not parsed, and
+    a damaged one carries none."""
+    if not isinstance(record, str) or "labels" not in record:
         return set()
-    meta = read_record(record)
+    try:
+        meta = read_record(record)
+    except IndexFileError:
+        return set()
     names = set()
     for key in LABEL_KEYS:
         value = meta.get(key)
@@ -103,14 +128,14 @@ class Graph:
             part = labels[i:i + batch]
             yield [(s, *self.items[s], v.astype("<f4").tobytes()) for s, v in zip(part, self.vectors(part))]
 
-    def search(self, q: np.ndarray, k: int, wanted: frozenset | None, ef: int, exact: bool) -> tuple:
-        """(rows of (id, metadata JSON), scores) of the ``k`` best items per row of ``q``."""
+    def search(self, q: np.ndarray, k: int, wanted: frozenset | None, ef: int, exact: bool) -> list:
+        """Per row of ``q``, the ``k`` best live items as ((id, metadata JSON), score)."""
         allowed = None
         if wanted is not None:
             allowed = set().union(*(self.by_label.get(name, ()) for name in wanted))
         k = min(int(k), len(self.labels) if allowed is None else len(allowed))
         if k == 0:
-            return [[] for _ in q], np.zeros((len(q), 0), np.float32)
+            return [[] for _ in q]
         if exact:
             found, scores = self._exact_search(q, k, allowed)
         else:
@@ -123,8 +148,10 @@ class Graph:
                 scores = 1.0 - distances
             except RuntimeError:  # too few reachable live items (many removed, small ef): fall back
                 found, scores = self._exact_search(q, k, allowed)
-        rows = [[self.items[int(lab)] for lab in row] for row in found]
-        return rows, np.asarray(scores, dtype=np.float32)
+        scores = np.asarray(scores, dtype=np.float32)
+        rows = [[(self.items[int(lab)], s) for lab, s in zip(row, srow) if int(lab) in self.items]
+                for row, srow in zip(found, scores)]
+        return rows
 
     def _exact_search(self, q: np.ndarray, k: int, allowed: set | None = None):
         if self._exact is None:

@@ -28,7 +28,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import IndexFileError, InputError
-from .store_file import DB_FILE, checked_meta, create_db, folder_lock
+from .store_file import (DB_FILE, FileWatch, add_checksum_column, checked_meta, create_db, folder_lock,
+                         row_checksum, sqlite_errors)
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,15 @@ class Store:
             if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 self._conn.execute("PRAGMA journal_mode=WAL")
             rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
+            self._checked = "crc" in [r[1] for r in self._conn.execute("PRAGMA table_info(items)")]
         try:
             self.meta = checked_meta(self.folder, rows)
         except IndexFileError:
             self.close()
             raise
         self.dim = self.meta["dim"]
+        self._watch = FileWatch(self.path)
+        self.damaged: set = set()   # ids whose row failed its checksum when replayed (left out of the graph)
         self._seen_version = None
         self.created = False
 
@@ -93,25 +97,8 @@ class Store:
         return store
 
     # ---- plumbing ------------------------------------------------------------------------------------
-    @contextmanager
     def _guard(self, doing: str):
-        """Turn SQLite's exceptions into one-line IndexFileErrors that name the index."""
-        try:
-            yield
-        except sqlite3.IntegrityError:
-            raise  # the caller explains it (duplicate id)
-        except sqlite3.ProgrammingError as exc:
-            raise IndexFileError(f"index {self.folder}: {doing} failed ({exc}); was the index closed?") from exc
-        except sqlite3.OperationalError as exc:
-            msg = str(exc)
-            if "full" in msg:
-                raise IndexFileError(f"index {self.folder}: disk full while {doing}; nothing was changed") from exc
-            if "locked" in msg or "busy" in msg:
-                raise IndexFileError(f"index {self.folder}: another process kept it locked for more than "
-                                     f"{self.busy_timeout:g} s while {doing}") from exc
-            raise IndexFileError(f"index {self.folder}: {doing} failed ({msg})") from exc
-        except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
-            raise IndexFileError(f"index {self.folder}: {DB_FILE} is corrupt ({exc})") from exc
+        return sqlite_errors(self.folder, doing, self.busy_timeout)
 
     @contextmanager
     def _transaction(self, doing: str, write: bool = True):
@@ -120,10 +107,17 @@ class Store:
             conn = self._conn
             if conn is None:
                 raise IndexFileError(f"index {self.folder} is closed")
+            if write:
+                self._watch.check(self.folder)
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
+                if write and not self._checked:
+                    add_checksum_column(conn)
+                    self._checked = True
                 yield conn
                 conn.execute("COMMIT")
+                if write:
+                    self._watch.written()
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -147,10 +141,10 @@ class Store:
             seen = set()
             dup = next(i for i in ids if i in seen or seen.add(i))
             raise InputError(f"id {dup!r:.80} appears twice in the items to add")
-        rows = [(i, r, v.tobytes()) for i, r, v in zip(ids, records, vectors)]
+        rows = [(i, r, v.tobytes(), row_checksum(i, r, v.tobytes())) for i, r, v in zip(ids, records, vectors)]
         try:
             with self._transaction("adding items") as conn:
-                conn.executemany("INSERT INTO items (id, metadata, vector) VALUES (?, ?, ?)", rows)
+                conn.executemany("INSERT INTO items (id, metadata, vector, crc) VALUES (?, ?, ?, ?)", rows)
         except sqlite3.IntegrityError as exc:
             present = self.present(ids)
             if not present:
@@ -187,8 +181,9 @@ class Store:
                     raise InputError(f"id {unknown[0]!r:.80} is not in the index {self.folder}; nothing was changed")
                 conn.executemany("DELETE FROM items WHERE seq = ?", [(found[i][0],) for i in part_ids])
                 conn.executemany("INSERT INTO removals (item_seq) VALUES (?)", [(found[i][0],) for i in part_ids])
-                conn.executemany("INSERT INTO items (id, metadata, vector) VALUES (?, ?, ?)",
-                                 [(i, r, found[i][1]) for i, r in zip(part_ids, part_records)])
+                conn.executemany("INSERT INTO items (id, metadata, vector, crc) VALUES (?, ?, ?, ?)",
+                                 [(i, r, found[i][1], row_checksum(i, r, found[i][1]))
+                                  for i, r in zip(part_ids, part_records)])
 
     # ---- reading -------------------------------------------------------------------------------------
     def present(self, ids: list) -> list:
@@ -203,16 +198,6 @@ class Store:
     def count(self) -> int:
         with self._transaction("counting items", write=False) as conn:
             return conn.execute("SELECT count(*) FROM items").fetchone()[0]
-
-    def rows(self, seqs) -> dict:
-        """seq -> (id, metadata JSON) of those ``seqs`` still in the store (e.g. search hits)."""
-        out = {}
-        with self._transaction("reading items", write=False) as conn:
-            for part in _chunks([int(s) for s in seqs]):
-                marks = ",".join("?" * len(part))
-                out.update((s, (i, m)) for s, i, m in
-                           conn.execute(f"SELECT seq, id, metadata FROM items WHERE seq IN ({marks})", part))
-        return out
 
     def marks(self) -> tuple:
         """(last item seq, last removal seq) ever assigned: what a complete graph covers."""
@@ -252,23 +237,35 @@ class Store:
                 on_known(np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows],
                          [r[2] for r in rows])
                 last = rows[-1][0]
-            last = after_item
+            last, crc = after_item, "crc" if self._checked else "NULL"
             while True:
-                rows = conn.execute("SELECT seq, id, metadata, vector FROM items WHERE seq > ? AND seq <= ? "
-                                    "ORDER BY seq LIMIT ?", (last, marks[0], batch)).fetchall()
+                rows = conn.execute(f"SELECT seq, id, metadata, vector, {crc} FROM items WHERE seq > ? AND "
+                                    "seq <= ? ORDER BY seq LIMIT ?", (last, marks[0], batch)).fetchall()
                 if not rows:
                     break
-                if any(len(r[3]) != 4 * self.dim for r in rows):
-                    raise IndexFileError(f"index {self.folder}: an item's vector is not {self.dim} float32 values")
-                vectors = np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
-                on_items(np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows],
-                         [r[2] for r in rows], vectors)
                 last = rows[-1][0]
+                rows = [r for r in rows if self._intact(r)]
+                if rows:
+                    vectors = np.frombuffer(b"".join(r[3] for r in rows), "<f4").reshape(len(rows), self.dim)
+                    on_items(np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows],
+                             [r[2] for r in rows], vectors)
             removed = [r[0] for r in conn.execute("SELECT item_seq FROM removals WHERE seq > ? AND seq <= ? "
                                                   "AND item_seq <= ?", (after_removal, marks[1], after_item))]
             if removed:
                 on_removals(np.array(removed, dtype=np.int64))
         return marks
+
+    def _intact(self, row) -> bool:
+        """Whether a replayed row is as written (its vector's size, its checksum where it has one); a
+        damaged one is logged once and left out of the graph, never served."""
+        seq, item_id, record, vector, crc = row
+        ok = (isinstance(vector, bytes) and len(vector) == 4 * self.dim and isinstance(item_id, str)
+              and isinstance(record, str) and (crc is None or crc == row_checksum(item_id, record, vector)))
+        if not ok and item_id not in self.damaged:
+            self.damaged.add(item_id)
+            log.error("index %s: item %r (seq %d) is damaged on disk (checksum or size); it is left out of "
+                      "searches: remove it and add it again", self.folder, str(item_id)[:80], seq)
+        return ok
 
     # ---- meta ----------------------------------------------------------------------------------------
     def meta_text(self, key: str) -> str | None:

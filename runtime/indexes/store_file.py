@@ -5,6 +5,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,9 +19,80 @@ FORMAT_VERSION = 2
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE items (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
-                    metadata TEXT NOT NULL, vector BLOB NOT NULL);
+                    metadata TEXT NOT NULL, vector BLOB NOT NULL, crc INTEGER);
 CREATE TABLE removals (seq INTEGER PRIMARY KEY AUTOINCREMENT, item_seq INTEGER NOT NULL);
 """
+
+
+def row_checksum(item_id: str, record: str, vector: bytes) -> int:
+    """CRC-32 of an item row: a page cut or changed on disk can pass SQLite's own checks while a vector
+    changes; the checksum, written with the row and checked when it is replayed, says so."""
+    crc = zlib.crc32(item_id.encode("utf-8", "surrogatepass"))
+    crc = zlib.crc32(b"\0" + record.encode("utf-8", "surrogatepass"), crc)
+    return zlib.crc32(b"\0" + bytes(vector), crc)
+
+
+def with_checksums(rows):
+    """(seq, id, metadata, vector) rows with their ``row_checksum`` appended."""
+    return [(*row, row_checksum(row[1], row[2], row[3])) for row in rows]
+
+
+class FileWatch:
+    """The identity (device, inode) of ``index.db`` and of its WAL file as this process opened them. A
+    program that removes or replaces them under an open store would make the writes the store goes on
+    acknowledging vanish at the next restart; ``check`` says so before each write instead."""
+
+    def __init__(self, path: Path):
+        self.path, self.wal_path = path, path.with_name(path.name + "-wal")
+        self.db, self.wal = _identity(self.path), None
+
+    def check(self, folder) -> None:
+        if _identity(self.path) != self.db:
+            raise IndexFileError(f"index {folder}: {DB_FILE} was removed or replaced while open; writes are "
+                                 "refused until the index is opened again (restart the server)")
+        if self.wal is not None and _identity(self.wal_path) != self.wal:
+            raise IndexFileError(f"index {folder}: {DB_FILE}-wal was removed or replaced while open; writes "
+                                 "are refused until the index is opened again (restart the server)")
+
+    def written(self) -> None:
+        """After a commit: the WAL file this connection writes to exists now."""
+        self.wal = _identity(self.wal_path)
+
+
+def _identity(path: Path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def add_checksum_column(conn) -> None:
+    """Give a store made before row checksums its ``crc`` column (NULL: that row is not checked)."""
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(items)")]
+    if "crc" not in columns:
+        conn.execute("ALTER TABLE items ADD COLUMN crc INTEGER")
+
+
+@contextmanager
+def sqlite_errors(folder, doing: str, busy_timeout: float):
+    """Turn SQLite's exceptions into one-line IndexFileErrors that name the index."""
+    try:
+        yield
+    except sqlite3.IntegrityError:
+        raise  # the caller explains it (duplicate id)
+    except sqlite3.ProgrammingError as exc:
+        raise IndexFileError(f"index {folder}: {doing} failed ({exc}); was the index closed?") from exc
+    except sqlite3.OperationalError as exc:
+        msg = str(exc)
+        if "full" in msg:
+            raise IndexFileError(f"index {folder}: disk full while {doing}; nothing was changed") from exc
+        if "locked" in msg or "busy" in msg:
+            raise IndexFileError(f"index {folder}: another process kept it locked for more than "
+                                 f"{busy_timeout:g} s while {doing}") from exc
+        raise IndexFileError(f"index {folder}: {doing} failed ({msg})") from exc
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+        raise IndexFileError(f"index {folder}: {DB_FILE} is corrupt ({exc})") from exc
 
 
 def is_store(folder) -> bool:
@@ -76,7 +148,7 @@ def create_db(folder: Path, meta: dict, rows=(), last_seq: int = 0) -> bool:
                              [(k, json.dumps(v)) for k, v in {**meta, **version}.items()])
             conn.execute("BEGIN")
             for batch in rows:
-                conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", batch)
+                conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?)", with_checksums(batch))
             if last_seq:  # sqlite_sequence is where AUTOINCREMENT keeps the last seq it gave
                 conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'items'", (last_seq,))
                 conn.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'items', ? WHERE NOT EXISTS "
