@@ -78,7 +78,8 @@ class Bundle:
 
     def read_weights(self, graph: str) -> dict:
         """The tensors ``graph`` keeps in its weights file, by initializer name, read and checked like
-        ``read_graph`` ({} for a graph that holds its weights itself)."""
+        ``read_graph`` ({} for a graph that holds its weights itself); a file longer or shorter than its listed
+        tensors is refused (``graph_weights.weight_arrays``)."""
         spec = self.graph_weights[graph]
         if spec is None:
             return {}
@@ -190,9 +191,13 @@ def _read(reader, source: str, expect_digest: str | None) -> Bundle:
     if z.ndim != 2 or z.shape != (len(labels), d):
         raise BundleError(f"bundle {source}: {classifiers_file!r} has shape {tuple(z.shape)}, expected "
                           f"({len(labels)} labels, embedding_dim {d}) as the manifest declares")
-    if not np.issubdtype(z.dtype, np.floating) or not np.isfinite(z).all():
+    if not np.issubdtype(z.dtype, np.floating):
         raise BundleError(f"bundle {source}: {classifiers_file!r} must hold finite floats")
-    z = np.ascontiguousarray(z, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a float64 value past float32's range becomes inf, refused below
+        z = np.ascontiguousarray(z, dtype=np.float32)
+    if not np.isfinite(z).all():
+        raise BundleError(f"bundle {source}: {classifiers_file!r} must hold finite floats (within float32's "
+                          "range: label scores are computed in float32)")
     z.flags.writeable = False
 
     return Bundle(source=source, manifest=manifest, labels=tuple(labels), vocab=tuple(vocab), classifiers=z,

@@ -55,8 +55,16 @@ def check_weights_spec(manifest: dict, graph: str, source: str) -> dict | None:
     return spec
 
 
+def weights_length(spec: dict) -> int:
+    """The exact size of a weights file: where its last listed tensor ends (the exporter writes nothing after
+    it)."""
+    return max(t["offset"] + math.prod(t["shape"]) * np.dtype(t["dtype"]).itemsize for t in spec["tensors"])
+
+
 def weight_arrays(spec: dict, data: bytes, source: str) -> dict:
-    """Read-only arrays over ``data`` (the verified weights file), one per listed tensor, by name."""
+    """Read-only arrays over ``data`` (the verified weights file), one per listed tensor, by name. The file
+    must be exactly ``weights_length`` bytes: a tensor past its end, or bytes after the last tensor (data the
+    manifest does not account for), refuse the bundle, naming the file."""
     arrays = {}
     for t in spec["tensors"]:
         dtype = np.dtype(t["dtype"]).newbyteorder("<")  # ONNX external data is little-endian
@@ -66,4 +74,8 @@ def weight_arrays(spec: dict, data: bytes, source: str) -> dict:
             raise BundleError(f"bundle {source}: tensor {shorten(t['name'])} of {spec['file']!r} ends at byte "
                               f"{end}, past the file's {len(data)} bytes")
         arrays[t["name"]] = np.frombuffer(data, dtype=dtype, count=count, offset=t["offset"]).reshape(t["shape"])
+    expected = weights_length(spec)
+    if len(data) != expected:
+        raise BundleError(f"bundle {source}: weights file {spec['file']!r} is {len(data)} bytes, but its tensors "
+                          f"listed in {MANIFEST} end at byte {expected}: it must be exactly {expected} bytes")
     return arrays
