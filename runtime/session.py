@@ -150,7 +150,21 @@ class Model:
         spec = self._bundle.manifest["graphs"][g]
         emb, scores = self._session(self._session_key(g, len(array))).run(["embedding", "label_scores"],
                                                                           {spec["input"]: array})
+        if not (np.isfinite(emb).all() and np.isfinite(scores).all()):  # ~1 µs a query: see _not_finite
+            raise self._not_finite(g, array, emb, scores)
         return emb, scores
+
+    def _not_finite(self, g: str, array: np.ndarray, emb: np.ndarray, scores: np.ndarray) -> Exception:
+        """The error for a graph run that gave NaN or infinity: the caller's, when its float input (a bag of
+        words) was not finite itself; else the bundle's, naming it and the graph, so that no answer (and no
+        index entry) is ever made of NaN. ``BundleError``: the server answers 503, the CLI one line."""
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            return InputError(f"the input of {g} contains NaN or infinite values")
+        what = "embedding" if not np.isfinite(emb).all() else "label_scores"
+        rows = np.flatnonzero(~np.isfinite(emb if what == "embedding" else scores).all(axis=1))
+        return BundleError(f"bundle {self._bundle.source}: graph {g} gave NaN or infinite {what} for "
+                           f"{len(rows)} of {len(array)} inputs (first: row {rows[0]}); the bundle's weights "
+                           "cannot be used: re-export it")
 
     def encode_images(self, items, batch_size: int = 32) -> np.ndarray:
         """Paths, bytes, PIL images or uint8 arrays → L2-normalised float32 ``(n, d)``.
@@ -231,7 +245,10 @@ class Model:
             emb = emb[None]
         if emb.ndim != 2 or emb.shape[1] != self.embedding_dim:
             raise InputError(f"embeddings have shape {emb.shape}, expected (n, {self.embedding_dim})")
-        return l2_normalize(emb) @ self._z_normalized.T
+        scores = l2_normalize(emb) @ self._z_normalized.T
+        if not np.isfinite(scores).all():  # Z is finite (read_bundle), so only non-finite embeddings get here
+            raise InputError("embeddings to score contain NaN or infinite values")
+        return scores
 
     def labels_above_threshold(self, scores, top: int | None = None) -> list:
         """``(n, c)`` label scores → per row the (label, score) pairs at or above the calibrated thresholds,
