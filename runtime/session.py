@@ -150,7 +150,7 @@ class Model:
         spec = self._bundle.manifest["graphs"][g]
         emb, scores = self._session(self._session_key(g, len(array))).run(["embedding", "label_scores"],
                                                                           {spec["input"]: array})
-        if not (np.isfinite(emb).all() and np.isfinite(scores).all()):  # ~1 µs a query: see _not_finite
+        if not (np.isfinite(emb).all() and np.isfinite(scores).all()):  # 3 µs at 1 row, 7-11 µs at 32 (d=1024)
             raise self._not_finite(g, array, emb, scores)
         return emb, scores
 
