@@ -39,7 +39,7 @@ from .graph_weights import move_weights_out
 from .manifest import (ARCHIVE_SUFFIX, CLASSIFIERS, IMAGE_GRAPH, TEXT_GRAPH, VOCAB, build_manifest, refuse_existing,
                        write_archive, write_manifest)
 from .onnx_graphs import ImageEncoder, TextEncoder, check_graph, export_onnx, tag_id_matrix
-from .quantize import INT8_CONFIGS, calibration_images, choose_int8_config
+from .quantize import INT8_CONFIGS, calibration_images, choose_int8_config, session_for
 from .quantize_text import quantize_text_graph
 from .verify import (calibrated_thresholds, check_parity, exported_test_metrics, image_paths, ort_session,
                      split_indices, verify_bundle)
@@ -196,7 +196,7 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
                                         per_channel=per_channel, min_int8_cosine=min_int8_cosine,
                                         int8_configs=int8_configs)
             quant_info["text_encoder"] = text_quant
-            image_config = quant_info["int8_config"]["session_config"]
+            image_config = session_for(quant_info["int8_config"]["kernels"])
             log(f"int8 image graph: {quant_info['int8_config']['chosen']} ({time.time() - t0:.0f}s)")
         for graph in (IMAGE_GRAPH, TEXT_GRAPH):
             check_graph(bundle / graph)

@@ -66,8 +66,8 @@ def build_manifest(*, config: dict, backbone_name: str, labels: list, vocab_size
             manifest["graphs"][name]["weights"] = entry
     if quant_info:
         manifest["quantization"] = quant_info
-        if "int8_config" in quant_info:  # the runtime serves the graph with what it was verified with
-            manifest["graphs"]["image_encoder"]["session_config"] = quant_info["int8_config"]["session_config"]
+        if "int8_config" in quant_info:  # the runtime chooses kernels that compute what was verified
+            manifest["graphs"]["image_encoder"]["int8_kernels"] = quant_info["int8_config"]["kernels"]
     return manifest
 
 

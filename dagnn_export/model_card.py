@@ -75,8 +75,10 @@ def render_model_card(manifest: dict) -> str:
         chosen = quant.get("int8_config")
         if chosen:
             tried = ", ".join(f"{a['name']} {a['cosine_mean']:.4f}" for a in chosen["attempts"])
-            lines.append(f"- Served as `{chosen['chosen']}` (session config {chosen['session_config'] or 'default'}); "
-                         f"mean cosine to fp32 per configuration tried: {tried}.")
+            needs = {"exact": "exact int8 products: fast VNNI/dot-product kernels where the CPU has them, "
+                              "session.x64quantprecision elsewhere", "any": "any int8 kernels"}
+            lines.append(f"- Served as `{chosen['chosen']}`, needing {needs.get(chosen.get('kernels'), 'its recorded session config')}; "
+                         f"mean cosine to fp32 per configuration tried (with exact products): {tried}.")
     th = manifest.get("thresholds", {})
     lines.append(f"- Per-label decision thresholds calibrated on the {th.get('split')} split (maximum F1); "
                  "see `manifest.json`.")

@@ -13,20 +13,23 @@ from dagnn_runtime.constants import IMAGE_SUFFIXES
 from dagnn_runtime.dataset import Dataset
 from dagnn_runtime.preprocess import load_batch
 
+from dagnn_runtime.int8_kernels import EXACT_ENTRY
+
 from .errors import ExportError
 from .verify import cosines, encode_image_paths_ort, image_paths, ort_session
 
-# int8 configurations, tried in this order: (name, quantiser options, onnxruntime session config entries).
+# int8 configurations, tried in this order: (name, quantiser options, the kernels it needs).
 # On x86 CPUs without VNNI onnxruntime's fused U8S8 matrix kernels multiply-add pairs of uint8 x int8
 # products into saturating 16-bit sums: with 8-bit weights the image embeddings of a standard run drifted to
-# a mean cosine of 0.926 to fp32 there (0.993 with exact products). Two ways out, both measured on that run:
-# - 7-bit weights in every convolution but the depthwise ones (whose kernel sums in 32 bits): no pair sum
-#   can saturate, so the fast kernels should be exact on any x86 CPU, but the weights lose a bit (0.981);
-# - ``x64quantprecision``: exact products with 8-bit weights (0.993), at the cost of most of the speed-up.
+# a mean cosine of 0.926 to fp32 there, against 0.993 with exact products (what VNNI CPUs compute fast, and
+# ``session.x64quantprecision`` elsewhere). So a graph is checked with exact products, whatever CPU exports
+# it, and records the kernels it needs; the runtime chooses them where it runs (``int8_kernels``):
+# - 8-bit weights need exact products (0.993);
+# - 7-bit weights in every convolution but the depthwise ones (whose kernel sums in 32 bits) cannot
+#   saturate the fast kernels on any CPU, but lose a bit of precision (0.981): the fallback.
 # A knob: tests and benchmarks may pass other tuples to ``choose_int8_config``.
-INT8_CONFIGS = (("int8", {"reduce_range": "none"}, {}),
-                ("int8-7bit-matmul", {"reduce_range": "matmul"}, {}),
-                ("int8-x64quantprecision", {"reduce_range": "none"}, {"session.x64quantprecision": "1"}))
+INT8_CONFIGS = (("int8", {"reduce_range": "none"}, "exact"),
+                ("int8-7bit-matmul", {"reduce_range": "matmul"}, "any"))
 
 
 def calibration_images(source: Path | None, dataset: Dataset, train_idx: np.ndarray, count: int,
@@ -224,34 +227,39 @@ def quantize_image_graph(fp32_path: Path, out_path: Path, paths: list[Path], siz
             if pixels_direct else "normalised in fp32, then quantised"}
 
 
+def session_for(kernels: str) -> dict:
+    """The session config that computes what a graph needing ``kernels`` gives on every CPU: exact products
+    (what VNNI kernels compute, and x64quantprecision elsewhere) for ``exact``; any kernels for ``any``."""
+    return dict(EXACT_ENTRY) if kernels == "exact" else {}
+
+
 def choose_int8_config(fp32_path: Path, out_path: Path, calibration: list[Path], validation: list[Path], size: int,
                        work: Path, *, min_cosine: float, per_channel: bool = True, method: str = "minmax",
                        threads: int = 2, batch_size: int = 32, configs=INT8_CONFIGS) -> dict:
     """Quantise the image graph under the first of ``configs`` whose embeddings of ``validation`` images reach
-    a mean cosine of ``min_cosine`` to the fp32 graph's, each run with exactly the session settings it would
-    be served with, and write that graph to ``out_path``. A graph is quantised once per distinct quantiser
-    options. Returns the chosen graph's record (``quantize_image_graph``) with ``int8_config`` = {chosen,
-    quantizer, session_config, samples, attempts}; refuses, listing every attempt, when none reaches it."""
+    a mean cosine of ``min_cosine`` to the fp32 graph's, each computed as the kernels it needs compute them on
+    any CPU (``session_for``), and write that graph to ``out_path``. A graph is quantised once per distinct
+    quantiser options. Returns the chosen graph's record (``quantize_image_graph``) with ``int8_config`` =
+    {chosen, quantizer, kernels, samples, attempts}; refuses, listing every attempt, when none reaches it."""
     fp32_session = {"fp32": ort_session(fp32_path, threads)}
     fp32 = encode_image_paths_ort(validation, size, fp32_session, batch_size)["fp32"][0]
     graphs: dict[tuple, tuple[Path, dict]] = {}
     attempts = []
-    for name, options, config in configs:
+    for name, options, kernels in configs:
         key = tuple(sorted(options.items()))
         if key not in graphs:
             path = work / f"image_encoder.int8-{len(graphs)}.onnx"
             graphs[key] = path, quantize_image_graph(fp32_path, path, calibration, size, work,
                                                      per_channel=per_channel, method=method, **options)
         path, record = graphs[key]
-        session = ort_session(path, threads, config)
+        session = ort_session(path, threads, session_for(kernels))
         cos = cosines(encode_image_paths_ort(validation, size, {"int8": session}, batch_size)["int8"][0], fp32)
-        attempts.append({"name": name, "quantizer": dict(options), "session_config": dict(config),
+        attempts.append({"name": name, "quantizer": dict(options), "kernels": kernels,
                          "cosine_mean": round(float(cos.mean()), 6), "cosine_min": round(float(cos.min()), 6)})
         if cos.mean() >= min_cosine:
             shutil.copyfile(path, out_path)
-            return {**record, "int8_config": {"chosen": name, "quantizer": dict(options),
-                                              "session_config": dict(config), "samples": len(validation),
-                                              "attempts": attempts}}
+            return {**record, "int8_config": {"chosen": name, "quantizer": dict(options), "kernels": kernels,
+                                              "samples": len(validation), "attempts": attempts}}
     tried = "; ".join(f"{a['name']} mean {a['cosine_mean']:.4f} min {a['cosine_min']:.4f}" for a in attempts)
     raise ExportError(f"int8 image embeddings drift from fp32 under every configuration (mean cosine < "
                       f"{min_cosine} on {len(validation)} validation images): {tried}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from . import int8_kernels
 from .bundle import MANIFEST, Bundle, session_config
 from .errors import BundleError
 
@@ -23,7 +24,7 @@ def graph_session(bundle: Bundle, graph: str, *, threads: int, providers, weight
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # onnxruntime's own warnings would otherwise go to stderr unasked
-    for k, v in session_config(bundle.manifest, graph, bundle.source).items():  # checked at load
+    for k, v in session_entries(bundle, graph).items():
         opts.add_session_config_entry(k, v)
     opts.add_session_config_entry("session.model_external_initializers_file_folder_path", NO_EXTERNAL_FOLDER)
     data = bundle.read_graph(graph)
@@ -37,6 +38,16 @@ def graph_session(bundle: Bundle, graph: str, *, threads: int, providers, weight
         raise BundleError(f"bundle {bundle.source}: onnxruntime cannot load {name!r} ({exc})") from exc
     sess.dagnn_weights = weights  # onnxruntime reads these arrays in place: they must live as long as it
     return sess
+
+
+def session_entries(bundle: Bundle, graph: str) -> dict:
+    """The onnxruntime config entries ``graph`` is served with: those its manifest records (checked at load),
+    with an int8 graph's kernels chosen for this CPU (``int8_kernels``), not kept from the exporting one."""
+    entries = session_config(bundle.manifest, graph, bundle.source)
+    chosen, _ = int8_kernels.choose(bundle.manifest, graph, bundle.source)
+    if int8_kernels.requirement(bundle.manifest, graph, bundle.source) is not None:
+        entries = {k: v for k, v in entries.items() if k not in int8_kernels.EXACT_ENTRY}
+    return {**entries, **chosen}
 
 
 def check_signature(bundle: Bundle, sess, g: str, dtype: str, in_shape: list, d: int, c: int) -> None:
