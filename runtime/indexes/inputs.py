@@ -3,21 +3,47 @@ backend, so that each refuses bad input with the same one-line message and chang
 from __future__ import annotations
 
 import json
+import unicodedata
 
 import numpy as np
 
-from ..errors import InputError, positive_int
+from ..errors import InputError, positive_int, shorten
+
+
+ID_ALLOWED = ("ids may hold letters, marks, numbers, punctuation, symbols and spaces; not control, format, "
+              "surrogate, private-use or unassigned characters, nor line or paragraph separators")
+_CATEGORY_NAMES = {"Cc": "a control character", "Cf": "a format character", "Cs": "a surrogate",
+                   "Co": "a private-use character", "Cn": "an unassigned code point",
+                   "Zl": "a line separator", "Zp": "a paragraph separator"}
 
 
 def item_key(item_id, max_bytes: int | None = None) -> str:
-    """An id as its string key; ``max_bytes`` is a backend's limit on a key's UTF-8 length (Milvus)."""
+    """An id as its string key, in Unicode NFC (the precomposed and the decomposed spelling of "é" are one
+    id, in every add, remove, ``present`` and ``metadata``); ids holding characters that are invisible or
+    that change how text around them is shown (controls, bidi overrides, zero-width characters, ...) are
+    refused. ``max_bytes`` is a backend's limit on a key's UTF-8 length (Milvus)."""
     if isinstance(item_id, bool) or not isinstance(item_id, (str, int, np.integer)):
         raise InputError(f"ids must be strings (or integers), got {type(item_id).__name__}")
     key = str(item_id)
     if not key:
         raise InputError("ids must not be empty")
+    if not (key.isascii() and key.isprintable()):  # the common case needs neither step
+        key = _checked_characters(unicodedata.normalize("NFC", key))
     if max_bytes is not None and len(key.encode()) > max_bytes:
         raise InputError(f"id {key[:80]!r}… is longer than {max_bytes} bytes")
+    return key
+
+
+def _checked_characters(key: str) -> str:
+    """``key`` when every character may stand in an id (``ID_ALLOWED``), else an InputError naming the first
+    other one by its code point (the id itself is quoted escaped, so the message shows what it holds)."""
+    for ch in key:
+        # isprintable is False exactly for categories C* and Z* (but the ASCII space); spaces (Zs) are allowed
+        if not ch.isprintable() and unicodedata.category(ch) != "Zs":
+            kind = _CATEGORY_NAMES.get(unicodedata.category(ch), "not allowed")
+            name = unicodedata.name(ch, "")
+            raise InputError(f"id {shorten(key)} contains U+{ord(ch):04X} ({name + ', ' if name else ''}{kind}): "
+                             f"{ID_ALLOWED}")
     return key
 
 
