@@ -2,6 +2,11 @@
 
 Tables are plain aligned columns (``table``); rich draws only the progress bars, and is imported inside
 ``progress`` so that commands without one never pay for it.
+
+Ids, paths, tags and labels come from users and files, so nothing is printed raw: every character that is
+not printable (a terminal escape's ESC, a bidi override, a zero-width space, a line break inside a value)
+is shown as its escape, ``\\x1b`` or ``\\u202e`` (``visible``), in every table and line; JSON output
+escapes them as ``\\u001b`` / ``\\u202e`` (``echo_json``).
 """
 from __future__ import annotations
 
@@ -15,12 +20,32 @@ import typer
 from dagnn_runtime.errors import shorten
 
 
+def visible(text) -> str:
+    """``text`` with every character that is not printable (categories Cc, Cf, Cs, Co, Cn, Zl, Zp, Zs but the
+    ASCII space) written as its Python escape (``\\x1b``, ``\\u202e``, ``\\U000f0000``): what reaches the
+    terminal can neither move the cursor, recolour, reorder nor hide text."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ord(ch)) for ch in text)
+
+
+def _escape(code: int) -> str:
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def echo(text, err: bool = False) -> None:
+    """One line (or several: each made ``visible``) on stdout, or stderr with ``err``."""
+    typer.echo("\n".join(visible(line) for line in str(text).split("\n")), err=err)
+
+
 def table(headers, rows, title: str | None = None) -> None:
     """Aligned plain-text columns on stdout, under an optional title line. Not a rich table: a ``dagnn query``
-    process would import and run rich for one small table, start-up time it pays for nothing."""
-    rows = [[str(cell) for cell in row] for row in rows]
+    process would import and run rich for one small table, start-up time it pays for nothing. Every cell and
+    the title are made ``visible``."""
+    rows = [[visible(cell) for cell in row] for row in rows]
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
-    lines = [title] if title else []
+    lines = [visible(title)] if title else []
     for row in [list(headers), ["-" * w for w in widths], *rows]:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     typer.echo("\n".join(lines))
@@ -61,12 +86,24 @@ def finite(obj):
 
 
 def echo_json(obj) -> None:
-    """Valid JSON on stdout: numpy values made plain, infinities made null."""
-    typer.echo(json.dumps(finite(obj), indent=2, ensure_ascii=False, allow_nan=False))
+    """Valid JSON on stdout: numpy values made plain, infinities made null. Letters stay readable
+    (``ensure_ascii=False``), but every character that is not printable is escaped as ``\\uXXXX``: json
+    escapes only U+0000–U+001F itself, and would print C1 controls, bidi overrides and lone surrogates raw."""
+    text = json.dumps(finite(obj), indent=2, ensure_ascii=False, allow_nan=False)
+    if not text.replace("\n", "").isprintable():  # outside strings there are only spaces and line breaks
+        text = "".join(ch if ch.isprintable() or ch == "\n" else _json_escape(ord(ch)) for ch in text)
+    typer.echo(text)
+
+
+def _json_escape(code: int) -> str:
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # a UTF-16 surrogate pair, as JSON spells characters beyond the BMP
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def note(message: str) -> None:
-    typer.echo(message, err=True)
+    echo(message, err=True)
 
 
 def conversions(indexes) -> None:
@@ -88,7 +125,7 @@ def ingest_reports(reports, as_json: bool) -> None:
                     "skipped": len(r.skipped), "duplicate_ids": r.duplicate_ids, "items": r.items} for r in reports])
         return
     for r in reports:
-        typer.echo(f"{r.modality} index {r.index}: {r.items} items (added {r.added}, already present "
+        echo(f"{r.modality} index {r.index}: {r.items} items (added {r.added}, already present "
                    f"{r.already_present}, skipped {len(r.skipped)})")
 
 
@@ -100,7 +137,7 @@ def index_infos(infos: list, as_json: bool) -> None:
           [(i["path"], i["modality"], i["items"], i["removed"], i["dim"], i["M"], i["ef"],
             i["embedding_space"][:16] + "…") for i in infos])
     for i in infos:  # in full, so that it can be pasted into --expect-digest
-        typer.echo(f"{i['path']}: built with bundle {i.get('bundle_digest') or 'not recorded (an older index)'}")
+        echo(f"{i['path']}: built with bundle {i.get('bundle_digest') or 'not recorded (an older index)'}")
 
 
 # ---- search and tag --------------------------------------------------------------------------------------
@@ -139,7 +176,7 @@ def tag_results(results, as_json: bool) -> None:
         if not r.labels:
             b = r.best
             limit = "inf" if b.threshold is None else f"{b.threshold:.3f}"
-            typer.echo(f"{r.item}: no label passes its threshold (best: {b.label} {b.score:.3f} < {limit})")
+            echo(f"{r.item}: no label passes its threshold (best: {b.label} {b.score:.3f} < {limit})")
             continue
         table(("label", "score", "threshold"), [(s.label, f"{s.score:.4f}", _threshold(s.threshold)) for s in r.labels],
               title=r.item)
@@ -164,4 +201,4 @@ def eval_result(result: dict, claimed: dict, title: str, as_json: bool) -> None:
           [(name, f"{value:.4f}", *([f"{claim:.4f}" if claim is not None else ""] if claimed else []))
            for name, value, claim in rows], title=title)
     for name, path in result.get("plots", {}).items():
-        typer.echo(f"figure {name}: {path}")
+        echo(f"figure {name}: {path}")
