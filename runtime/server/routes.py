@@ -111,11 +111,13 @@ async def remove_item(request: Request) -> Response:
 
 
 async def item_image(request: Request) -> Response:
+    """The item's photo, read through the descriptor that was checked (``service.image_file``): no path
+    from the client, no link followed, no special file opened."""
     service, limits = _ready(request), _limits(request)
-    path = service.image_file(p.item_id(request.path_params["item_id"], limits))
-    kind = IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
-    return FileResponse(path, media_type=kind, headers={"Cache-Control": "private, max-age=3600",
-                                                        "X-Content-Type-Options": "nosniff"})
+    photo = await service.image_file(p.item_id(request.path_params["item_id"], limits))
+    kind = IMAGE_TYPES.get(photo.suffix, "application/octet-stream")
+    return Response(photo.data, media_type=kind, headers={"Cache-Control": "private, max-age=3600",
+                                                          "X-Content-Type-Options": "nosniff"})
 
 
 async def labels(request: Request) -> Response:

@@ -30,7 +30,9 @@ from ..errors import DagnnError, InputError
 from ..execution import usable_cores
 from ..metrics import thresholds_to_json
 from .batching import Batcher, BatchingEncoder
+from . import files
 from .errors import ApiError
+from .files import NotServed, Photo
 from .writes import GroupCommit
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class Service:
         self._commit = GroupCommit()
         self._write_lock = asyncio.Lock()  # a change and a refresh never interleave
         self._refresh_s, self._refresher = refresh_s, None
+        self._roots = {}  # id(index) -> (photo roots, when read): see _read_photo
 
     async def start(self) -> None:
         self.batcher.start()
@@ -179,15 +182,37 @@ class Service:
         return path
 
     # ---- reading --------------------------------------------------------------------------------------
-    def image_file(self, item_id: str) -> Path:
-        """The file an image item was indexed from: only paths stored in the index, never one from a client."""
+    async def image_file(self, item_id: str) -> Photo:
+        """The photo an image item was indexed from: only a path stored in the index, never one from a client,
+        and only a regular file inside the index's photo folders, read through the descriptor that was
+        checked (``files.read_photo``); 404 otherwise, 503 when the process is out of descriptors."""
         index = self.searcher.indexes.get("image")
-        if index is None or item_id not in index:
+        if index is None or not await self._call(index.__contains__, item_id):
             raise ApiError(404, "unknown_id", f"no image item with id {item_id!r}")
-        path = index.metadata(item_id).get("path")
-        if not path or not Path(path).is_file():
-            raise ApiError(404, "no_file", f"the image file of item {item_id!r} is not available")
-        return Path(path)
+        path = (await self._call(index.metadata, item_id)).get("path")
+        unavailable = ApiError(404, "no_file", f"the image file of item {item_id!r} is not available")
+        if not isinstance(path, str) or not path:
+            raise unavailable
+        try:
+            return await self._call(self._read_photo, index, path)
+        except NotServed as exc:
+            log.warning("not serving the photo of item %r (%s): %s", item_id, path, exc.reason)
+            if exc.busy:
+                raise ApiError(503, "unavailable", f"cannot open the image file of item {item_id!r} now: retry "
+                               "shortly", {"Retry-After": "1"}) from None
+            raise unavailable from None
+
+    def _read_photo(self, index, path: str) -> Photo:
+        """``files.read_photo`` inside the index's recorded roots and the uploads folder (an index that
+        records none: inside the item's own folder). The roots are re-read (``info()``) at most every few
+        seconds, and soon for a path outside the known ones (another writer may have added a folder)."""
+        now = time.monotonic()
+        recorded, at = self._roots.get(id(index), (None, 0.0))
+        outside = recorded is not None and files.root_of(files.normal(path), recorded) is None
+        if recorded is None or now - at > 5 or (outside and now - at > 0.5):
+            recorded = [files.normal(r) for r in index.info().get("roots") or []]
+            self._roots[id(index)] = recorded, now
+        return files.read_photo(path, recorded + [files.normal(str(self.uploads))] if recorded else [])
 
     def labels(self) -> list:
         return [{"label": label, "threshold": t}
