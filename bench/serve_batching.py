@@ -1,32 +1,32 @@
 """What dynamic batching gains: image search with batching on vs one image per model call.
 
-    python bench/serve_batching.py --bundle B --index I --photos DIR [--requests 400] [--concurrency 32] [--rounds 5]
+    python bench/serve_batching.py --bundle B --index I --photos DIR [--seconds 10] [--concurrency 32] [--rounds 5]
 
 Two ``dagnn serve`` processes on 127.0.0.1 with the same bundle, index and threads: A runs every image
 alone (``--max-batch 1``), B gathers up to ``--max-batch`` images for at most ``--max-wait-ms``. Both are
-warmed up, then measured in alternating rounds (A B, B A, ...) so that both see the same machine load;
+driven by wrk (``serve_load``: a native client, so the client takes little of the machine), warmed up, then
+measured in alternating rounds (A B, B A, ...) so that both see the same machine load;
 the table gives medians with the min–max spread over rounds. A first table times the model alone
 (``encode_pixels``, ms per image by batch size, alternating sizes) to show where any gain comes from.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).parent))
-from benchlib import OtherLoad  # noqa: E402
-from serve_load import Load, load_line, load_photos, run_phase, start_server, stop_server, summarise  # noqa: E402
+from benchlib import OtherLoad, load_average  # noqa: E402
+from serve_load import ensure_wrk, run_wrk, scripts, start_server  # noqa: E402
 
 
-async def measure(url: str, photos: list, requests: int, concurrency: int) -> dict:
-    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        return summarise(*await run_phase(Load(client, photos, ["sky"]), ["image_search"] * requests, concurrency))["all"]
+def load_photos(folder: Path, n: int) -> list:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n]
+    if not files:
+        sys.exit(f"no .jpg/.png photos under {folder}")
+    return files
 
 
 def model_only(bundle, photos: list, threads, rounds: int, sizes=(1, 4, 16)) -> dict:
@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--bundle", required=True)
     ap.add_argument("--index", required=True)
     ap.add_argument("--photos", required=True)
-    ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--max-batch", type=int, default=16)
@@ -66,8 +66,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="Inference threads of both servers.")
     ap.add_argument("--model-workers", type=int, default=1, help="Batches run at once, both servers.")
     args = ap.parse_args()
-    print(f"start: {load_line()}\ncommand: {' '.join(sys.argv)}")
+    print(f"start: load average {load_average():.2f}\ncommand: {' '.join(sys.argv)}")
     others = OtherLoad()
+    wrk = ensure_wrk()
     photos = load_photos(Path(args.photos), 200)
     print(f"\nmodel alone (encode_pixels, threads {args.threads or 'default'}), ms per image, median [min–max]")
     for b, t in model_only(args.bundle, photos, args.threads, args.rounds).items():
@@ -77,26 +78,31 @@ def main() -> None:
     variants = {"one by one (--max-batch 1)": ["--max-batch", "1", *threads],
                 f"batched (--max-batch {args.max_batch}, --max-wait-ms {args.max_wait_ms:g})":
                     ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms), *threads]}
-    servers = {name: start_server(args.bundle, args.index, *extra) for name, extra in variants.items()}
+    servers = {name: start_server(args.bundle, args.index, extra) for name, extra in variants.items()}
+    tmp = tempfile.TemporaryDirectory()
+    path, script = scripts(Path(tmp.name), photos[0].read_bytes(), "sky", 10)["image_search"]
     try:
         for _, url in servers.values():  # warm-up
-            asyncio.run(measure(url, photos, 64, 8))
+            run_wrk(wrk, url + path, script, 8, 2)
         rows = {name: [] for name in variants}
         for r in range(args.rounds):
             order = list(variants) if r % 2 == 0 else list(reversed(variants))
             for name in order:
-                rows[name].append(asyncio.run(measure(servers[name][1], photos, args.requests, args.concurrency)))
+                rows[name].append(run_wrk(wrk, servers[name][1] + path, script, args.concurrency, args.seconds))
     finally:
         for proc, _ in servers.values():
-            stop_server(proc)
-    print(f"\nimage search, {args.requests} requests at concurrency {args.concurrency}, {args.rounds} rounds "
+            proc.terminate()
+            proc.wait(60)
+        tmp.cleanup()
+    print(f"\nimage search, {args.seconds} s at concurrency {args.concurrency} per round, {args.rounds} rounds "
           "(median [min–max])")
     print(f"{'variant':<44} {'q/s':>22} {'p50 ms':>22} {'p99 ms':>22} {'errors':>6}")
     for name, runs in rows.items():
         print(f"{name:<44} {spread([x['qps'] for x in runs]):>22} {spread([x['p50'] for x in runs]):>22} "
               f"{spread([x['p99'] for x in runs]):>22} {sum(x['errors'] for x in runs):>6}")
     a, b = (statistics.median(x["qps"] for x in runs) for runs in rows.values())
-    print(f"\nbatching gain: {b / a:.2f}x the throughput\nend: {load_line()} (with this bench); other processes {others.cores():.2f} cores")
+    print(f"\nbatching gain: {b / a:.2f}x the throughput\nend: load average {load_average():.2f} (with this bench); "
+          f"other processes {others.cores():.2f} cores")
 
 
 if __name__ == "__main__":

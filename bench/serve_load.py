@@ -1,41 +1,53 @@
-"""Load test of ``dagnn serve``: q/s and latency percentiles per route and concurrency, errors counted.
+"""Load test of ``dagnn serve`` driven by a native client (wrk), so that the figures are the server's.
 
-    python bench/serve_load.py --bundle B --index I --photos DIR [--requests 3000] [--concurrency 1,8,32,64]
+    python bench/serve_load.py --bundle B --index I --photo PHOTO.jpg [--concurrency 1,8,32] [--seconds 10]
 
-Starts ``dagnn serve`` on 127.0.0.1 (access log off) over a temporary copy of the index (the mix adds
-items), then per concurrency sends ``--requests`` requests mixing image search, text search, tag and add
-(``--mix``), and with ``--alone N`` also N requests of each route alone (its capacity). The client runs on
-the same machine (asyncio + httpx) and takes a share of the CPU: the load average is printed at the start
-and at the end. Text queries are tag sets read back from the text index, so every one is valid.
+A Python client on the same two cores measured itself: wrk (installed from Debian by this script when it is
+missing and it runs as root) takes one thread. The server starts on 127.0.0.1 (access log off); per scenario
+(``/healthz``, text search, image search, tag) and concurrency wrk runs ``--seconds``, and the table shows
+q/s, p50/p99, errors (non-2xx answers and socket errors) and the server's RSS. The image encoder's own
+throughput (batches of ``--max-batch``, the server's threads) is measured in this process while the server
+is idle, for the image targets. The load average is printed at the start and the end: a figure measured on
+a busy machine is not one to publish. Targets (issue 27) are ratios measured in the same run.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
-import itertools
+import json
 import os
-import random
+import platform
+import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
-import httpx
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OtherLoad  # noqa: E402
+from benchlib import load_average, usable_cores  # noqa: E402
 
 SERVE = "import dagnn_cli.serve_cmd; from dagnn_cli.app import main; main()"
-ROUTES = ("image_search", "text_search", "tag", "add")
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def start_server(bundle, index, *extra: str):
-    """``(process, url)`` of a ``dagnn serve`` on a free loopback port, once /readyz answers 200."""
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        sys.exit("wrk is missing: install it (Debian: apt-get install wrk)")
+    print("installing wrk from Debian …", flush=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
+    return shutil.which("wrk") or sys.exit("wrk did not install")
+
+
+def start_server(bundle, index, extra: list) -> tuple:
+    import socket
+
+    import httpx
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -56,161 +68,149 @@ def start_server(bundle, index, *extra: str):
     sys.exit("dagnn serve did not become ready in 300 s")
 
 
-def stop_server(proc) -> None:
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
+def scripts(folder: Path, photo: bytes, text: str, k: int) -> dict:
+    """Scenario -> (path, wrk Lua script or None). Bodies are files the scripts read once."""
+    boundary = uuid.uuid4().hex
+    def multipart(fields: dict) -> bytes:
+        out = b""
+        for name, value in fields.items():
+            head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'
+            if isinstance(value, bytes):
+                out += (head + '; filename="q.jpg"\r\nContent-Type: image/jpeg\r\n\r\n').encode() + value + b"\r\n"
+            else:
+                out += (head + "\r\n\r\n" + value + "\r\n").encode()
+        return out + f"--{boundary}--\r\n".encode()
+
+    bodies = {"text_search": (b"application/json", json.dumps({"text": text, "target": "image", "k": k}).encode()),
+              "image_search": (f"multipart/form-data; boundary={boundary}".encode(),
+                               multipart({"image": photo, "target": "image", "k": str(k)})),
+              "tag": (f"multipart/form-data; boundary={boundary}".encode(), multipart({"image": photo}))}
+    out = {"healthz": ("/healthz", None)}
+    for name, (kind, body) in bodies.items():
+        (folder / f"{name}.body").write_bytes(body)
+        lua = folder / f"{name}.lua"
+        lua.write_text(f'local f = io.open("{folder / (name + ".body")}", "rb")\nwrk.body = f:read("*all")\n'
+                       f'f:close()\nwrk.method = "POST"\nwrk.headers["Content-Type"] = "{kind.decode()}"\n')
+        out[name] = ("/v1/tag" if name == "tag" else "/v1/search", lua)
+    return out
 
 
-class Load:
-    """The requests of each route, against one server."""
+def run_wrk(wrk: str, url: str, script, connections: int, seconds: int) -> dict:
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 60).stdout
 
-    def __init__(self, client: httpx.AsyncClient, photos: list, texts: list, k: int = 10):
-        self.client, self.photos, self.texts, self.k = client, photos, texts, k
-        self._ids = itertools.count()
-        self._run = f"{os.getpid()}-{int(time.time())}"
+    def ms(label):
+        m = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
 
-    def call(self, route: str, i: int):
-        photo = self.photos[i % len(self.photos)]
-        if route == "image_search":
-            return self.client.post("/v1/search", files={"image": ("q.jpg", photo)},
-                                    data={"target": "image", "k": str(self.k)})
-        if route == "text_search":
-            return self.client.post("/v1/search", json={"text": self.texts[i % len(self.texts)], "target": "image",
-                                                        "k": self.k})
-        if route == "tag":
-            return self.client.post("/v1/tag", files={"image": ("q.jpg", photo)})
-        return self.client.post("/v1/items", files={"image": ("p.jpg", photo)},
-                                data={"id": f"load-{self._run}-{next(self._ids)}"})
+    socket_errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = int((re.search(r"Non-2xx or 3xx responses: (\d+)", out) or [0, 0])[1])
+    return {"qps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50%"),
+            "p99": ms("99%"), "errors": socket_errors + non2xx, "requests": int(re.search(r"(\d+) requests in", out)[1])}
 
 
-async def run_phase(load: Load, plan: list, concurrency: int) -> tuple:
-    """Send the routes in ``plan`` with ``concurrency`` workers; returns (wall seconds, [(route, status, s)])."""
-    todo, results = iter(enumerate(plan)), []
-
-    async def worker():
-        for i, route in todo:
-            start = time.perf_counter()
-            try:
-                status = (await load.call(route, i)).status_code
-            except httpx.HTTPError as exc:
-                status = type(exc).__name__
-            results.append((route, status, time.perf_counter() - start))
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - start, results
+def rss_mb(pid: int) -> tuple[float, float]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def summarise(wall: float, results: list) -> dict:
-    """Per route (and "all"): n, q/s, p50/p95/p99 in ms, errors (anything but 200/201), 5xx."""
-    rows = {}
-    for route in [*ROUTES, "all"]:
-        mine = [r for r in results if route == "all" or r[0] == route]
-        if not mine:
-            continue
-        lat = np.array([r[2] for r in mine]) * 1000
-        bad = [r for r in mine if r[1] not in (200, 201)]
-        rows[route] = {"n": len(mine), "qps": len(mine) / wall, "p50": np.percentile(lat, 50),
-                       "p95": np.percentile(lat, 95), "p99": np.percentile(lat, 99), "errors": len(bad),
-                       "5xx": sum(1 for r in bad if isinstance(r[1], int) and r[1] >= 500),
-                       "kinds": sorted({str(r[1]) for r in bad})}
-    return rows
+def encoder_reference(bundle, photo: Path, batch: int, threads: int | None, seconds: float = 5.0) -> dict:
+    """The image encoder's own photos/s at ``batch`` and ms at batch 1, with the server's thread count."""
+    import numpy as np
+
+    import dagnn_runtime as dr
+    from dagnn_runtime.preprocess import load_image
+
+    model = dr.load(bundle, threads=threads)
+    pixels = load_image(photo, model.image_size)
+    out = {}
+    for n in (1, batch):
+        stack = np.stack([pixels] * n)
+        for _ in range(3):
+            model.encode_pixels(stack)
+        times, start = [], time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            t = time.perf_counter()
+            model.encode_pixels(stack)
+            times.append(time.perf_counter() - t)
+        out[n] = float(np.median(times))
+    return {"ms_1": out[1] * 1e3, "per_s": batch / out[batch]}
 
 
-def print_table(title: str, table: list) -> None:
-    print(f"\n{title}")
-    print(f"{'conc':>5} {'route':<13} {'n':>6} {'q/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
-    for conc, rows in table:
-        for route, r in rows.items():
-            kinds = f"  ({', '.join(r['kinds'])})" if r["kinds"] else ""
-            print(f"{conc:>5} {route:<13} {r['n']:>6} {r['qps']:>8.1f} {r['p50']:>8.1f} {r['p95']:>8.1f} "
-                  f"{r['p99']:>8.1f} {r['errors']:>7}{kinds}")
-
-
-def load_photos(folder: Path, n: int) -> list:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n]
-    if not files:
-        sys.exit(f"no .jpg/.png photos under {folder}")
-    return [p.read_bytes() for p in files]
-
-
-async def query_texts(client: httpx.AsyncClient, photos: list, n: int = 50) -> list:
-    """Known-good text queries: the tags of text items found by a few image searches."""
-    texts = []
-    for photo in photos[:10]:
-        res = await client.post("/v1/search", files={"image": ("q.jpg", photo)}, data={"target": "text", "k": "20"})
-        if res.status_code == 200:
-            texts += [", ".join(h["metadata"]["tags"][:4]) for h in res.json()["results"] if h["metadata"].get("tags")]
-    if not texts:
-        sys.exit("no text index to draw text queries from")
-    return texts[:n]
-
-
-def load_line() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
-
-
-async def main_async(args, url: str) -> None:
-    limits = httpx.Limits(max_connections=max(args.concurrency) + 8, max_keepalive_connections=max(args.concurrency) + 8)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        photos = load_photos(Path(args.photos), args.photo_count)
-        texts = await query_texts(client, photos)
-        load = Load(client, photos, texts, k=args.k)
-        weights = {name: float(w) for name, w in (x.split("=") for x in args.mix.split(","))}
-        rng = random.Random(0)
-        await run_phase(load, ["image_search", "text_search", "tag"] * 20, 8)  # warm-up
-        mixed, alone = [], []
-        for conc in args.concurrency:
-            plan = rng.choices(list(weights), weights=list(weights.values()), k=args.requests)
-            mixed.append((conc, summarise(*await run_phase(load, plan, conc))))
-            print(f"concurrency {conc}: {mixed[-1][1]['all']['qps']:.1f} q/s mixed ({load_line()})",
-                  file=sys.stderr, flush=True)
-            for route in (ROUTES[:3] if args.alone else ()):  # adds alone: bounded by saves, as in the mix
-                alone.append((conc, summarise(*await run_phase(load, [route] * args.alone, conc))))
-        info = (await client.get("/v1/info")).json()
-    print_table(f"mixed ({args.mix}), {args.requests} requests per concurrency", mixed)
-    if alone:
-        print_table(f"each route alone, {args.alone} requests", [(c, {k: v for k, v in rows.items() if k != "all"})
-                                                                  for c, rows in alone])
-    print(f"\nindex sizes at the end: { {m: i['items'] for m, i in info['indexes'].items()} }")
-    total_5xx = sum(r["5xx"] for _, rows in mixed + alone for r in rows.values() if _ is not None)
-    print(f"5xx answers: {total_5xx}")
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle")
-    ap.add_argument("--index")
-    ap.add_argument("--url", help="Test this running server instead of starting one (it will receive adds).")
-    ap.add_argument("--photos", required=True, help="Folder of query photos (also the photos added).")
-    ap.add_argument("--photo-count", type=int, default=200)
-    ap.add_argument("--requests", type=int, default=3000)
-    ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 64])
-    ap.add_argument("--mix", default="image_search=3,text_search=4,tag=2,add=1")
-    ap.add_argument("--alone", type=int, default=0, help="Also N requests of each search/tag route alone per "
-                    "concurrency (its capacity).")
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--index", required=True)
+    ap.add_argument("--photo", required=True, type=Path, help="The photo image searches and tagging send.")
+    ap.add_argument("--text", default="sky, clouds, sunset")
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--server-args", default="", help="Extra `dagnn serve` options, e.g. '--max-batch 8'.")
-    args = ap.parse_args()
-    print(f"start: {load_line()}")
-    print(f"command: {' '.join(sys.argv)}")
-    others = OtherLoad()
-    if args.url:
-        asyncio.run(main_async(args, args.url))
-    else:
-        if not (args.bundle and args.index):
-            ap.error("give --bundle and --index (or --url)")
-        with tempfile.TemporaryDirectory(prefix="dagnn-load-") as tmp:
-            index = Path(tmp) / "index"
-            shutil.copytree(args.index, index)
-            proc, url = start_server(args.bundle, index, *args.server_args.split())
-            try:
-                asyncio.run(main_async(args, url))
-            finally:
-                stop_server(proc)
-    print(f"end: {load_line()} (with this bench); other processes {others.cores():.2f} cores")
+    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--scenarios", default="healthz,text_search,image_search,tag")
+    ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--server-arg", action="append", default=[], help="Passed to dagnn serve (repeatable).")
+    args = ap.parse_args(argv)
+    wrk = ensure_wrk()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    threads = next((int(a.split("=")[1]) for a in args.server_arg if a.startswith("--threads=")), None)
+    print(f"# dagnn serve under wrk ({subprocess.run([wrk, '-v'], capture_output=True, text=True).stdout.split()[1]},"
+          f" 1 thread) on {platform.processor() or platform.machine()}, {usable_cores()} cores; "
+          f"load average at start {load_average():.2f}", flush=True)
+    encoder = encoder_reference(args.bundle, args.photo, args.max_batch, threads)
+    proc, url = start_server(args.bundle, args.index, args.server_arg + ["--max-batch", str(args.max_batch)])
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            plans = scripts(Path(tmp), args.photo.read_bytes(), args.text, args.k)
+            for name in args.scenarios.split(","):
+                path, script = plans[name]
+                run_wrk(wrk, url + path, script, 4, 2)  # warm-up
+                for c in levels:
+                    row = run_wrk(wrk, url + path, script, c, args.seconds)
+                    rows.append({"scenario": name, "c": c, **row, "rss": rss_mb(proc.pid)[0]})
+                    print(f"{name:<13} c={c:<3} {row['qps']:>8.1f} q/s  p50 {row['p50']:7.2f} ms  p99 "
+                          f"{row['p99']:7.2f} ms  errors {row['errors']}", flush=True)
+        peak = rss_mb(proc.pid)[1]
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    print_report(rows, encoder, levels, peak, args)
+    return 0
+
+
+def print_report(rows: list, encoder: dict, levels: list, peak: float, args) -> None:
+    at = {(r["scenario"], r["c"]): r for r in rows}
+    print("\n| scenario | concurrency | q/s | p50 ms | p99 ms | errors | server RSS MB |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['scenario']} | {r['c']} | {r['qps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} | "
+              f"{r['rss']:.0f} |")
+    print(f"\nimage encoder alone: {encoder['per_s']:.0f} photos/s at batch {args.max_batch}, "
+          f"{encoder['ms_1']:.2f} ms at batch 1; server peak RSS {peak:.0f} MB; load average at end "
+          f"{load_average():.2f}")
+    top = max(levels)
+    checks = []
+    health, text, image = at.get(("healthz", top)), at.get(("text_search", top)), at.get(("image_search", top))
+    if health and text:
+        checks.append((f"text search >= 40 % of /healthz at c={top}", text["qps"] / health["qps"], 0.40, ">="))
+        checks.append((f"text search p99 at c={top} (ms)", text["p99"], 40.0, "<="))
+    if ("text_search", 1) in at:
+        checks.append(("text search one at a time p50 (ms)", at[("text_search", 1)]["p50"], 1.5, "<="))
+    if image:
+        checks.append((f"image search >= 80 % of the encoder at c={top}", image["qps"] / encoder["per_s"], 0.80, ">="))
+    if ("image_search", 1) in at:
+        checks.append(("image search one at a time p50 (ms)", at[("image_search", 1)]["p50"],
+                       encoder["ms_1"] + 3.0, "<="))
+    for r in rows:
+        checks.append((f"{r['scenario']} c={r['c']}: p99 <= 1.5 x c / q/s (ms)", r["p99"],
+                       1.5 * r["c"] / r["qps"] * 1e3, "<="))
+        checks.append((f"{r['scenario']} c={r['c']}: errors", r["errors"], 0, "<="))
+    print("\n| target | measured | bound | met |\n|---|---|---|---|")
+    for what, value, bound, op in checks:
+        met = value >= bound if op == ">=" else value <= bound
+        print(f"| {what} | {value:.3g} | {op} {bound:.3g} | {'yes' if met else '**missed**'} |")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
