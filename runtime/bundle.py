@@ -25,7 +25,7 @@ from . import bundle_io
 from .bundle_io import MANIFEST, check_member_name
 from .digests import DIGEST_FIELD, HEX64, bundle_digest, embedding_space_id, expected_digest
 from .errors import BundleError, shorten
-from .graph_weights import check_weights_spec, weight_arrays
+from .graph_weights import check_weights_length, check_weights_spec, weight_arrays
 from .jsonio import loads as json_loads
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,16 @@ class Bundle:
         return weight_arrays(spec, self._read_large([spec["file"]], keep=True)[0], self.source)
 
     def verify_graphs(self) -> None:
-        """Check every graph and weights file against its SHA-256 now, streaming (``read_bundle`` leaves that
-        to first use)."""
+        """Check every graph and weights file against its SHA-256 now, streaming, and each weights file's
+        length against its listed tensors (``read_bundle`` leaves both to first use)."""
         self._read_large(large_files(self.graph_files, self.graph_weights), keep=False)
+        reader = bundle_io.open_reader(Path(self.source))
+        try:
+            for spec in self.graph_weights.values():
+                if spec is not None:
+                    check_weights_length(spec, reader.size(spec["file"]), self.source)
+        finally:
+            reader.close()
 
     def _read_large(self, names, keep: bool) -> list:
         reader = bundle_io.open_reader(Path(self.source))

@@ -74,8 +74,13 @@ def weight_arrays(spec: dict, data: bytes, source: str) -> dict:
             raise BundleError(f"bundle {source}: tensor {shorten(t['name'])} of {spec['file']!r} ends at byte "
                               f"{end}, past the file's {len(data)} bytes")
         arrays[t["name"]] = np.frombuffer(data, dtype=dtype, count=count, offset=t["offset"]).reshape(t["shape"])
-    expected = weights_length(spec)
-    if len(data) != expected:
-        raise BundleError(f"bundle {source}: weights file {spec['file']!r} is {len(data)} bytes, but its tensors "
-                          f"listed in {MANIFEST} end at byte {expected}: it must be exactly {expected} bytes")
+    check_weights_length(spec, len(data), source)
     return arrays
+
+
+def check_weights_length(spec: dict, size: int, source: str) -> None:
+    """Refuse a weights file of ``size`` bytes unless that is exactly ``weights_length(spec)``, naming it."""
+    expected = weights_length(spec)
+    if size != expected:
+        raise BundleError(f"bundle {source}: weights file {spec['file']!r} is {size} bytes, but its tensors "
+                          f"listed in {MANIFEST} end at byte {expected}: it must be exactly {expected} bytes")

@@ -56,13 +56,16 @@ def test_a_weights_file_with_trailing_bytes_is_refused_naming_it(tmp_path, graph
         dr.load(path, lazy=False)
 
 
-def test_the_cli_refuses_a_weights_file_with_trailing_bytes_in_one_line(tmp_path):
+@pytest.mark.parametrize("command", ["tag", "info"])
+def test_the_cli_refuses_a_weights_file_with_trailing_bytes_in_one_line(tmp_path, command):
+    """``tag`` at the image graph's first use; ``info``, which checks every file, without running one."""
     files, manifest = bundle_parts(tag_ids=True, weights_out=True)
     files = dict(files, **{"image_encoder.onnx.data": files["image_encoder.onnx.data"] + b"junk"})
     path = write_bundle(tmp_path / "b", files, seal(manifest, files))
-    result = CliRunner().invoke(app, ["tag", "--bundle", str(path), "--image", _jpeg(tmp_path / "q.jpg")])
+    args = ["--image", _jpeg(tmp_path / "q.jpg")] if command == "tag" else []
+    result = CliRunner().invoke(app, [command, "--bundle", str(path), *args])
     line = _one_error_line(result)
-    assert "'image_encoder.onnx.data'" in line and "exactly" in line
+    assert str(path) in line and "'image_encoder.onnx.data'" in line and "exactly" in line
 
 
 # ---- classifiers and graph outputs that are not finite ------------------------------------------------------
