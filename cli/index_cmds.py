@@ -158,7 +158,7 @@ def index_remove(
             if mine:
                 ix.remove(mine)
                 ix.save()
-                typer.echo(f"{ix.location}: removed {len(mine)}, {len(ix)} items left")
+                render.echo(f"{ix.location}: removed {len(mine)}, {len(ix)} items left")
     finally:
         for ix in opened:
             ix.close()
@@ -196,7 +196,7 @@ def index_upgrade(
     opened = _open_all(open_index_set(index, token))
     try:
         for ix in opened:
-            typer.echo(f"{ix.location}: {upgrade(model, ix)} of {len(ix)} items upgraded")
+            render.echo(f"{ix.location}: {upgrade(model, ix)} of {len(ix)} items upgraded")
     finally:
         for ix in opened:
             ix.close()

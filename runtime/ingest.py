@@ -98,7 +98,10 @@ def source_from_texts(path) -> Source:
     if not path.is_file():
         raise InputError(f"text file {path} does not exist")
     src = Source("text")
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    # lines end at "\n" only: splitlines() would also split at U+2028, U+0085 and form feeds inside a text,
+    # making one line two items; a byte-order mark (utf-8-sig) is not part of the first id
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         item_id, text = line.split("\t", 1) if "\t" in line else (str(lineno), line)

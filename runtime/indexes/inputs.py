@@ -9,6 +9,11 @@ import numpy as np
 
 from ..errors import InputError, positive_int, shorten
 
+# One item's metadata as stored: what ``additions`` accepts and ``hnsw_graph.read_record`` reads back are
+# the same bounds, so an index never holds a record its own readers refuse.
+RECORD_MAX_BYTES = 64 << 10
+RECORD_MAX_DEPTH = 16
+
 
 ID_ALLOWED = ("ids may hold letters, marks, numbers, punctuation, symbols and spaces; not control, format, "
               "surrogate, private-use or unassigned characters, nor line or paragraph separators")
@@ -78,19 +83,45 @@ def additions(vectors, ids, metadata, dim: int, max_id_bytes: int | None = None)
     metadata = [{}] * len(keys) if metadata is None else list(metadata)
     if len(metadata) != len(keys):
         raise InputError(f"{len(keys)} ids but {len(metadata)} metadata records")
-    records = []
-    for key, meta in zip(keys, metadata):
-        if not isinstance(meta, dict):
-            raise InputError(f"metadata of id {key!r:.80} must be a dict, got {type(meta).__name__}")
-        try:
-            records.append(json.dumps(meta, ensure_ascii=False, allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"metadata of id {key!r:.80} is not plain JSON ({exc})") from exc
+    records = [record_text(key, meta) for key, meta in zip(keys, metadata)]
     seen = set()
     dup = next((k for k in keys if k in seen or seen.add(k)), None)
     if dup is not None:
         raise InputError(f"id {dup!r:.80} appears twice in the items to add")
     return keys, v, records
+
+
+def record_text(key: str, meta) -> str:
+    """An item's metadata as the JSON text stored, within ``RECORD_MAX_*`` and encodable as UTF-8."""
+    if not isinstance(meta, dict):
+        raise InputError(f"metadata of id {key!r:.80} must be a dict, got {type(meta).__name__}")
+    depth = _depth(meta)
+    if depth > RECORD_MAX_DEPTH:
+        raise InputError(f"metadata of id {key!r:.80} is nested {depth} levels deep, more than {RECORD_MAX_DEPTH}")
+    try:
+        text = json.dumps(meta, ensure_ascii=False, allow_nan=False)
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # before ValueError, its base class
+        raise InputError(f"metadata of id {key!r:.80} holds a lone surrogate (U+{ord(exc.object[exc.start]):04X}), "
+                         "which is not text") from exc
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"metadata of id {key!r:.80} is not plain JSON ({str(exc)[:120]})") from exc
+    if size > RECORD_MAX_BYTES:
+        raise InputError(f"metadata of id {key!r:.80} is {size} bytes as JSON, more than {RECORD_MAX_BYTES}")
+    return text
+
+
+def _depth(value) -> int:
+    """Nesting depth of lists and dicts, counted without recursion (a hostile value may be very deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, (dict, list, tuple)):
+            deepest = max(deepest, level)
+            if level > RECORD_MAX_DEPTH:
+                return level
+            stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def search_options(k, ef, labels) -> frozenset | None:
