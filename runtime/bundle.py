@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bundle_io
+from . import bundle_io, int8_kernels
 from .bundle_io import MANIFEST, check_member_name
 from .digests import DIGEST_FIELD, HEX64, bundle_digest, embedding_space_id, expected_digest
 from .errors import BundleError, shorten
@@ -251,6 +251,7 @@ def _validate(manifest: dict, source: str) -> dict:
         if not all(isinstance(o, str) for o in outputs):
             raise bad(f"graphs.{g}.outputs", "must be a list of output names")
         session_config(manifest, g, source)
+        int8_kernels.requirement(manifest, g, source)
     weights = {g: check_weights_spec(manifest, g, source) for g in GRAPHS}
     classifiers = check_member_name(_field(manifest, "classifiers.file", str, source), f"bundle {source}")
     vocab = check_member_name(_field(manifest, "vocabulary.file", str, source), f"bundle {source}")
