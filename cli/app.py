@@ -13,7 +13,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from dagnn_runtime.errors import DagnnError
+from dagnn_runtime.errors import DagnnError, install_hint
 
 
 class _Group(TyperGroup):
@@ -52,11 +52,23 @@ def needs_train_extra(command: str) -> None:
     try:
         import torch  # noqa: F401
     except ImportError as exc:
-        raise DagnnError(f"`dagnn {command}` needs the [train] extra (pip install 'dagnn[train]'): {exc}") from exc
+        raise DagnnError(f"`dagnn {command}` needs the [train] extra ({exc}): {install_hint('train')}") from exc
+
+
+HELP_WIDTH = 120  # wide enough for every option name and its type (dagnn train's are the longest)
+
+
+def wide_when_piped() -> None:
+    """rich, which draws ``--help`` and usage errors, falls back to 80 columns when stdout is no terminal
+    (``dagnn train --help | less``, a captured run) and then cuts long option names with "…". There, unless
+    COLUMNS says otherwise, it gets ``HELP_WIDTH`` columns; a terminal keeps its own width."""
+    if not os.environ.get("COLUMNS") and not sys.stdout.isatty():
+        os.environ["COLUMNS"] = str(HELP_WIDTH)
 
 
 def main(argv=None) -> None:
     """Console entry point: registers every command (importing ``dagnn_cli.main``), then runs the app."""
+    wide_when_piped()
     importlib.import_module("dagnn_cli.main")
     try:
         app(args=argv, prog_name="dagnn")

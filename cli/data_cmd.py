@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from dagnn_runtime.errors import DagnnError, InputError, shorten
+from dagnn_runtime.errors import DagnnError, InputError, install_hint, shorten
 
 from .app import data_app
 
@@ -35,8 +35,8 @@ def import_(
     try:
         import scipy.io  # noqa: F401
     except ImportError as exc:
-        raise DagnnError(f"`dagnn data import` reads .mat files with scipy (pip install 'dagnn[train]'): "
-                         f"{exc}") from exc
+        raise DagnnError(f"`dagnn data import` reads .mat files with scipy, from the [train] extra ({exc}): "
+                         f"{install_hint('train')}") from exc
     from dagnn_export.mat_import import import_mat
 
     done = import_mat(fmt, src, out, labels=labels, vocab=vocab, force=force)

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from dagnn_runtime.constants import SPLITS
-from dagnn_runtime.errors import InputError, shorten
+from dagnn_runtime.errors import DagnnError, InputError, install_hint, shorten
 
 from . import render
 from .app import app, needs_train_extra
@@ -35,6 +35,8 @@ def eval_cmd(
         raise InputError(f"--split must be one of {', '.join(SPLITS)}, not {shorten(split)}")
     if plots is not None and plots.exists() and not plots.is_dir():
         raise InputError(f"--plots {shorten(str(plots), path=True)} is a file, not a folder")
+    if plots is not None:
+        needs_plots_extra()
     if run is not None:
         if bundle is not None or data is not None or expect_digest is not None:
             raise InputError("give either --run RUN or --bundle B --data DIR (--expect-digest), not both")
@@ -55,3 +57,15 @@ def eval_cmd(
         claimed = claimed_metrics(model, split)
     title = f"{run or bundle}: {result.get('split', split)} split, {result.get('n', '?')} pairs"
     render.eval_result(result, claimed, title, as_json)
+
+
+def needs_plots_extra() -> None:
+    """Refuse ``--plots`` before evaluating, not after, when the [plots] extra is missing (looked up without
+    importing matplotlib or scikit-learn, which only ``dagnn_runtime.plots`` imports)."""
+    from importlib.util import find_spec
+
+    missing = [name for name, module in (("matplotlib", "matplotlib"), ("scikit-learn", "sklearn"))
+               if find_spec(module) is None]
+    if missing:
+        raise DagnnError(f"--plots needs the [plots] extra ({' and '.join(missing)} not installed): "
+                         f"{install_hint('plots')}")

@@ -67,3 +67,45 @@ def positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise InputError(f"{name} must be a positive integer, got {shorten(value)}")
     return int(value)
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs one of dagnn's extras (``[serve]``, ``[plots]`` …) into the running Python, for
+    a message to end with. dagnn is installed from its source folder, not from a package index, so the command
+    names that folder: the one pip recorded for this install (``.`` when it is the current folder), else
+    ``'.[extra]'`` to run in the dagnn source folder. The one place every "needs the [x] extra" message gets
+    its command from (tests/test_first_hour.py checks each hint names an extra that installs)."""
+    import os
+    import shlex
+    import sys
+
+    source = _source_folder()
+    if source is None:
+        return f"pip install '.[{extra}]' in the dagnn source folder"
+    here = os.getcwd()
+    where = "." if source == here else source
+    python = sys.executable or "python3"
+    if python.startswith(here + os.sep):
+        python = os.path.relpath(python, here)
+    return f"{shlex.quote(python)} -m pip install {shlex.quote(f'{where}[{extra}]')}"
+
+
+def _source_folder() -> str | None:
+    """The folder dagnn was installed from, as pip recorded it (``direct_url.json``), when it still holds a
+    pyproject.toml; else None."""
+    import json
+    import os
+    from importlib import metadata
+    from urllib.parse import unquote, urlparse
+
+    for dist in metadata.distributions(name="dagnn"):  # a source folder's own dagnn.egg-info records no URL
+        try:
+            record = json.loads(dist.read_text("direct_url.json") or "{}")
+        except (ValueError, OSError):
+            continue
+        url = urlparse(str(record.get("url", "")))
+        if url.scheme == "file" and "dir_info" in record:
+            folder = os.path.normpath(unquote(url.path))
+            if os.path.isfile(os.path.join(folder, "pyproject.toml")):
+                return folder
+    return None

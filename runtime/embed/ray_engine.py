@@ -12,7 +12,7 @@ import logging
 import os
 import time
 
-from ..errors import DagnnError
+from ..errors import DagnnError, install_hint
 from .local import EmbedReport, encode_shard
 from .shards import Item, Shard, make_plan
 
@@ -47,7 +47,7 @@ def embed_ray(bundle, model, items, out, *, shard_size: int = 1000, batch_size: 
     try:
         import ray
     except ImportError as exc:
-        raise DagnnError(f"--engine ray needs the [ray] extra (pip install 'dagnn[ray]'): {exc}") from exc
+        raise DagnnError(f"--engine ray needs the [ray] extra ({exc}): {install_hint('ray')}") from exc
     plan = make_plan(items, out, model.embedding_space, shard_size)
     report = EmbedReport(str(out), len(plan.shards), len(plan.done), 0, 0, 0.0)
     if not plan.todo:

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import jsonio
 from ..atomic import atomic_write_text
-from ..errors import DagnnError, InputError, MismatchError, positive_int
+from ..errors import DagnnError, InputError, MismatchError, install_hint, positive_int
 from ..items import item_record
 from ..metrics import above_thresholds
 
@@ -75,8 +75,8 @@ def require_pyarrow() -> None:
     try:
         import pyarrow  # noqa: F401
     except ImportError as exc:
-        raise DagnnError("embeddings are written as Parquet shards, which needs pyarrow: "
-                         "pip install 'dagnn[ray]' (or pip install pyarrow)") from exc
+        raise DagnnError("embeddings are written as Parquet shards, which needs pyarrow (the [ray] extra): "
+                         f"{install_hint('ray')}") from exc
 
 
 def _digest(items) -> str:

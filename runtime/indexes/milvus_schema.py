@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DagnnError, IndexFileError, InputError
+from ..errors import DagnnError, IndexFileError, InputError, install_hint
 
 FORMAT = "dagnn-milvus-index"
 FORMAT_VERSION = "1"
@@ -70,7 +70,7 @@ def connect(uri: str, token, timeout: float, where: str):
     try:
         from pymilvus import MilvusClient
     except ImportError as exc:
-        raise DagnnError(f"the Milvus backend needs the [milvus] extra (pip install 'dagnn[milvus]'): {exc}") from exc
+        raise DagnnError(f"the Milvus backend needs the [milvus] extra ({exc}): {install_hint('milvus')}") from exc
     with wrapped(where, "connect"):
         return MilvusClient(uri=uri, token=token or "", timeout=timeout)
 
