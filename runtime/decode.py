@@ -1,12 +1,15 @@
-"""What counts as a list of images, and the threads that decode them (``preprocess.iter_pixels``).
+"""What counts as a list of images, the threads that decode them (``preprocess.iter_pixels``) and the
+memory all of the process's decodes may hold at once (``decode_memory``).
 
 Kept apart from ``preprocess``, which imports Pillow, so that a text query never imports it.
 """
 from __future__ import annotations
 
+import collections
 import os
 import sys
 import threading
+from contextlib import contextmanager
 from typing import Iterable
 
 import numpy as np
@@ -14,8 +17,14 @@ import numpy as np
 from .errors import InputError
 from .execution import usable_cores
 
+# Estimated bytes that the images being decoded may hold at once, all threads of the process together
+# (``preprocess`` estimates each image from its header): 16 uploads of a 64-megapixel image then decode one
+# after the other instead of needing 16 times the memory. One image over the whole budget runs alone.
+DECODE_MEMORY = 512 << 20
+
 _pool = None
 _pool_lock = threading.Lock()
+_budget = None
 
 
 def decode_pool():
@@ -28,6 +37,51 @@ def decode_pool():
             if _pool is None:
                 _pool = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="dagnn-decode")
     return _pool
+
+
+class MemoryBudget:
+    """At most ``limit`` bytes reserved at once, by all threads together. ``reserve(n)`` waits for its turn
+    (first come, first served, so a big image is not starved by small ones) and for room; a request larger
+    than the whole budget waits until nothing else is reserved and then runs alone."""
+
+    def __init__(self, limit: int):
+        self.limit = int(limit)
+        self.in_use = 0
+        self._cond = threading.Condition()
+        self._queue: collections.deque = collections.deque()
+
+    @contextmanager
+    def reserve(self, nbytes: int):
+        nbytes = max(0, int(nbytes))
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+            try:
+                while self._queue[0] is not ticket or (self.in_use and self.in_use + nbytes > self.limit):
+                    self._cond.wait()
+            except BaseException:  # interrupted while waiting: give up the place in the queue
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+                raise
+            self._queue.popleft()
+            self.in_use += nbytes
+            self._cond.notify_all()  # the next in line may fit beside this one
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_use -= nbytes
+                self._cond.notify_all()
+
+
+def decode_memory() -> MemoryBudget:
+    """The process's budget of decoding memory (``DECODE_MEMORY`` bytes), made on first use."""
+    global _budget
+    if _budget is None:
+        with _pool_lock:
+            if _budget is None:
+                _budget = MemoryBudget(DECODE_MEMORY)
+    return _budget
 
 
 def _is_pil_image(item) -> bool:
