@@ -9,7 +9,6 @@ the last one silently wins), and every failure is one ``DagnnError`` naming the 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +18,42 @@ from .errors import DagnnError, InputError
 MAX_DEPTH = 64
 MAX_BYTES = 64 << 20
 
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_CHUNK = 1 << 20  # characters scanned at a time: memory stays bounded whatever the text's size
 
 
 def nesting_depth(text: str) -> int:
-    """The deepest ``[``/``{`` nesting outside string literals, counted without recursion."""
-    bare = _STRING.sub('""', text).encode("utf-8", "surrogatepass")
-    codes = np.frombuffer(bare, dtype=np.uint8)
-    steps = np.zeros(len(codes), dtype=np.int32)
-    steps[(codes == 0x5B) | (codes == 0x7B)] = 1
-    steps[(codes == 0x5D) | (codes == 0x7D)] = -1
-    return int(np.cumsum(steps).max(initial=0))
+    """The deepest ``[``/``{`` nesting outside string literals, counted without recursion, in time linear
+    in the text (a regular expression over string literals backtracks quadratically on unterminated ones
+    like ``"\\"\\"…``) and with memory bounded by ``_CHUNK``.
+
+    A quote is a string delimiter unless an odd run of backslashes precedes it. Up to the first syntax
+    error the count is exactly the parser's recursion depth, so the maximum over the whole text bounds it.
+    """
+    deepest = depth = 0
+    inside, backslashes = 0, 0  # inside a string (0/1); backslashes ending the previous chunk
+    for start in range(0, len(text), _CHUNK):
+        codes = np.frombuffer(text[start:start + _CHUNK].encode("utf-8", "surrogatepass"), dtype=np.uint8)
+        index = np.arange(len(codes), dtype=np.int64)
+        is_bs = codes == 0x5C
+        last_other = np.maximum.accumulate(np.where(is_bs, -1, index))
+        run = index - last_other + np.where(last_other < 0, backslashes, 0)  # backslashes ending at each byte
+        before = np.empty_like(run)
+        before[0], before[1:] = backslashes, run[:-1]
+        quotes = np.cumsum((codes == 0x22) & (before % 2 == 0), dtype=np.int64)
+        outside = (quotes + inside) % 2 == 0
+        steps = (((codes == 0x5B) | (codes == 0x7B)) & outside).astype(np.int64)
+        steps -= ((codes == 0x5D) | (codes == 0x7D)) & outside
+        levels = depth + np.cumsum(steps)
+        deepest = max(deepest, int(levels.max(initial=depth)))
+        depth, inside, backslashes = int(levels[-1]), int((inside + quotes[-1]) % 2), int(run[-1])
+    return deepest
 
 
 def _no_duplicates(pairs):
     obj = {}
     for key, value in pairs:
         if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
+            raise ValueError(f"duplicate key {key[:80]!r}" + ("…" if len(key) > 80 else ""))
         obj[key] = value
     return obj
 
