@@ -6,10 +6,11 @@ A 500 means a bug: its traceback goes to the log, never into the response.
 from __future__ import annotations
 
 import json
+import math
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from ..errors import DagnnError, ImageInputError, InputError, MismatchError
 
@@ -27,13 +28,42 @@ class ApiError(Exception):
 
 
 def shorten(value, limit: int = 80) -> str:
-    """At most ``limit`` characters of a client's input, for quoting it back in a message."""
+    """At most ``limit`` characters of a client's input, for quoting it back in a message; a lone
+    surrogate (not text: it cannot be written as UTF-8) is shown as its escape, e.g. ``\\ud800``."""
     text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def json_bytes(content) -> bytes:
+    """``content`` as compact UTF-8 JSON, whatever strings and floats it holds: a lone surrogate (which UTF-8
+    cannot encode) is written as its JSON escape and NaN or an infinity (not JSON) as null, instead of the
+    answer failing with a 500."""
+    try:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except (UnicodeEncodeError, ValueError):
+        return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+class JSONAnswer(JSONResponse):
+    """starlette's JSONResponse, rendered with ``json_bytes`` (never a 500 while writing the answer)."""
+
+    def render(self, content) -> bytes:
+        return json_bytes(content)
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> Response:
-    body = json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False).encode()
+    body = json_bytes({"error": {"code": code, "message": shorten(message, 2000)}})
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 

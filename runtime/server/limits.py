@@ -14,7 +14,8 @@ from .errors import ApiError, error_response
 @dataclass(frozen=True)
 class Limits:
     max_upload_bytes: int = 20 * 1024 * 1024   # one request body (multipart upload or JSON)
-    max_json_bytes: int = 1024 * 1024          # a JSON body
+    max_json_bytes: int = 1024 * 1024          # a JSON body (and a multipart text field)
+    max_json_depth: int = 32                   # nesting of arrays and objects in a JSON body or field
     max_k: int = 1000                          # results per search
     max_text_chars: int = 1000                 # one text query or text item
     max_items: int = 64                        # items per POST /v1/items
@@ -35,10 +36,12 @@ class Limits:
 
 class BodyTooLarge(ApiError):
     def __init__(self, limit: int):
-        super().__init__(413, "too_large", f"request body is larger than the limit of {_size(limit)}")
+        # Connection: close - the rest of the body is not read, and the server does not wait for it
+        super().__init__(413, "too_large", f"request body is larger than the limit of {human_size(limit)}",
+                         {"Connection": "close"})
 
 
-def _size(n: int) -> str:
+def human_size(n: int) -> str:
     return f"{n / 1024 / 1024:g} MB" if n >= 1024 * 1024 else f"{n} bytes"
 
 
@@ -62,8 +65,9 @@ class LimitMiddleware:
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             self.on_reject("too_large")
-            return await error_response(413, "too_large", f"request body of {_size(declared)} is larger than "
-                                        f"the limit of {_size(limit)}", {"Connection": "close"})(scope, receive, send)
+            return await error_response(413, "too_large", f"request body of {human_size(declared)} is larger "
+                                        f"than the limit of {human_size(limit)}", {"Connection": "close"})(
+                scope, receive, send)
         guarded = scope["path"].startswith(self.prefix)
         if guarded and self.counter.n >= self.limits.max_in_flight:
             self.on_reject("overloaded")

@@ -1,4 +1,16 @@
-"""Reading and checking request bodies: JSON objects and multipart forms, within the service's limits.
+"""The one request reader: every JSON body and every multipart field goes through here, within the
+service's limits.
+
+- Size: a JSON body is counted while it streams in and refused (413, connection closed) as soon as more
+  than ``limits.max_json_bytes`` have arrived, or at once when its Content-Length says so; it is never
+  buffered up to the upload cap. Multipart text fields are capped by the parser at the same size.
+- Syntax: JSON is parsed by ``jsonio.loads`` (nesting depth bounded without recursion, duplicate keys
+  refused); NaN and infinities are not JSON and are refused too.
+- Text: a JSON body must be UTF-8, and so must multipart text fields (or the charset they declare);
+  no string anywhere in a body (values and object keys, however deep) may hold a lone surrogate such as
+  JSON ``"\\ud800"``: it is not text, and could be neither answered, logged nor stored.
+- Types: ``k`` and ``top`` are JSON integers (not bools, floats or strings) in JSON bodies and ASCII
+  digits in forms; labels are a list of strings; ids and texts are strings.
 
 Every refusal names the field and quotes at most 80 characters of what was sent. Malformed requests are
 400; well-formed ones the model cannot use (unknown label, no known tag, undecodable image) are 422.
@@ -6,12 +18,19 @@ Every refusal names the field and quotes at most 80 characters of what was sent.
 from __future__ import annotations
 
 import json
+import math
+import re
+from contextlib import aclosing
 
-from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect, Request
 
+from .. import jsonio
+from ..errors import InputError
+from ..indexes.inputs import item_key
 from .errors import ApiError, shorten
-from .limits import Limits
+from .limits import Limits, human_size
 
 MULTIPART = "multipart/form-data"
 JSON = "application/json"
@@ -25,32 +44,158 @@ def bad(field: str, problem: str) -> ApiError:
     return ApiError(400, "invalid_field", f"{field}: {problem}")
 
 
-async def json_object(request: Request, limits: Limits, allowed: set) -> dict:
-    body = await request.body()
-    if len(body) > limits.max_json_bytes:
-        raise ApiError(413, "too_large", f"JSON body of {len(body)} bytes is larger than {limits.max_json_bytes}")
+# ---- text: every string a request hands us ------------------------------------------------------------
+def _lone_surrogate(value: str) -> int | None:
+    """The index of the first lone surrogate in ``value`` (not text: UTF-8 cannot encode it), else None."""
+    if value.isascii():
+        return None
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON ({shorten(str(exc))})") from exc
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def _not_text(where: str, value: str, at: int) -> ApiError:
+    return ApiError(400, "invalid_unicode", f"{where}: holds a lone surrogate (U+{ord(value[at]):04X}) at character "
+                    f"{at}, which is not text: send UTF-8 text (in JSON, \\ud800-\\udfff only as valid pairs)")
+
+
+def _path(field: str, parts: tuple) -> str:
+    """Where a value sits, e.g. ``items[0].metadata.note``; a body's own fields are named bare."""
+    out = "" if field == BODY else field
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (("." if out else "") + shorten(part, 40))
+    return out or field
+
+
+BODY = "the body"
+
+
+def check_strings(value, field: str) -> None:
+    """Refuse (400) a lone surrogate in any string of ``value`` (values and keys, however deep) and the
+    non-JSON floats NaN and ±Infinity (Python's parser accepts them; no answer could carry them). Iterative:
+    the depth is bounded by the parser, but no recursion is needed."""
+    stack = [(value, ())]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, str):
+            at = _lone_surrogate(node)
+            if at is not None:
+                raise _not_text(_path(field, where), node, at)
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                at = _lone_surrogate(key)
+                if at is not None:
+                    raise _not_text(f"{_path(field, where)} (a key)", key, at)
+                stack.append((child, (*where, key)))
+        elif isinstance(node, list):
+            stack.extend((child, (*where, n)) for n, child in enumerate(node))
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise bad(_path(field, where), f"NaN and infinities are not JSON numbers (got {node})")
+
+
+def parse_json(data: bytes | str, field: str, limits: Limits):
+    """A JSON text (a body, or a form field holding JSON) as checked Python values, or a 400."""
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, "invalid_unicode", f"{field}: not UTF-8 text (byte {exc.start} is "
+                           f"{bytes(data)[exc.start:exc.start + 1]!r})") from None
+        data = data.removeprefix("\ufeff")  # a UTF-8 byte order mark may be ignored (RFC 8259)
+    try:
+        value = jsonio.loads(data, field, max_bytes=limits.max_json_bytes, max_depth=limits.max_json_depth)
+    except InputError as exc:
+        raise ApiError(400, "invalid_json", shorten(str(exc), 300)) from None
+    check_strings(value, field)
+    return value
+
+
+# ---- bodies -------------------------------------------------------------------------------------------
+def _too_large(limit: int, declared: int | None = None) -> ApiError:
+    size = f"of {human_size(declared)} " if declared is not None else ""
+    # Connection: close - the rest of the body is not read; the server does not wait for it either.
+    return ApiError(413, "too_large", f"JSON body {size}is larger than the limit of {human_size(limit)}",
+                    {"Connection": "close"})
+
+
+def _content_length(request: Request) -> int | None:
+    try:
+        return int(request.headers.get("content-length", ""))
+    except ValueError:
+        return None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) at once when its Content-Length is over ``limit`` and, whatever it
+    declared, as soon as more than ``limit`` bytes have arrived."""
+    declared = _content_length(request)
+    if declared is not None and declared > limit:
+        raise _too_large(limit, declared)
+    chunks, size = [], 0
+    try:
+        async with aclosing(request.stream()) as stream:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "incomplete_body", "the client closed the connection before sending the whole body") \
+            from None
+    return b"".join(chunks)
+
+
+async def json_object(request: Request, limits: Limits, allowed: set) -> dict:
+    data = parse_json(await read_body(request, limits.max_json_bytes), BODY, limits)
     if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", f"the body must be a JSON object, got {type(data).__name__}")
+        raise ApiError(400, "invalid_json", f"the body must be a JSON object, got {_kind(data)}")
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise bad(shorten(unknown[0]), f"unknown field (expected: {', '.join(sorted(allowed))})")
     return data
 
 
-async def form(request: Request, limits: Limits, max_files: int = 1):
-    """The multipart form; a malformed one is a 400 (starlette's parser raises its own errors)."""
+def _kind(value) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",
+             bool: "a boolean", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+class _StrictMultiPart(MultiPartParser):
+    """Starlette's multipart parser, except that a text field that is not valid text in its charset
+    (UTF-8 unless the request says otherwise) is refused instead of silently read as Latin-1."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is not None:
+            return super().on_part_end()
+        name = part.field_name
+        try:
+            value = bytes(part.data).decode(self._charset or "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, "invalid_unicode", f"{shorten(name)}: not {self._charset or 'utf-8'} text (byte "
+                           f"{exc.start} is {bytes(part.data)[exc.start:exc.start + 1]!r})") from None
+        check_strings(value, shorten(name))
+        self.items.append((name, value))
+
+
+async def form(request: Request, limits: Limits, max_files: int = 1) -> FormData:
+    """The multipart form (text fields checked as text); a malformed one is a 400."""
     try:
-        return await request.form(max_files=max_files, max_fields=2 * limits.max_items + 8,
-                                  max_part_size=limits.max_json_bytes)
+        async with aclosing(request.stream()) as stream:
+            parser = _StrictMultiPart(request.headers, stream, max_files=max_files,
+                                      max_fields=2 * limits.max_items + 8, max_part_size=limits.max_json_bytes)
+            return await parser.parse()
     except ApiError:
         raise
-    except Exception as exc:  # noqa: BLE001 - python-multipart and starlette raise various types
-        if type(exc).__name__ == "HTTPException" and getattr(exc, "status_code", 400) != 400:
-            raise
+    except ClientDisconnect:
+        raise ApiError(400, "incomplete_body", "the client closed the connection before sending the whole body") \
+            from None
+    except MultiPartException as exc:
+        raise ApiError(400, "invalid_multipart", f"cannot read the multipart form ({shorten(exc.message)})") from None
+    except Exception as exc:  # noqa: BLE001 - python-multipart raises various types on malformed input
         raise ApiError(400, "invalid_multipart", f"cannot read the multipart form ({shorten(str(exc))})") from exc
 
 
@@ -63,6 +208,7 @@ async def upload_bytes(value, field: str = "image") -> bytes:
     return data
 
 
+# ---- fields -------------------------------------------------------------------------------------------
 def text(value, limits: Limits, field: str = "text") -> str:
     if not isinstance(value, str) or not value.strip():
         raise bad(field, f"expected a non-empty string like 'sky, clouds', got {shorten(value)}")
@@ -71,30 +217,35 @@ def text(value, limits: Limits, field: str = "text") -> str:
     return value
 
 
-def k(value, limits: Limits, default: int = 10) -> int:
+_DIGITS = re.compile(r"[0-9]+")  # ASCII digits only (int() would also take "٥", " 5", "+5", "5_0")
+
+
+def k(value, limits: Limits, default: int | None = 10, *, form: bool = False, field: str = "k") -> int | None:
+    """A count from 1 to ``max_k``: a JSON integer (not a bool, float or string), or ASCII digits in a form."""
     if value is None:
         return default
-    if isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise bad("k", f"expected an integer, got {shorten(value)}") from None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limits.max_k:
-        raise bad("k", f"expected an integer from 1 to {limits.max_k}, got {shorten(value)}")
+    if form:
+        if not isinstance(value, str) or not _DIGITS.fullmatch(value):
+            raise bad(field, f"expected an integer from 1 to {limits.max_k} in digits 0-9, got {shorten(value)}")
+        value = int(value) if len(value) <= 9 else limits.max_k + 1
+    elif not isinstance(value, int) or isinstance(value, bool):
+        raise bad(field, f"expected a JSON integer from 1 to {limits.max_k}, got {_kind(value)} {shorten(value)}")
+    if not 1 <= value <= limits.max_k:
+        raise bad(field, f"expected an integer from 1 to {limits.max_k}, got {shorten(value)}")
     return value
 
 
 def target(value) -> str | None:
-    if value in (None, ""):
+    if value is None or (isinstance(value, str) and value == ""):
         return None
-    if value not in ("image", "text"):
+    if not isinstance(value, str) or value not in ("image", "text"):
         raise bad("target", f"expected 'image' or 'text', got {shorten(value)}")
     return value
 
 
 def labels(value, known, limits: Limits, form: bool = False) -> list | None:
-    """A label filter: a JSON list, or a comma-separated string in a form; every label must exist."""
-    if value is None or value == [] or (form and value == ""):
+    """A label filter: a JSON list of strings, or a comma-separated string in a form; every label must exist."""
+    if value is None or (isinstance(value, list) and not value) or (form and isinstance(value, str) and not value):
         return None
     if form and isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
@@ -110,10 +261,19 @@ def labels(value, known, limits: Limits, form: bool = False) -> list | None:
 
 
 def item_id(value, limits: Limits, field: str = "id") -> str:
+    """An id as given (in a body or the path): a string the indexes accept as an id, else a 400 here
+    rather than a 422 from the index (the same rule: ``indexes.inputs.item_key``)."""
     if not isinstance(value, str) or not value.strip():
         raise bad(field, f"expected a non-empty string, got {shorten(value)}")
     if len(value) > limits.max_id_chars or any(ord(c) < 32 for c in value):
         raise bad(field, f"ids are at most {limits.max_id_chars} printable characters, got {shorten(value)}")
+    at = _lone_surrogate(value)  # a path parameter, or a caller that skipped the reader
+    if at is not None:
+        raise _not_text(field, value, at)
+    try:
+        item_key(value)
+    except InputError as exc:
+        raise bad(field, str(exc)) from None
     return value
 
 
@@ -121,14 +281,14 @@ RESERVED = ("path", "predicted_labels", "text", "tags")
 
 
 def metadata(value, limits: Limits, field: str = "metadata") -> dict:
-    """Client metadata: a small JSON object; the keys the service fills itself are refused."""
-    if value is None or value == "":
+    """Client metadata: a small JSON object (a form field holds it as JSON text, read like a JSON body);
+    the keys the service fills itself are refused."""
+    if value is None or (isinstance(value, str) and value == ""):
         return {}
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise bad(field, f"expected a JSON object, got {shorten(value)}") from None
+        value = parse_json(value, field, limits)
+    else:
+        check_strings(value, field)
     if not isinstance(value, dict):
         raise bad(field, f"expected a JSON object, got {shorten(value)}")
     taken = [key for key in RESERVED if key in value]

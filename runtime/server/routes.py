@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from . import parsing as p
 from .errors import ApiError
+from .errors import JSONAnswer as JSONResponse  # answers that cannot fail to render
 
 IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
                ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
@@ -38,7 +39,7 @@ async def search(request: Request) -> Response:
             if "image" not in form:
                 raise p.bad("image", "missing: send the photo as the 'image' file part")
             data = await p.upload_bytes(form["image"])
-            args = dict(target=p.target(form.get("target")), k=p.k(form.get("k"), limits),
+            args = dict(target=p.target(form.get("target")), k=p.k(form.get("k"), limits, form=True),
                         labels=p.labels(form.get("labels"), service.model.labels, limits, form=True))
         finally:
             await form.close()
@@ -65,7 +66,7 @@ async def tag(request: Request) -> Response:
         if "image" not in form:
             raise p.bad("image", "missing: send the photo as the 'image' file part")
         data = await p.upload_bytes(form["image"])
-        top = p.k(form.get("top"), limits, default=0) if form.get("top") else None
+        top = p.k(form.get("top") or None, limits, default=None, form=True, field="top")
     finally:
         await form.close()
     return JSONResponse(await service.tag(data, top=top))
