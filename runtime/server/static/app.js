@@ -3,7 +3,11 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { key: sessionStorage.getItem("dagnn-key") || "", labels: [], filter: new Set(), query: null,
-                blobUrls: [] };
+                blobUrls: [], sizes: {}, seq: 0 };
+// one column below this width: the photo box sits above the results (the same width as app.css's @media)
+const narrow = window.matchMedia("(max-width: 860px)");
+const NOUNS = { image: ["photo", "photos"], text: ["tag set", "tag sets"] };
+const noun = (target, n) => NOUNS[target][n === 1 ? 0 : 1];
 
 class ApiError extends Error {
   constructor(status, code, message) { super(message); this.status = status; this.code = code; }
@@ -12,7 +16,9 @@ class ApiError extends Error {
 async function api(path, options = {}) {
   const headers = new Headers(options.headers || {});
   if (state.key) headers.set("Authorization", "Bearer " + state.key);
-  const res = await fetch(path, { ...options, headers });
+  let res;
+  try { res = await fetch(path, { ...options, headers }); }
+  catch (e) { throw new ApiError(0, "network", `${e.message} (${path})`); }
   if (res.ok) return res;
   let err = {};
   try { err = (await res.json()).error || {}; } catch (_) { /* not JSON */ }
@@ -30,9 +36,48 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-function showError(message) {
-  $("error").textContent = message;
-  $("error").hidden = !message;
+// ---- errors: a sentence for a person first; the API's code and message under "Details" ------------------
+const PLAIN = {
+  invalid_image: "That file isn't a photo this server can read. Try a JPEG, PNG or WebP.",
+  too_large: "That file is too large for this server. Try a smaller photo.",
+  unsupported_media_type: "The server could not take that upload. Try a JPEG, PNG or WebP photo.",
+  loading: "The server is still starting up. Try again in a moment.",
+  unavailable: "The server can't answer right now. Try again in a moment.",
+  too_many_requests: "The server is busy. Wait a moment and try again.",
+  load_failed: "The server could not load its model or its index, so it cannot search. Whoever runs it can find why in its log.",
+  network: "Can't reach the server. Check that it is running and try again.",
+  unknown_label: "The server does not know that label. Reload the page and choose the filter again.",
+  unknown_id: "That photo is no longer in the index.",
+  no_file: "That photo's file is no longer on the server.",
+  forbidden: "The server refused this request from the page.",
+  misdirected: "The server does not answer to the address in the address bar. Open it by the name it was started with.",
+};
+
+function plainError(e, query) {
+  if (e.code === "invalid_input" && query && query.kind === "text") {
+    const close = [...new Set([...e.message.matchAll(/\(closest: ([^)]*)\)/g)].flatMap((m) => m[1].split(", ")))];
+    return "None of those words are tags this search knows." + (close.length ? ` Close ones: ${close.slice(0, 6).join(", ")}.`
+                                                                             : " Try other words, like sky or clouds.");
+  }
+  if (e.code === "invalid_input" || e.code === "invalid_field") return "The server could not use that search. Try other tags or another photo.";
+  return PLAIN[e.code] || "Something went wrong on the server. Try again in a moment.";
+}
+
+function showError(text, detail = "") {
+  $("error-text").textContent = text;
+  $("error-text").title = detail;
+  $("error-detail").textContent = detail;
+  $("error-details").hidden = !detail;
+  $("error-details").open = false;
+  $("error").hidden = !text;
+}
+
+function showApiError(e, query) {
+  if (e.status === 401) {  // the key box asks for what is missing
+    showError(state.key ? "The server did not accept that API key. Check it and try again." : "");
+    return;
+  }
+  showError(plainError(e, query), `${e.code}${e.status ? " (HTTP " + e.status + ")" : ""}: ${e.message}`);
 }
 
 function setStatus(text, kind) {
@@ -47,7 +92,7 @@ async function waitReady() {
     if (res && res.ok) return;
     let body = {};
     try { body = (await res.json()).error || {}; } catch (_) { /* down */ }
-    if (res && body.code === "load_failed") { setStatus("not ready", "bad"); showError(body.message); return; }
+    if (res && body.code === "load_failed") { setStatus("not ready", "bad"); showApiError(new ApiError(503, body.code, body.message)); return; }
     setStatus(res ? "loading model…" : "server unreachable", "wait");
     await new Promise((r) => setTimeout(r, 1000 * Number((res && res.headers.get("Retry-After")) || 1)));
   }
@@ -57,22 +102,39 @@ async function loadInfo() {
   try {
     const [info, labels] = await Promise.all([api("/v1/info").then((r) => r.json()),
                                               api("/v1/labels").then((r) => r.json())]);
-    const sizes = info.indexes;
-    const parts = [];
-    if (sizes.image) parts.push(`${sizes.image.items.toLocaleString()} photos`);
-    if (sizes.text) parts.push(`${sizes.text.items.toLocaleString()} tag sets`);
-    setStatus(parts.join(" · ") || "no index", "ok");
-    if (!sizes.image) document.querySelector("input[name=target][value=text]").checked = true;
-    $("empty-text").textContent = `Drop a photo on the left, or type a few tags like “sky, clouds”, to search ${
-      parts.join(" and ") || "the index"}.`;
+    state.sizes = info.indexes;
+    const held = ["image", "text"].filter((m) => state.sizes[m]);
+    setStatus(held.map((m) => `${state.sizes[m].items.toLocaleString()} ${noun(m, state.sizes[m].items)}`).join(" · ")
+              || "no index", "ok");
+    offerTargets(held);
+    renderEmptyText();
     state.labels = labels.labels.map((l) => l.label);
     renderChips();
     showError("");
     $("key-box").hidden = true;
   } catch (e) {
-    if (e.status !== 401) showError(e.message);
+    showApiError(e);
     setStatus(e.status === 401 ? "needs key" : "error", e.status === 401 ? "wait" : "bad");
   }
+}
+
+// "Find photos / tag sets": only what the server holds; with one index, it is said, not asked
+function offerTargets(held) {
+  for (const m of ["image", "text"]) {
+    const radio = document.querySelector(`input[name=target][value=${m}]`);
+    radio.disabled = held.length > 0 && !held.includes(m);
+    $("find-" + m).hidden = radio.disabled;
+  }
+  if (held.length && !held.includes(target())) document.querySelector(`input[name=target][value=${held[0]}]`).checked = true;
+  $("find").classList.toggle("single", held.length === 1);
+  $("find").setAttribute("role", held.length === 1 ? "group" : "radiogroup");
+}
+
+function renderEmptyText() {
+  const held = ["image", "text"].filter((m) => state.sizes[m]);
+  const what = held.map((m) => `${state.sizes[m].items.toLocaleString()} ${noun(m, state.sizes[m].items)}`).join(" and ");
+  $("empty-text").textContent = `${narrow.matches ? "Choose or drop a photo above" : "Drop a photo on the left"
+    }, or type a few tags like “sky, clouds”, to search ${what || "the index"}.`;
 }
 
 function renderChips() {
@@ -88,17 +150,27 @@ function renderChips() {
 const target = () => document.querySelector("input[name=target]:checked").value;
 const k = () => Number($("k").value);
 
-function rerun() { if (state.query) state.query.kind === "image" ? searchImage(state.query.blob, false) : searchText(state.query.text); }
+// the same query again (new target, count or filter); the page scrolls to the answer only when it is out of view
+function rerun() {
+  if (!state.query) return;
+  if (state.query.kind === "image") searchImage(state.query.blob, { withTags: false, again: true });
+  else searchText(state.query.text, { again: true });
+}
+
+function show(which) {  // "empty" (first visit, or after an error), "no-hits", "results" or "loading"
+  $("empty").hidden = which !== "empty";
+  $("no-hits").hidden = which !== "no-hits";
+}
 
 function skeleton() {
-  $("empty").hidden = true;
+  show("loading");
   $("grid").replaceChildren(...Array.from({ length: Math.min(k(), 12) }, () => el("div", { class: "skeleton" })));
 }
 
-async function searchText(text) {
+async function searchText(text, { again = false } = {}) {
   text = text.trim();
   if (!text) return;
-  state.query = { kind: "text", text };
+  const query = state.query = { kind: "text", text, again, seq: ++state.seq };
   $("tags").hidden = true;
   clearQueryImage();
   skeleton();
@@ -106,14 +178,15 @@ async function searchText(text) {
     const res = await api("/v1/search", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ text, target: target(), k: k(), labels: [...state.filter] }) });
     const data = await res.json();
+    if (query.seq !== state.seq) return;  // a newer search has started: its answer counts
     const ignored = data.ignored_tags && data.ignored_tags.length ? ` (ignored, not known: ${data.ignored_tags.join(", ")})` : "";
-    render(data, `tags “${data.query || text}”${ignored}`);
-  } catch (e) { fail(e); }
+    render(data, `tags “${data.query || text}”${ignored}`, query);
+  } catch (e) { if (query.seq === state.seq) fail(e, query); }
 }
 
-async function searchImage(blob, withTags = true) {
-  state.query = { kind: "image", blob };
-  showQueryImage(blob);
+async function searchImage(blob, { withTags = true, again = false } = {}) {
+  const query = state.query = { kind: "image", blob, again, seq: ++state.seq };
+  if (!again) showQueryImage(blob);
   skeleton();
   const form = () => { const f = new FormData(); f.append("image", blob, blob.name || "photo"); return f; };
   const search = form();
@@ -124,32 +197,68 @@ async function searchImage(blob, withTags = true) {
     const [res, tags] = await Promise.all([
       api("/v1/search", { method: "POST", body: search }).then((r) => r.json()),
       withTags ? api("/v1/tag", { method: "POST", body: form() }).then((r) => r.json()) : null]);
+    if (query.seq !== state.seq) return;
     if (tags) renderTags(tags);
-    render(res, "this photo");
-  } catch (e) { fail(e); }
+    render(res, "this photo", query);
+  } catch (e) { if (query.seq === state.seq) fail(e, query); }
 }
 
-function fail(e) {
+// a failed search: no results, the first-visit state, the drop zone as it was, and the error in words
+function fail(e, query) {
+  if (query.kind === "image") {
+    clearQueryImage();
+    $("tags").hidden = true;
+    state.query = null;  // nothing to search again with
+  }
   $("grid").replaceChildren();
   $("summary").textContent = "";
-  $("empty").hidden = false;
-  showError(e.status === 401 ? "" : e.message);
+  show("empty");
+  showApiError(e, query);
+  if (!$("error").hidden) reveal($("error"), !query.again);
+}
+
+// at one column the results lie below the photo box: scroll them up to the user (under the sticky header)
+function reveal(node, always) {
+  if (!narrow.matches) return;
+  const top = node.getBoundingClientRect().top, header = document.querySelector(".top").offsetHeight;
+  if (!always && top >= header && top < window.innerHeight - 40) return;  // already in view
+  const smooth = !window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  window.scrollTo({ top: window.scrollY + top - header - 10, behavior: smooth ? "smooth" : "auto" });
 }
 
 // ---- rendering ------------------------------------------------------------------------------------------
-function itemLabels(meta) { return [...new Set([...(meta.labels || []), ...(meta.predicted_labels || [])])]; }
+// the item's labels, those the filter asked for first (so a card shows why it was kept)
+function itemLabels(meta) {
+  const all = [...new Set([...(meta.labels || []), ...(meta.predicted_labels || [])])];
+  return [...all.filter((l) => state.filter.has(l)), ...all.filter((l) => !state.filter.has(l))];
+}
 
-function render(data, what) {
+function render(data, what, query) {
   showError("");
   state.blobUrls.forEach((u) => URL.revokeObjectURL(u));
   state.blobUrls = [];
   const n = data.results.length;
-  const noun = data.target === "image" ? (n === 1 ? "photo" : "photos") : (n === 1 ? "tag set" : "tag sets");
   const filter = state.filter.size ? ` with label ${[...state.filter].join(" or ")}` : "";
-  $("summary").replaceChildren(el("strong", {}, `${n} ${noun}`), ` for ${what}${filter} · ${Math.round(data.took_ms)} ms`);
-  $("empty").hidden = n > 0;
-  if (!n) $("empty-text").textContent = "Nothing matched. Try other tags, or remove the label filter.";
+  $("summary").replaceChildren(el("strong", {}, `${n} ${noun(data.target, n)}`), ` for ${what}${filter} · ${Math.round(data.took_ms)} ms`);
   $("grid").replaceChildren(...data.results.map((hit) => card(hit, data.target)));
+  if (!n) renderNoHits(data.target, query);
+  show(n ? "results" : "no-hits");
+  reveal($("summary"), !query.again);
+}
+
+function renderNoHits(kind, query) {
+  const plural = NOUNS[kind][1], size = state.sizes[kind] ? state.sizes[kind].items : null;
+  const other = query.kind === "image" ? "another photo" : "other tags";
+  let text;
+  if (state.filter.size) {
+    const labels = [...state.filter].join(" or ");
+    text = `No ${plural} with the label ${labels} were found. Remove the label filter, or choose another label.`;
+  } else if (size === 0) {
+    text = `The index holds no ${plural} yet: there is nothing to find.`;
+  } else {
+    text = `Nothing matched. Try ${other}.`;
+  }
+  $("no-hits-text").textContent = text;
 }
 
 function card(hit, kind) {
@@ -157,8 +266,10 @@ function card(hit, kind) {
   const chips = labels.slice(0, 4).map((l) => el("span", { class: "mini" + (state.filter.has(l) ? " hit" : "") }, l));
   let top;
   if (kind === "image") {
-    top = el("img", { class: "thumb", alt: hit.id, loading: "lazy" });
-    setImage(top, `/v1/items/${encodeURIComponent(hit.id)}/image`);
+    const img = el("img", { class: "thumb", alt: hit.id, loading: "lazy" });
+    top = el("div", { class: "thumb-box" }, img);
+    img.addEventListener("error", () => img.replaceWith(el("span", { class: "thumb-missing" }, "photo unavailable")));
+    setImage(img, `/v1/items/${encodeURIComponent(hit.id)}/image`);
   } else {
     top = el("div", { class: "text-thumb" }, (hit.metadata.tags || []).join(", ") || hit.metadata.text || hit.id);
   }
@@ -175,11 +286,11 @@ async function setImage(img, url) {
     const blobUrl = URL.createObjectURL(await (await api(url)).blob());
     state.blobUrls.push(blobUrl);
     img.src = blobUrl;
-  } catch (_) { img.alt = "image unavailable"; }
+  } catch (_) { img.replaceWith(el("span", { class: "thumb-missing" }, "photo unavailable")); }
 }
 
 async function openHit(hit, kind) {
-  window.scrollTo({ top: 0, behavior: "smooth" });
+  if (!narrow.matches) window.scrollTo({ top: 0, behavior: "smooth" });  // one column: the answer is scrolled to
   if (kind === "text") {
     $("text").value = (hit.metadata.tags || []).join(", ") || hit.metadata.text || "";
     return searchText($("text").value);
@@ -189,7 +300,7 @@ async function openHit(hit, kind) {
     blob.name = hit.id;
     $("text").value = "";
     searchImage(blob);
-  } catch (e) { fail(e); }
+  } catch (e) { showApiError(e); reveal($("error"), true); }  // the results shown still stand
 }
 
 function renderTags(data) {
@@ -206,16 +317,18 @@ function renderTags(data) {
   }));
 }
 
+// the photo being searched with, shown in the drop zone once it has decoded (a file that is no photo never is)
 function showQueryImage(blob) {
+  clearQueryImage();
   const img = $("query-img");
-  if (img.src) URL.revokeObjectURL(img.src);
+  img.onload = () => { img.hidden = false; $("drop").classList.add("has-img"); };
+  img.onerror = clearQueryImage;
   img.src = URL.createObjectURL(blob);
-  img.hidden = false;
-  $("drop").classList.add("has-img");
 }
 
 function clearQueryImage() {
   const img = $("query-img");
+  img.onload = img.onerror = null;
   if (img.src) URL.revokeObjectURL(img.src);
   img.removeAttribute("src");
   img.hidden = true;
@@ -235,9 +348,13 @@ function wire() {
     drop.classList.remove("over");
     const f = e.dataTransfer.files[0];
     if (f && f.type.startsWith("image/")) { $("text").value = ""; searchImage(f); }
-    else showError("Drop an image file (JPEG, PNG, WebP…).");
+    else showError("That isn't a photo. Drop a JPEG, PNG or WebP file.", f ? `dropped ${f.name} (${f.type || "unknown type"})` : "");
   });
-  $("text-form").addEventListener("submit", (e) => { e.preventDefault(); searchText($("text").value); });
+  $("text-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (narrow.matches) $("text").blur();  // a phone's keyboard would cover the results
+    searchText($("text").value);
+  });
   document.querySelectorAll("input[name=target]").forEach((r) => r.addEventListener("change", rerun));
   $("k").addEventListener("change", rerun);
   $("key-form").addEventListener("submit", (e) => {
@@ -246,6 +363,8 @@ function wire() {
     sessionStorage.setItem("dagnn-key", state.key);
     loadInfo().then(rerun);
   });
+  narrow.addEventListener("change", renderEmptyText);
+  renderEmptyText();
 }
 
 wire();
