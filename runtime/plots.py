@@ -7,6 +7,8 @@ training run's evaluation fill them the same way; the numbers come from ``curves
 from __future__ import annotations
 
 import logging
+import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,11 @@ logger = logging.getLogger(__name__)
 
 COLORS = {"i2t": "#3366cc", "t2i": "#dc7633"}
 NAMES = {"i2t": "image → text", "t2i": "text → image"}
+DPI = 110
+# The per-label and t-SNE figures are also shown in the demo report, two side by side at about 560 px wide
+# each: their widths and font sizes keep every text at 10 px or more there (11-12 pt in an 8-9 inch figure).
+TEXT_PT = 11
+LABEL_PT = 12
 
 
 @dataclass
@@ -51,32 +58,50 @@ def _matplotlib():
 
 
 def save_png(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG at ``DPI``; a figure without a layout engine is laid out tightly first."""
     _, canvas = _matplotlib()
-    canvas(fig)
-    fig.tight_layout()
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    if not isinstance(fig.canvas, canvas):
+        canvas(fig)
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
 
 
-def new_figure(width: float, height: float, ncols: int = 1):
+def new_figure(width: float, height: float, ncols: int = 1, layout: str | None = None):
+    """A figure of ``ncols`` axes side by side (inches; ``layout`` e.g. "constrained")."""
     figure, _ = _matplotlib()
-    fig = figure(figsize=(width, height))
+    fig = figure(figsize=(width, height), dpi=DPI, layout=layout)
     return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 
 
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points (average glyph ~0.55 em)."""
+    return textwrap.fill(text, max(20, int(width_in * 72 / (0.55 * fontsize))))
+
+
 def per_label_ap(inputs: PlotInputs, curves: dict, path: Path) -> Path:
-    fig, (ax,) = new_figure(max(8.0, 0.42 * len(inputs.labels)), 4.2)
-    x = np.arange(len(inputs.labels))
+    """Bars of the per-label mAP, image → text and text → image; the legend sits above the axes, under the
+    title (outside them: it covers no bar whatever the number of labels); a label no query carries says so."""
+    n = len(inputs.labels)
+    fig, (ax,) = new_figure(max(8.0, 0.3 * n + 1.2), 4.4, layout="constrained")
+    x = np.arange(n)
+    missing = np.ones(n, dtype=bool)
     for offset, name in ((-0.2, "i2t"), (0.2, "t2i")):
-        vals = curves[name]["per_label"]
+        vals = np.asarray(curves[name]["per_label"], dtype=np.float64)
+        missing &= ~np.isfinite(vals)
         overall = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
         ax.bar(x + offset, np.nan_to_num(vals), width=0.4, color=COLORS[name],
                label=f"{NAMES[name]} (mean over labels {overall:.3f})")
-    ax.set_xticks(x, inputs.labels, rotation=60, ha="right")
-    ax.set_ylabel("mAP of the queries with this label")
+    for i in np.nonzero(missing)[0]:
+        ax.text(i, 0.02, "no query", rotation=90, ha="center", va="bottom", fontsize=TEXT_PT, color="#777777")
+    ax.set_xticks(x, inputs.labels, rotation=60, ha="right", rotation_mode="anchor", fontsize=TEXT_PT)
+    ax.tick_params(axis="y", labelsize=TEXT_PT)
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.set_ylabel("mAP of the queries\nwith this label", fontsize=TEXT_PT)
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title(f"Per-label retrieval mAP — {inputs.title}")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2, fontsize=TEXT_PT, frameon=False)
+    fig.suptitle(f"Per-label retrieval mAP — {inputs.title}", fontsize=LABEL_PT)
     return save_png(fig, path)
 
 
@@ -119,30 +144,121 @@ def _tsne(vectors: np.ndarray) -> np.ndarray:
                 random_state=0).fit_transform(np.asarray(vectors, dtype=np.float64))
 
 
+def _boxes_overlap(box, boxes: np.ndarray) -> np.ndarray:
+    """Overlap area of ``box`` (x0, y0, x1, y1) with each row of ``boxes``."""
+    if not len(boxes):
+        return np.zeros(0)
+    w = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
+    h = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
+    return np.clip(w, 0, None) * np.clip(h, 0, None)
+
+
+# Where a label may go around its point, in order of preference: right, above right, above left, left,
+# above, below, below right, below left, then the 8 directions between those; then the same further out
+# (gaps beyond the marker, in points).
+_ANGLES = np.radians([0, 45, 135, 180, 90, 270, 315, 225, 22.5, 157.5, 202.5, 337.5, 67.5, 112.5, 247.5, 292.5])
+_GAPS_PT = (1.5, 4, 8, 13, 19, 26, 35, 46, 60, 76)
+
+
+def place_labels(ax, xy: np.ndarray, labels, fontsize: float, marker_pt: float, renderer) -> list:
+    """Write ``labels`` beside their points ``xy`` (data coordinates) so that no two overlap, none covers
+    another point and all stay inside the axes, where the room allows: a simple search written here (no
+    adjustText). Works in screen pixels of the figure as laid out (its layout must not change afterwards).
+
+    Each label tries 16 places around its point, then the same further out; it takes the first free one,
+    or, when none is free, the one that overlaps least. Labels of crowded points choose first. A label that
+    ends up away from its point gets a thin line to it. Returns the annotations."""
+    fig = ax.figure
+    px_per_pt = fig.dpi / 72
+    pts = ax.transData.transform(np.asarray(xy, dtype=np.float64))
+    frame = ax.get_window_extent(renderer)
+    inner = (frame.x0 + 2, frame.y0 + 2, frame.x1 - 2, frame.y1 - 2)
+    sizes = []
+    for label in labels:
+        probe = ax.text(0, 0, label, fontsize=fontsize)
+        bb = probe.get_window_extent(renderer)
+        probe.remove()
+        sizes.append((bb.width + 3, bb.height + 2))  # + the white backing of the text
+    r = marker_pt / 2 * px_per_pt + 1
+    dots = np.column_stack([pts - r, pts + r])
+    near = ((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1) < (40 * px_per_pt) ** 2
+    order = np.argsort(-near.sum(1), kind="stable")
+    placed = np.zeros((0, 4))
+    chosen = {}
+    for i in order:
+        (px, py), (w, h) = pts[i], sizes[i]
+        others = np.delete(dots, i, axis=0)
+        best = None
+        for gap in _GAPS_PT:
+            d = r + gap * px_per_pt
+            for angle in _ANGLES:
+                ux, uy = math.cos(angle), math.sin(angle)
+                cx = px + ux * d + w / 2 * max(-1.0, min(1.0, ux * 1.5))
+                cy = py + uy * d + h / 2 * max(-1.0, min(1.0, uy * 1.5))
+                box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+                outside = w * h - _boxes_overlap(box, np.array([inner]))[0]
+                cost = 100 * outside + 50 * _boxes_overlap(box, placed).sum() + 10 * _boxes_overlap(box, others).sum()
+                if best is None or cost < best[0]:
+                    best = (cost, box, gap)
+            if best[0] == 0:
+                break
+        chosen[i] = best
+        placed = np.vstack([placed, best[1]])
+    notes = []
+    for i, label in enumerate(labels):
+        _, box, gap = chosen[i]
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        offset = ((cx - pts[i, 0]) / px_per_pt, (cy - pts[i, 1]) / px_per_pt)
+        line = dict(arrowstyle="-", color="#3366cc", lw=0.8, alpha=0.8, shrinkA=0, shrinkB=1) if gap > _GAPS_PT[1] else None
+        notes.append(ax.annotate(label, xy[i], xytext=offset, textcoords="offset points", ha="center",
+                                 va="center", fontsize=fontsize, zorder=3, arrowprops=line,
+                                 bbox=dict(boxstyle="square,pad=0.06", fc="white", ec="none", alpha=0.7)))
+    return notes
+
+
 def tsne(inputs: PlotInputs, path: Path) -> Path | None:
-    """Fig. 5 of the paper: t-SNE of the classifiers, the label graph's edges drawn over it."""
+    """Fig. 5 of the paper: t-SNE of the classifiers, the label graph's edges drawn over it. Labels are
+    placed so that they do not overlap (``place_labels``); panels grow with the number of labels."""
     if len(inputs.labels) < 3:
         logger.info("t-SNE figure skipped: fewer than 3 labels")
         return None
     panels = [(inputs.classifiers, inputs.classifiers_caption)]
     if inputs.baseline is not None:
         panels.append((inputs.baseline, inputs.baseline_caption))
-    fig, axes = new_figure(6.0 * len(panels), 6.0, len(panels))
+    n = len(inputs.labels)
+    side = max(4.3, 0.85 * math.sqrt(n))  # inches per panel: ~4 labels per square inch at most
+    lines = lambda text, width: _wrap(text, width, LABEL_PT).count("\n") + 1  # noqa: E731
+    title_lines = max(lines(caption, side) for _, caption in panels)
+    caption_lines = lines(inputs.edges_caption, side * len(panels)) if inputs.edges_caption else 0
+    height = side + 0.45 + 0.22 * (title_lines + caption_lines)
+    fig, axes = new_figure(side * len(panels) + 0.4, height, len(panels), layout="constrained")
     edges = None if inputs.edges is None else (np.asarray(inputs.edges) > 0)
+    marker = math.sqrt(30)  # scatter size 30 pt²
+    coords = []
     for ax, (vectors, caption) in zip(axes, panels):
         xy = _tsne(vectors)
+        coords.append(xy)
         if edges is not None:
             for i, j in zip(*np.nonzero(np.triu(edges | edges.T, 1))):
                 ax.plot(xy[[i, j], 0], xy[[i, j], 1], color="#999999", lw=0.8, alpha=0.5, zorder=1)
-        ax.scatter(xy[:, 0], xy[:, 1], s=30, color="#3366cc", zorder=2)
-        for (px, py), label in zip(xy, inputs.labels):
-            ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, 3), fontsize=8)
+        ax.scatter(xy[:, 0], xy[:, 1], s=marker ** 2, color="#3366cc", zorder=2)
+        pad = 0.06 * np.ptp(xy, axis=0) + 1e-6
+        ax.set_xlim(xy[:, 0].min() - pad[0], xy[:, 0].max() + pad[0])
+        ax.set_ylim(xy[:, 1].min() - pad[1], xy[:, 1].max() + pad[1])
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(caption, fontsize=9, wrap=True)
+        ax.set_title(_wrap(caption, side, LABEL_PT), fontsize=LABEL_PT)
     if inputs.edges_caption:
-        fig.text(0.5, 0.005, inputs.edges_caption, ha="center", va="bottom", fontsize=8, color="#555555")
-    fig.suptitle(f"t-SNE of the label classifiers — {inputs.title}", fontsize=10)
+        fig.supxlabel(_wrap(inputs.edges_caption, side * len(panels), LABEL_PT), fontsize=LABEL_PT,
+                      color="#555555")
+    fig.suptitle(f"t-SNE of the label classifiers — {inputs.title}", fontsize=LABEL_PT + 1)
+    # Lay the figure out once and keep it: the labels are placed in its screen pixels.
+    _, canvas = _matplotlib()
+    canvas(fig).draw()
+    fig.set_layout_engine("none")
+    renderer = fig.canvas.get_renderer()
+    for ax, xy in zip(axes, coords):
+        place_labels(ax, xy, inputs.labels, LABEL_PT, marker, renderer)
     return save_png(fig, path)
 
 
