@@ -1,10 +1,9 @@
 """``dagnn serve``: the HTTP API and search page (``dagnn_runtime.server``) under uvicorn."""
 from __future__ import annotations
 
-import ipaddress
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -15,12 +14,9 @@ from .options import index_opt, open_index_set, token_opt
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    from dagnn_runtime.server.browser import is_loopback as loopback
+
+    return loopback(host)
 
 
 @app.command()
@@ -43,6 +39,24 @@ def serve(
                                       "more get 503 with Retry-After."),
     refresh_s: float = typer.Option(5.0, "--refresh-s", min=0, help="Pick up other writers' saved changes "
                                     "this often (0: never)."),
+    allowed_host: Optional[List[str]] = typer.Option(
+        None, "--allowed-host", help="Another name browsers may reach the server by (repeatable; '*': any). "
+        "Requests naming any other Host get 421 (DNS rebinding); the --host value, the address a client "
+        "connected to and, on loopback, localhost, 127.0.0.1 and ::1 are always accepted."),
+    cors_origin: Optional[List[str]] = typer.Option(
+        None, "--cors-origin", help="A web origin (https://app.example:8443) whose pages may call the API "
+        "(repeatable; '*' needs --api-key). Default: none, and writes only from the server's own page."),
+    max_connections: Optional[int] = typer.Option(
+        None, "--max-connections", min=1, help="Open connections at most; past it a new one replaces the "
+        "longest idle one, or gets 503. Default: what the open-file limit (ulimit -n) leaves."),
+    header_timeout_s: float = typer.Option(10.0, "--header-timeout-s", min=0.1, help="A request head must "
+                                           "arrive within this (else 408 and the connection is closed)."),
+    body_timeout_s: float = typer.Option(10.0, "--body-timeout-s", min=0.1, help="A request body that stops "
+                                         "arriving for this long gets 408 and the connection is closed."),
+    send_timeout_s: float = typer.Option(60.0, "--send-timeout-s", min=0.1, help="Cut off a client that reads "
+                                         "nothing of an answer for this long."),
+    keep_alive_s: float = typer.Option(75.0, "--keep-alive-s", min=0.1, help="Close a connection idle this long "
+                                       "between requests (longer than clients keep idle ones: no reuse race)."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
     log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error."),
     token: Optional[str] = token_opt,
@@ -50,12 +64,27 @@ def serve(
     """Serve search, tagging and index updates over HTTP (API v1 at /v1, docs at /docs, page at /)."""
     try:
         import uvicorn
+        from uvicorn.protocols.http.h11_impl import H11Protocol
 
-        from dagnn_runtime.server import Limits, create_app
+        from dagnn_runtime.server import Limits, browser, create_app
+        from dagnn_runtime.server.connections import ConnectionLimits, descriptor_budget, guarded_protocol
+        from dagnn_runtime.server.logs import limit_logging
+        from dagnn_runtime.server.service import request_threads
     except ImportError as exc:
         raise InputError(f"`dagnn serve` needs the [serve] extra (pip install 'dagnn[serve]'): {exc}") from exc
     if not is_loopback(host) and not api_key:
         raise InputError(f"--host {host} is reachable from other machines: give --api-key (or DAGNN_API_KEY)")
+    try:
+        hosts = browser.bound_names(host, [browser.check_host_option(h) for h in allowed_host or ()])
+        origins = [browser.check_origin_option(o) for o in cors_origin or ()]
+        # descriptors kept for other things than connections: the index and model files, the log, and per
+        # request thread a photo being read, per request in flight an upload spooled to disk
+        reserve = 64 + 3 * request_threads(max_batch, model_workers) + max_in_flight
+        max_connections, backlog = descriptor_budget(reserve, max_connections)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if "*" in origins and not api_key:
+        raise InputError("--cors-origin '*' lets every web page write to the index: give --api-key too")
     if not bundle.exists():
         raise InputError(f"--bundle {bundle} does not exist")
     indexes = open_index_set(index, token)
@@ -65,8 +94,21 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     limits = Limits(max_upload_bytes=max_upload_mb * 1024 * 1024, max_in_flight=max_in_flight)
     asgi = create_app(bundle, indexes, uploads=uploads, api_key=api_key, limits=limits, max_batch=max_batch,
-                      max_wait_ms=max_wait_ms, model_workers=model_workers, threads=threads, refresh_s=refresh_s)
+                      max_wait_ms=max_wait_ms, model_workers=model_workers, threads=threads, refresh_s=refresh_s,
+                      hosts=hosts, cors_origins=origins, body_timeout_s=body_timeout_s)
+    protocol = guarded_protocol(H11Protocol, ConnectionLimits(max_connections, header_timeout_s, body_timeout_s,
+                                                              send_timeout_s))
+    # the cap is enforced as connections open (guarded_protocol), not with uvicorn's limit_concurrency: that
+    # answers 503 to requests but keeps every connection, so it cannot keep the process under its limit
     config = uvicorn.Config(asgi, host=host, port=port, log_level=log_level, access_log=access_log,
-                            timeout_graceful_shutdown=10, server_header=False,
-                            timeout_keep_alive=75)  # longer than clients keep idle connections: no reuse race
-    uvicorn.Server(config).run()  # SIGTERM/SIGINT: stop accepting, finish requests, close the index
+                            timeout_graceful_shutdown=10, server_header=False, http=protocol, backlog=backlog,
+                            timeout_keep_alive=keep_alive_s)
+    rate = limit_logging()  # after uvicorn.Config, which sets up uvicorn's log handlers
+    logging.getLogger("dagnn_runtime.server").info("at most %d connections (backlog %d)", max_connections, backlog)
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            await super().shutdown(sockets)
+            rate.flush()  # the counts of suppressed log lines (uvicorn then re-raises SIGTERM: no finally runs)
+
+    Server(config).run()  # SIGTERM/SIGINT: stop accepting, finish requests, close the index

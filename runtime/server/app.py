@@ -3,7 +3,9 @@
 The bundle and the index load in a background thread at startup, so the process answers at once:
 ``/healthz`` says it is up, ``/readyz`` and the API answer 503 with ``Retry-After`` until it is ready,
 never a 500. Middleware, outermost first: metrics and the last-resort 500 (traceback to the log only),
-the API key, then the body-size and in-flight limits.
+the body timeout (``connections.BodyTimeout``), the browser policy (``browser``: Host names, writes only
+from the server's own origin, CORS only for the origins given), the API key, then the body-size and
+in-flight limits.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from starlette.middleware import Middleware
 from starlette.routing import Match
 
 from ..indexes import IndexSet
-from . import pages, routes
+from . import browser, pages, routes
+from .connections import BodyTimeout
 from .errors import ApiError, error_response, exception_handlers
 from .limits import InFlight, LimitMiddleware, Limits
 from .metrics import Metrics
@@ -56,10 +59,15 @@ def _version() -> str:
 
 def create_app(bundle=None, index=None, *, searcher=None, uploads=None, api_key: str | None = None,
                limits: Limits | None = None, max_batch: int = 16, max_wait_ms: float = 2.0, model_workers: int = 1,
-               threads=None, providers="auto", refresh_s: float = 5.0) -> Starlette:
+               threads=None, providers="auto", refresh_s: float = 5.0, hosts=None,
+               cors_origins=(), body_timeout_s: float = 10.0) -> Starlette:
     """The app serving ``bundle`` with ``index`` (a location, or a parent holding image/ and text/), or an
     already open ``searcher``. Uploaded images are kept in ``uploads`` (default: beside the index). Every
-    ``refresh_s`` seconds the indexes pick up what other writers saved."""
+    ``refresh_s`` seconds the indexes pick up what other writers saved. ``hosts``: the names a ``Host``
+    header may give (``browser.bound_names``; the address a connection came to is always one; None: any,
+    for whoever binds the app knows its names: ``dagnn serve`` gives them);
+    ``cors_origins``: the web origins allowed to call the API from their pages (none: CORS off); a request
+    body that stops arriving for ``body_timeout_s`` gets 408."""
     if searcher is None and (bundle is None or index is None):
         raise ValueError("create_app needs a bundle and an index, or an open searcher")
     limits = limits or Limits()
@@ -122,10 +130,15 @@ def create_app(bundle=None, index=None, *, searcher=None, uploads=None, api_key:
                   lambda: {(): 1 if state.status == "ready" else 0})
     in_flight = InFlight()
     metrics.gauge("dagnn_in_flight_requests", "API requests being answered.", lambda: {(): in_flight.n})
+    middleware = [Middleware(Observe, metrics=metrics), Middleware(BodyTimeout, timeout_s=body_timeout_s),
+                  Middleware(browser.BrowserPolicy, hosts=("*",) if hosts is None else tuple(hosts),
+                             cors_origins=tuple(cors_origins))]
+    if cors_origins:
+        middleware.append(Middleware(browser.cors, origins=tuple(cors_origins)))
+    middleware += [Middleware(ApiKey, key=api_key),
+                   Middleware(LimitMiddleware, limits=limits, counter=in_flight, on_reject=metrics.rejected.inc)]
     app = Starlette(routes=pages.ROUTES + routes.ROUTES, exception_handlers=exception_handlers(), lifespan=lifespan,
-                    middleware=[Middleware(Observe, metrics=metrics), Middleware(ApiKey, key=api_key),
-                                Middleware(LimitMiddleware, limits=limits, counter=in_flight,
-                                           on_reject=metrics.rejected.inc)])
+                    middleware=middleware)
     app.state.dagnn = state
     return app
 
