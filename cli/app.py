@@ -58,17 +58,19 @@ def needs_train_extra(command: str) -> None:
 HELP_WIDTH = 120  # wide enough for every option name and its type (dagnn train's are the longest)
 
 
-def wide_when_piped() -> None:
-    """rich, which draws ``--help`` and usage errors, falls back to 80 columns when stdout is no terminal
-    (``dagnn train --help | less``, a captured run) and then cuts long option names with "…". There, unless
-    COLUMNS says otherwise, it gets ``HELP_WIDTH`` columns; a terminal keeps its own width."""
-    if not os.environ.get("COLUMNS") and not sys.stdout.isatty():
+def wide_help_when_piped(argv) -> None:
+    """rich, which draws ``--help``, falls back to 80 columns when stdout is no terminal (``dagnn train --help
+    | less``, a captured run) and then cuts long option names with "…". Help asked for there gets
+    ``HELP_WIDTH`` columns unless COLUMNS says otherwise; a terminal keeps its own width, and other output
+    (the demo's progress, tables) is left as it was."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if ("--help" in args or not args) and not os.environ.get("COLUMNS") and not sys.stdout.isatty():
         os.environ["COLUMNS"] = str(HELP_WIDTH)
 
 
 def main(argv=None) -> None:
     """Console entry point: registers every command (importing ``dagnn_cli.main``), then runs the app."""
-    wide_when_piped()
+    wide_help_when_piped(argv)
     importlib.import_module("dagnn_cli.main")
     try:
         app(args=argv, prog_name="dagnn")
