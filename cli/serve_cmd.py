@@ -103,12 +103,18 @@ def serve(
     config = uvicorn.Config(asgi, host=host, port=port, log_level=log_level, access_log=access_log,
                             timeout_graceful_shutdown=10, server_header=False, http=protocol, backlog=backlog,
                             timeout_keep_alive=keep_alive_s)
-    rate = limit_logging()  # after uvicorn.Config, which sets up uvicorn's log handlers
     logging.getLogger("dagnn_runtime.server").info("at most %d connections (backlog %d)", max_connections, backlog)
 
     class Server(uvicorn.Server):
+        rate = None
+
+        async def startup(self, sockets=None):
+            self.rate = limit_logging()  # on the handlers uvicorn.Config set up, once serving
+            await super().startup(sockets)
+
         async def shutdown(self, sockets=None):
             await super().shutdown(sockets)
-            rate.flush()  # the counts of suppressed log lines (uvicorn then re-raises SIGTERM: no finally runs)
+            if self.rate is not None:
+                self.rate.flush()  # counts of suppressed lines (uvicorn then re-raises SIGTERM: no finally runs)
 
     Server(config).run()  # SIGTERM/SIGINT: stop accepting, finish requests, close the index
