@@ -31,9 +31,19 @@ def _errors(*codes) -> dict:
     return {str(c): {"description": _MEANING[c], "content": {"application/json": {"schema": _ERR}}} for c in codes}
 
 
-def _ok(schema: str, status: int = 200, description: str = "OK") -> dict:
-    return {str(status): {"description": description,
-                          "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}}
+def _ok(schema: str, status: int = 200, description: str = "OK", links: dict | None = None) -> dict:
+    answer = {"description": description,
+              "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+    return {str(status): {**answer, "links": links} if links else answer}
+
+
+# What a client (or a stateful test) can do next with an item it added: the first id of ``added``.
+_ADDED_LINKS = {
+    "RemoveItem": {"operationId": "removeItem", "parameters": {"item_id": "$response.body#/added/0"},
+                   "description": "Remove the first item just added."},
+    "ItemImage": {"operationId": "itemImage", "parameters": {"item_id": "$response.body#/added/0"},
+                  "description": "The image file of the first item just added (404 for a text item)."},
+}
 
 
 def _multipart(properties: dict, required: list) -> dict:
@@ -72,7 +82,8 @@ _PATHS = {
                           "id": {"type": "array", "items": _ID, "maxItems": _L.max_items},
                           "metadata": {"type": "array", "items": {"type": "string", "description": "A JSON object."},
                                        "maxItems": _L.max_items}}, ["image", "id"])}},
-        "responses": {**_ok("AddResponse", 201, "Added and saved"), **_errors(400, 401, 404, 409, 413, 415, 422, 503)}}},
+        "responses": {**_ok("AddResponse", 201, "Added and saved", links=_ADDED_LINKS),
+                      **_errors(400, 401, 404, 409, 413, 415, 422, 503)}}},
     "/v1/items/{item_id}": {"delete": {
         "summary": "Remove an item (from every index that holds its id)",
         "operationId": "removeItem",
