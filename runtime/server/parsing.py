@@ -1,16 +1,13 @@
-"""The one request reader: every JSON body and every multipart field goes through here, within the
-service's limits.
+"""The one request reader: every JSON body and every multipart field goes through here, within limits.
 
-- Size: a JSON body is counted while it streams in and refused (413, connection closed) as soon as more
-  than ``limits.max_json_bytes`` have arrived, or at once when its Content-Length says so; it is never
-  buffered up to the upload cap. Multipart text fields are capped by the parser at the same size.
-- Syntax: JSON is parsed by ``jsonio.loads`` (nesting depth bounded without recursion, duplicate keys
-  refused); NaN and infinities are not JSON and are refused too.
-- Text: a JSON body must be UTF-8, and so must multipart text fields (or the charset they declare);
-  no string anywhere in a body (values and object keys, however deep) may hold a lone surrogate such as
-  JSON ``"\\ud800"``: it is not text, and could be neither answered, logged nor stored.
-- Types: ``k`` and ``top`` are JSON integers (not bools, floats or strings) in JSON bodies and ASCII
-  digits in forms; labels are a list of strings; ids and texts are strings.
+- Size: a JSON body is counted while it streams in and refused (413, connection closed) once over
+  ``max_json_bytes``, or at once when its Content-Length says so: never buffered up to the upload cap.
+  Multipart text fields are capped at the same size.
+- Syntax: ``jsonio.loads`` (depth bounded without recursion, duplicate keys refused); no NaN or Infinity.
+- Text: JSON bodies and multipart text fields must be UTF-8 (or the form's charset); no string anywhere
+  (values and keys, however deep) may hold a lone surrogate such as JSON ``"\\ud800"``: it is not text.
+- Types: ``k`` and ``top`` are JSON integers (not bools, floats or strings) in JSON and ASCII digits in
+  forms; labels are a list of strings; ids and texts are strings.
 
 Every refusal names the field and quotes at most 80 characters of what was sent. Malformed requests are
 400; well-formed ones the model cannot use (unknown label, no known tag, undecodable image) are 422.
@@ -47,13 +44,16 @@ def bad(field: str, problem: str) -> ApiError:
 # ---- text: every string a request hands us ------------------------------------------------------------
 def _lone_surrogate(value: str) -> int | None:
     """The index of the first lone surrogate in ``value`` (not text: UTF-8 cannot encode it), else None."""
-    if value.isascii():
-        return None
     try:
-        value.encode("utf-8")
+        value.isascii() or value.encode("utf-8")
     except UnicodeEncodeError as exc:
         return exc.start
     return None
+
+
+def _undecodable(field: str, data: bytes, exc: UnicodeDecodeError, charset: str = "UTF-8") -> ApiError:
+    return ApiError(400, "invalid_unicode", f"{field}: not {charset} text (byte {exc.start} is "
+                    f"{data[exc.start:exc.start + 1]!r})")
 
 
 def _not_text(where: str, value: str, at: int) -> ApiError:
@@ -101,8 +101,7 @@ def parse_json(data: bytes | str, field: str, limits: Limits):
         try:
             data = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ApiError(400, "invalid_unicode", f"{field}: not UTF-8 text (byte {exc.start} is "
-                           f"{bytes(data)[exc.start:exc.start + 1]!r})") from None
+            raise _undecodable(field, bytes(data), exc) from None
         data = data.removeprefix("\ufeff")  # a UTF-8 byte order mark may be ignored (RFC 8259)
     try:
         value = jsonio.loads(data, field, max_bytes=limits.max_json_bytes, max_depth=limits.max_json_depth)
@@ -118,6 +117,10 @@ def _too_large(limit: int, declared: int | None = None) -> ApiError:
     # Connection: close - the rest of the body is not read; the server does not wait for it either.
     return ApiError(413, "too_large", f"JSON body {size}is larger than the limit of {human_size(limit)}",
                     {"Connection": "close"})
+
+
+def _gone() -> ApiError:
+    return ApiError(400, "incomplete_body", "the client closed the connection before sending the whole body")
 
 
 def _content_length(request: Request) -> int | None:
@@ -142,8 +145,7 @@ async def read_body(request: Request, limit: int) -> bytes:
                     raise _too_large(limit)
                 chunks.append(chunk)
     except ClientDisconnect:
-        raise ApiError(400, "incomplete_body", "the client closed the connection before sending the whole body") \
-            from None
+        raise _gone() from None
     return b"".join(chunks)
 
 
@@ -157,10 +159,12 @@ async def json_object(request: Request, limits: Limits, allowed: set) -> dict:
     return data
 
 
+_KINDS = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",
+          bool: "a boolean", type(None): "null"}
+
+
 def _kind(value) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",
-             bool: "a boolean", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
+    return _KINDS.get(type(value), type(value).__name__)
 
 
 class _StrictMultiPart(MultiPartParser):
@@ -171,12 +175,11 @@ class _StrictMultiPart(MultiPartParser):
         part = self._current_part
         if part.file is not None:
             return super().on_part_end()
-        name = part.field_name
+        name, charset = part.field_name, self._charset or "utf-8"
         try:
-            value = bytes(part.data).decode(self._charset or "utf-8")
+            value = bytes(part.data).decode(charset)
         except UnicodeDecodeError as exc:
-            raise ApiError(400, "invalid_unicode", f"{shorten(name)}: not {self._charset or 'utf-8'} text (byte "
-                           f"{exc.start} is {bytes(part.data)[exc.start:exc.start + 1]!r})") from None
+            raise _undecodable(shorten(name), bytes(part.data), exc, charset) from None
         check_strings(value, shorten(name))
         self.items.append((name, value))
 
@@ -191,12 +194,10 @@ async def form(request: Request, limits: Limits, max_files: int = 1) -> FormData
     except ApiError:
         raise
     except ClientDisconnect:
-        raise ApiError(400, "incomplete_body", "the client closed the connection before sending the whole body") \
-            from None
-    except MultiPartException as exc:
-        raise ApiError(400, "invalid_multipart", f"cannot read the multipart form ({shorten(exc.message)})") from None
-    except Exception as exc:  # noqa: BLE001 - python-multipart raises various types on malformed input
-        raise ApiError(400, "invalid_multipart", f"cannot read the multipart form ({shorten(str(exc))})") from exc
+        raise _gone() from None
+    except Exception as exc:  # noqa: BLE001 - MultiPartException, and python-multipart's various types
+        problem = exc.message if isinstance(exc, MultiPartException) else str(exc)
+        raise ApiError(400, "invalid_multipart", f"cannot read the multipart form ({shorten(problem)})") from None
 
 
 async def upload_bytes(value, field: str = "image") -> bytes:
@@ -267,11 +268,8 @@ def item_id(value, limits: Limits, field: str = "id") -> str:
         raise bad(field, f"expected a non-empty string, got {shorten(value)}")
     if len(value) > limits.max_id_chars or any(ord(c) < 32 for c in value):
         raise bad(field, f"ids are at most {limits.max_id_chars} printable characters, got {shorten(value)}")
-    at = _lone_surrogate(value)  # a path parameter, or a caller that skipped the reader
-    if at is not None:
-        raise _not_text(field, value, at)
     try:
-        item_key(value)
+        item_key(value)  # also refuses lone surrogates (a body's strings are all checked before)
     except InputError as exc:
         raise bad(field, str(exc)) from None
     return value
@@ -286,9 +284,7 @@ def metadata(value, limits: Limits, field: str = "metadata") -> dict:
     if value is None or (isinstance(value, str) and value == ""):
         return {}
     if isinstance(value, str):
-        value = parse_json(value, field, limits)
-    else:
-        check_strings(value, field)
+        value = parse_json(value, field, limits)  # from a form (a JSON body's values are checked already)
     if not isinstance(value, dict):
         raise bad(field, f"expected a JSON object, got {shorten(value)}")
     taken = [key for key in RESERVED if key in value]
