@@ -32,6 +32,7 @@ image is logged (at DEBUG, by the ``dagnn_runtime.preprocess`` logger). Every fa
 """
 from __future__ import annotations
 
+import ctypes
 import io
 import logging
 import os
@@ -64,6 +65,7 @@ FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "PPM", "ICO", "TGA")  # 
 # GIF, TIFF, BMP and ICO at 64 megapixels, 14.7 for WEBP): what a decode reserves from ``decode_memory``.
 _BYTES_PER_PIXEL = {"WEBP": 16}
 _DEFAULT_BYTES_PER_PIXEL = 10
+_TRIM_FROM = 16 << 20            # after a decode estimated at this many bytes or more, give memory back
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _JPEG_PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
@@ -256,10 +258,11 @@ def _tiff_entries(data: bytes) -> int | None:
     return struct.unpack_from(order + ("Q" if big else "H"), data, offset)[0]
 
 
-def _jpeg_whole_buffer(data: bytes) -> tuple[bool, int]:
-    """Whether libjpeg keeps every DCT coefficient of the whole image while decoding (a progressive JPEG,
-    or one whose first scan does not interleave every component), whatever the draft scale, and the number
-    of components. When the markers before the first scan cannot be followed, assume the worst."""
+def _jpeg_whole_buffer(data: bytes) -> tuple[str, int]:
+    """Why libjpeg would keep every DCT coefficient of the whole image while decoding, whatever the draft
+    scale: "progressive", "multi-scan" (a first scan that does not interleave every component) or
+    "unread" (the markers before the first scan cannot be followed: assume the worst); "" when it decodes
+    a row of blocks at a time. Also the number of components."""
     i, n = 2, len(data)
     components, progressive, frame = 4, True, False
     while i + 2 <= n:
@@ -282,10 +285,10 @@ def _jpeg_whole_buffer(data: bytes) -> tuple[bool, int]:
             components, progressive, frame = max(1, segment[5]), marker in _JPEG_PROGRESSIVE, True
         elif marker == 0xDA:
             if frame and segment:
-                return progressive or segment[0] < components, components
+                return "progressive" if progressive else "multi-scan" if segment[0] < components else "", components
             break
         i += 2 + length
-    return True, components
+    return "unread", components
 
 
 def _as_int(value, default: int = 0) -> int:
@@ -303,9 +306,10 @@ def _check_header(img: Image.Image, data: bytes, item, size: int) -> int:
     if img.format in ("JPEG", "MPO"):
         whole, components = _jpeg_whole_buffer(data)
         if whole:  # every coefficient is kept at full size: the reduced decode does not help memory
-            _check_size(img.width, img.height, item, decoded=True,
-                        subject=f"progressive or multi-scan JPEG {img.width}x{img.height}",
-                        note=" (such a JPEG is held whole, at full size, even when decoded at reduced scale)")
+            subject = (f"{whole} JPEG {img.width}x{img.height}" if whole != "unread" else
+                       f"JPEG {img.width}x{img.height} (its scans could not be read ahead)")
+            _check_size(img.width, img.height, item, decoded=True, subject=subject,
+                        note=" (libjpeg holds such a JPEG whole, even when decoding it at reduced scale)")
             extra = img.width * img.height * components * 2
         if min(img.size) >= 4 * size:
             # Decode at the smallest 1/2^k scale that keeps the short side at least 2 * size.
@@ -332,6 +336,31 @@ def _check_header(img: Image.Image, data: bytes, item, size: int) -> int:
     return img.width * img.height * _BYTES_PER_PIXEL.get(img.format, _DEFAULT_BYTES_PER_PIXEL) + extra
 
 
+_malloc_trim = None
+
+
+def _give_back_memory() -> None:
+    """Return freed memory to the system (glibc's ``malloc_trim``; elsewhere nothing). glibc keeps what a
+    thread frees in that thread's own arena: a server's request threads decoding big images one after the
+    other would each keep the few hundred MB of the last one (16 uploads of a 64-megapixel icon: 5.3 GB)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+        except Exception:  # noqa: BLE001 - not glibc (musl, macOS, Windows): nothing to do
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+def _reserve(held: ExitStack, cost: int) -> None:
+    """Reserve ``cost`` bytes of the process's decoding memory until ``held`` closes; a big decode gives
+    its memory back to the system before its reservation ends (``held`` unwinds last in, first out)."""
+    held.enter_context(decode_memory().reserve(cost))
+    if cost >= _TRIM_FROM:
+        held.callback(_give_back_memory)
+
+
 def _open_bytes(data: bytes, item, size: int, held: ExitStack) -> Image.Image:
     """Checks from the raw bytes, ``Image.open`` (lazy: only headers), checks of the frame, a reservation
     of its memory, then the (possibly reduced) decode of the first frame in the file's own mode."""
@@ -344,7 +373,7 @@ def _open_bytes(data: bytes, item, size: int, held: ExitStack) -> Image.Image:
         else:
             subject = f"the icon it holds ({width}x{height}; its directory says {declared[0]}x{declared[1]})"
             _check_size(width, height, item, decoded=True, subject=subject)
-            held.enter_context(decode_memory().reserve(width * height * _DEFAULT_BYTES_PER_PIXEL))
+            _reserve(held, width * height * _DEFAULT_BYTES_PER_PIXEL)
             # One reservation per decode (a second one could wait for the first forever), so this file is
             # opened as nothing but the icon that was checked.
             formats, reserved = ("ICO",), True
@@ -355,7 +384,7 @@ def _open_bytes(data: bytes, item, size: int, held: ExitStack) -> Image.Image:
     img = Image.open(io.BytesIO(data), formats=formats)
     cost = _check_header(img, data, item, size)
     if not reserved:  # an icon is decoded already, under the reservation taken above
-        held.enter_context(decode_memory().reserve(cost))
+        _reserve(held, cost)
     img.load()
     return img
 
@@ -424,9 +453,12 @@ def open_image(item: ImageLike, size: int = DEFAULT_SIZE) -> Image.Image:
     images much larger than ``size`` come back reduced (see the module docstring)."""
     try:
         with _decoder_messages(item), ExitStack() as held:  # held: the decode's reservation of memory
-            img = _decode(item, size, held)
-            orientation = img.getexif().get(0x0112) if hasattr(img, "getexif") else None
-            img = _reduce_big(img, size)
+            decoded = _decode(item, size, held)
+            orientation = decoded.getexif().get(0x0112) if hasattr(decoded, "getexif") else None
+            img = _reduce_big(decoded, size)
+            if img is not decoded and decoded is not item:
+                decoded.close()  # the full-size pixels go now, inside the reservation, whatever refers to them
+            del decoded
             if orientation in _ORIENTATION:
                 img = img.transpose(_ORIENTATION[orientation])
             return _to_rgb(img)
