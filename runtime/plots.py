@@ -209,7 +209,8 @@ def place_labels(ax, xy: np.ndarray, labels, fontsize: float, marker_pt: float, 
         _, box, gap = chosen[i]
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         offset = ((cx - pts[i, 0]) / px_per_pt, (cy - pts[i, 1]) / px_per_pt)
-        line = dict(arrowstyle="-", color="#3366cc", lw=0.8, alpha=0.8, shrinkA=0, shrinkB=1) if gap > _GAPS_PT[1] else None
+        far = gap > _GAPS_PT[1]
+        line = dict(arrowstyle="-", color="#3366cc", lw=0.8, alpha=0.8, shrinkA=0, shrinkB=1) if far else None
         notes.append(ax.annotate(label, xy[i], xytext=offset, textcoords="offset points", ha="center",
                                  va="center", fontsize=fontsize, zorder=3, arrowprops=line,
                                  bbox=dict(boxstyle="square,pad=0.06", fc="white", ec="none", alpha=0.7)))

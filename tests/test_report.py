@@ -65,8 +65,9 @@ def test_report_files_exist_and_links_resolve(results, tmp_path):
     parser = _Links()
     text = page.read_text(encoding="utf-8")
     parser.feed(text)
-    # query a (twice), b, c (twice) and the tagged photo b: three distinct thumbnails, made once each
-    assert len(parser.links) == 6
+    # query a (one card for its two examples), b, c (twice) and the tagged photo b: three distinct
+    # thumbnails, made once each
+    assert len(parser.links) == 5
     assert len(set(parser.links)) == 3
     for link in parser.links:
         assert not link.startswith(("/", "http:", "https:", "file:")), link
@@ -143,3 +144,42 @@ def test_svg_marks_the_selected_epoch(results, tmp_path):
     results["curves"] = {"validation mAP": {"values": [0.5, 0.7, 0.6], "mark": 2}}
     text = write_report(results, tmp_path / "out").read_text(encoding="utf-8")
     assert text.count('class="mark"') == 1
+
+
+def test_examples_with_the_same_query_share_one_query_card(results, tmp_path):
+    text = write_report(results, tmp_path / "out").read_text(encoding="utf-8")
+    assert text.count('<div class="card qry">') == 3   # photo a (Image2Text + Image→Image), the text, photo b
+    assert text.count('<div class="qrow">') == 3       # one row of results per example
+    first, second = text.split('<div class="query">')[1:3]
+    assert "<h3>Image2Text" in first and "<h3>Image→Image" in first and "<h3>Text2Image" in second
+
+
+def test_tagging_metrics_are_explained_beside_their_values(results, tmp_path):
+    results["metrics"]["tagging"] = {"mean_ap": 0.6, "CP": 0.41, "CR": 0.52, "CF1": 0.5, "OF1": 0.55}
+    text = write_report(results, tmp_path / "out").read_text(encoding="utf-8")
+    for name, value, word in (("CP", "0.4100", "precision"), ("CR", "0.5200", "recall"), ("CF1", "0.5000", "F1"),
+                              ("OF1", "0.5500", "overall")):
+        row = re.search(rf'<tr><th scope="row">{name}</th><td class="num">{value}</td><td class="what">([^<]+)</td>',
+                        text)
+        assert row and word in row.group(1), name
+    assert "mAP (mean average precision)" in text
+
+
+def test_long_tag_lists_are_cut_with_a_count(results, tmp_path):
+    tags = [f"tag{i}" for i in range(10)]
+    results["queries"][1]["results"][0]["tags"] = tags
+    text = write_report(results, tmp_path / "out").read_text(encoding="utf-8")
+    assert f'<div class="tags" title="{", ".join(tags)}">{", ".join(tags[:6])} … +4 more</div>' in text
+
+
+def test_figures_are_sized_linked_and_timing_folds(results, tmp_path):
+    out = tmp_path / "out"
+    (out / "report_files").mkdir(parents=True)
+    Image.fromarray(np.zeros((100, 400, 3), np.uint8)).save(out / "report_files" / "fig.png")
+    Image.fromarray(np.zeros((100, 2000, 3), np.uint8)).save(out / "report_files" / "wide.png")
+    results["figures"] = {"a figure": "report_files/fig.png", "a wide one": "report_files/wide.png"}
+    text = write_report(results, out).read_text(encoding="utf-8")
+    assert ('<figure><a href="report_files/fig.png"><img src="report_files/fig.png" alt="a figure" width="400" '
+            'height="100"></a><figcaption>a figure') in text
+    assert '<figure class="wide"><a href="report_files/wide.png">' in text  # many labels: a whole row
+    assert re.search(r'<details class="sec"><summary><h2>Timing</h2>.*?42\.5 s in all', text)

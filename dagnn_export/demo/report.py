@@ -4,6 +4,10 @@
 Every link in the page is relative and there is no external asset (no CDN, no script): loss curves
 are inline SVG generated here. ``results`` is a plain dict (see ``write_report``) so that the page
 can be built and tested without training anything.
+
+Layout: one column on a phone; from about 1000 px wide the metric tables and the two figures stand side
+by side (CSS grid, no script), queries that share a query photo share one query card, and the timings fold
+away (``<details>``). Tagging metrics (CP, CR, CF1, OF1) are explained in words beside their values.
 """
 from __future__ import annotations
 
@@ -21,30 +25,76 @@ FILES_DIR = "report_files"
 THUMB_SIZE = 160
 
 _CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px auto;
-       max-width: 1120px; color: #222; line-height: 1.4; padding: 0 16px; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px;
-       margin-top: 1.8em; } h3 { margin-bottom: 0.3em; }
-.sub { color: #666; margin-top: 0; }
-table { border-collapse: collapse; margin: 8px 0; } th, td { border: 1px solid #ddd; padding: 4px 10px;
-       text-align: left; } th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.query { display: flex; gap: 16px; align-items: flex-start; margin: 8px 0 4px; }
-.results { display: flex; flex-wrap: wrap; gap: 8px; }
-.card { width: 136px; border: 1px solid #ddd; border-radius: 6px; padding: 6px; font-size: 0.8em;
-        background: #fff; }
+* { box-sizing: border-box; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 16px auto;
+       max-width: 1240px; color: #222; line-height: 1.4; padding: 0 16px; }
+h1 { font-size: 1.5em; margin: 0 0 0.2em; }
+h2 { font-size: 1.3em; border-bottom: 1px solid #ddd; padding-bottom: 3px; margin: 1.2em 0 0.5em; }
+h3 { font-size: 1.05em; margin: 0.2em 0 0.4em; }
+.sub, .desc { color: #555; margin-top: 0; } .desc { font-weight: normal; font-size: 0.9em; }
+.muted { color: #666; } .note { color: #555; font-size: 0.9em; margin: 0.4em 0; }
+a { color: #2857b8; }
+table { border-collapse: collapse; margin: 4px 0 8px; } th, td { border: 1px solid #ddd; padding: 3px 8px;
+       text-align: left; vertical-align: top; } th { background: #f4f4f4; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; } td.num { white-space: nowrap; }
+td.what { color: #444; font-size: 0.9em; }
+.grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 460px), 1fr));
+         gap: 8px 32px; align-items: start; }
+.query { display: flex; flex-wrap: wrap; gap: 8px 14px; align-items: flex-start; margin: 6px 0 14px; }
+.qrows { flex: 1 1 300px; min-width: 0; } .qrow + .qrow { margin-top: 10px; }
+.hits { color: #666; font-size: 0.9em; margin: 4px 0 0; }
+.results { display: grid; grid-template-columns: repeat(auto-fit, minmax(128px, 1fr)); gap: 6px; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 5px; font-size: 0.8em;
+        background: #fff; overflow-wrap: anywhere; }
 .card.hit { border-color: #2a9d3c; box-shadow: 0 0 0 1px #2a9d3c; }
-.card.qry { border-color: #3366cc; box-shadow: 0 0 0 1px #3366cc; background: #f5f8ff; }
-.card img { width: 136px; height: 136px; object-fit: cover; display: block; margin-bottom: 4px;
+.card.qry { border-color: #3366cc; box-shadow: 0 0 0 1px #3366cc; background: #f5f8ff; width: 150px; }
+.card img { width: 100%; height: 112px; object-fit: cover; display: block; margin-bottom: 3px;
             border-radius: 3px; }
 .rank { font-weight: 600; } .score { float: right; color: #555; font-variant-numeric: tabular-nums; }
-.tags { color: #333; word-wrap: break-word; } .labels { color: #0a5; } .muted { color: #888; }
-.card.text .tags { font-weight: 600; margin: 2px 0 4px; }
-.lab { display: inline-block; padding: 1px 6px; margin: 1px; border-radius: 8px; background: #eee; }
+.tags { color: #333; } .card.text .tags { font-weight: 600; margin: 2px 0 3px; }
+.lab { display: inline-block; padding: 0 6px; margin: 1px; border-radius: 8px; background: #eee; }
 .lab.ok { background: #d6f5dc; } .lab.miss { background: #fde2e2; } .lab.extra { background: #fff2c6; }
-.charts { display: flex; flex-wrap: wrap; gap: 12px; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 260px), 1fr)); gap: 8px; }
+.charts svg { width: 100%; height: auto; display: block; }
+.figs { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 520px), 1fr));
+        gap: 12px 24px; align-items: start; }
+figure { margin: 0; min-width: 0; } figure.wide { grid-column: 1 / -1; }
+figure img { max-width: 100%; height: auto; display: block; border: 1px solid #eee; }
+figcaption { font-size: 0.95em; color: #333; margin-top: 4px; }
+details.sec > summary { cursor: pointer; list-style: none; display: flex; align-items: baseline; gap: 10px;
+        flex-wrap: wrap; border-bottom: 1px solid #ddd; margin: 25px 0 10px; padding-bottom: 3px; }
+section { min-width: 0; }
+details.sec > summary::-webkit-details-marker { display: none; }
+details.sec > summary::before { content: "▸"; color: #666; } details.sec[open] > summary::before { content: "▾"; }
+details.sec > summary h2 { border: 0; margin: 0; padding: 0; }
 .cmd { background: #f4f4f4; padding: 8px 12px; border-radius: 4px; font-family: monospace;
-       white-space: pre-wrap; word-break: break-all; }
+       white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; }
+@media (max-width: 640px) {
+  body { padding: 0 10px; margin-top: 10px; } th, td { padding: 3px 5px; }
+  .results { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); width: 100%; }
+  .card.qry { width: 100%; }
+  .card.qry img { width: 50%; height: auto; aspect-ratio: 4 / 3; float: left; margin: 0 8px 4px 0; }
+  .card.qry::after { content: ""; display: block; clear: both; }
+}
 """
+MAX_TAGS = 6      # tags shown on a card; the rest are counted, and listed in its tooltip
+WIDE_FIGURE_PX = 1300  # a figure drawn wider than this (many labels) takes a whole row of the grid
+
+# What the tagging metrics mean, in the words the page shows beside their values (runtime.metrics computes
+# them at each label's calibrated threshold).
+TAGGING_TERMS = {
+    "mean_ap": ("mean AP", "for each label, how well the photos that have it are ranked above the others "
+                           "(average precision), averaged over labels"),
+    "CP": ("CP", "per-label precision: of the photos given a label, the share that truly have it, averaged "
+                 "over labels"),
+    "CR": ("CR", "per-label recall: of the photos that truly have a label, the share given it, averaged over "
+                 "labels"),
+    "CF1": ("CF1", "per-label F1: 2·CP·CR / (CP + CR), one number that balances CP and CR"),
+    "OF1": ("OF1", "overall F1: precision and recall of all photo–label decisions pooled, so frequent labels "
+                   "weigh more"),
+}
+MAP_NOTE = ("mAP (mean average precision): for each query, how high the relevant items rank (1 = all of them "
+            "first), averaged over queries.")
 
 
 def _e(value) -> str:
@@ -86,7 +136,7 @@ class _Thumbs:
         return self.done[key]
 
 
-def svg_line_chart(title: str, values, width: int = 340, height: int = 190, color: str = "#3366cc",
+def svg_line_chart(title: str, values, width: int = 340, height: int = 160, color: str = "#3366cc",
                    mark: int | None = None) -> str:
     """A small inline SVG line chart of ``values`` against epochs 1..n (None/NaN points are skipped);
     ``mark`` (an epoch number) is drawn as a dot, e.g. the epoch model selection kept."""
@@ -96,8 +146,8 @@ def svg_line_chart(title: str, values, width: int = 340, height: int = 190, colo
     pw, ph = width - left - right, height - top - bottom
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
-             f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff" stroke="#ddd"/>',
-             f'<text x="{width / 2:.0f}" y="17" text-anchor="middle" font-size="13" '
+             f'<rect x="0.5" y="0.5" width="{width - 1}" height="{height - 1}" fill="#fff" stroke="#ddd"/>',
+             f'<text x="{width / 2:.0f}" y="17" text-anchor="middle" font-size="14" '
              f'font-family="sans-serif">{_e(title)}</text>']
     if pts:
         n = max(len(values), 2)
@@ -110,10 +160,10 @@ def svg_line_chart(title: str, values, width: int = 340, height: int = 190, colo
         parts.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#999"/>')
         parts.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="#999"/>')
         for y in (lo, hi):
-            parts.append(f'<text x="{left - 4}" y="{sy(y) + 4:.1f}" text-anchor="end" font-size="10" '
+            parts.append(f'<text x="{left - 4}" y="{sy(y) + 4:.1f}" text-anchor="end" font-size="12" '
                          f'font-family="sans-serif">{_e(f"{y:.3g}")}</text>')
-        parts.append(f'<text x="{left}" y="{height - 10}" font-size="10" font-family="sans-serif">1</text>')
-        parts.append(f'<text x="{left + pw}" y="{height - 10}" text-anchor="end" font-size="10" '
+        parts.append(f'<text x="{left}" y="{height - 10}" font-size="12" font-family="sans-serif">1</text>')
+        parts.append(f'<text x="{left + pw}" y="{height - 10}" text-anchor="end" font-size="12" '
                      f'font-family="sans-serif">epoch {len(values)}</text>')
         coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{coords}"/>')
@@ -140,6 +190,16 @@ def _labels_html(labels, reference=None) -> str:
     return " ".join(f'<span class="lab{" ok" if name in ref else ""}">{_e(name)}</span>' for name in labels)
 
 
+def _tags_html(tags) -> str:
+    """The first ``MAX_TAGS`` tags, then how many more (all of them in the tooltip)."""
+    tags = list(tags)
+    if not tags:
+        return '<div class="tags muted">(no tag)</div>'
+    shown = ", ".join(tags[:MAX_TAGS]) + (f" … +{len(tags) - MAX_TAGS} more" if len(tags) > MAX_TAGS else "")
+    title = f' title="{_e(", ".join(tags))}"' if len(tags) > MAX_TAGS else ""
+    return f'<div class="tags"{title}>{_e(shown)}</div>'
+
+
 def _card(thumbs: _Thumbs, item: dict, rank: int | None = None, query_labels=None, is_query=False) -> str:
     src = thumbs.rel(item.get("image"))
     relevant = query_labels is not None and bool(set(item.get("labels", ())) & set(query_labels))
@@ -155,30 +215,49 @@ def _card(thumbs: _Thumbs, item: dict, rank: int | None = None, query_labels=Non
     elif is_query:
         head = '<div><span class="rank">query</span></div>'
     pic = f'<img src="{_e(src)}" alt="{_e(Path(item["image"]).name)}">' if src else ""
-    tags = ", ".join(item.get("tags", ())) or "(no tag)"
-    return (f'<div class="{cls}">{head}{pic}<div class="tags">{_e(tags)}</div>'
+    return (f'<div class="{cls}">{head}{pic}{_tags_html(item.get("tags", ()))}'
             f'<div>{_labels_html(item.get("labels", ()), query_labels)}</div></div>')
 
 
-def _query_section(thumbs: _Thumbs, q: dict) -> str:
-    query = q["query"]
-    out = [f'<h3>{_e(q["kind"])}</h3>']
-    if q.get("description"):
-        out.append(f'<p class="sub">{_e(q["description"])}</p>')
-    qlabels = query.get("labels") or []
+def _query_card(thumbs: _Thumbs, query: dict) -> str:
     if query.get("image") is not None:
-        query_html = _card(thumbs, query, is_query=True)
-    else:
-        query_html = (f'<div class="card qry"><div><span class="rank">query text</span></div>'
-                      f'<div class="tags"><b>{_e(query.get("text", ""))}</b></div>'
-                      f'<div>{_labels_html(qlabels)}</div></div>')
-    cards = "".join(_card(thumbs, r, rank=i + 1, query_labels=qlabels) for i, r in enumerate(q["results"]))
-    out.append(f'<div class="query">{query_html}<div class="results">{cards}</div></div>')
-    if qlabels:
-        hits = sum(bool(set(r.get("labels", ())) & set(qlabels)) for r in q["results"])
-        out.append(f'<p class="muted">{hits} of {len(q["results"])} results share a label with the query '
-                   f'(green frame).</p>')
-    return "".join(out)
+        return _card(thumbs, query, is_query=True)
+    return (f'<div class="card qry"><div><span class="rank">query text</span></div>'
+            f'<div class="tags"><b>{_e(query.get("text", ""))}</b></div>'
+            f'<div>{_labels_html(query.get("labels") or [])}</div></div>')
+
+
+def _same_query(a: dict, b: dict) -> bool:
+    return (a.get("image"), a.get("text")) == (b.get("image"), b.get("text"))
+
+
+def _query_groups(queries: list) -> list[list]:
+    """Consecutive examples that ask with the same query (e.g. one photo → texts, then → photos)."""
+    groups: list[list] = []
+    for q in queries:
+        if groups and _same_query(groups[-1][0]["query"], q["query"]):
+            groups[-1].append(q)
+        else:
+            groups.append([q])
+    return groups
+
+
+def _query_group(thumbs: _Thumbs, group: list) -> str:
+    """One query card beside the result rows of every example that asked with it."""
+    query = group[0]["query"]
+    qlabels = query.get("labels") or []
+    rows = []
+    for q in group:
+        desc = f' <span class="desc">{_e(q["description"])}</span>' if q.get("description") else ""
+        cards = "".join(_card(thumbs, r, rank=i + 1, query_labels=qlabels) for i, r in enumerate(q["results"]))
+        hits = ""
+        if qlabels:
+            n = sum(bool(set(r.get("labels", ())) & set(qlabels)) for r in q["results"])
+            hits = (f'<p class="hits">{n} of {len(q["results"])} results share a label with the query '
+                    f'(green frame).</p>')
+        rows.append(f'<div class="qrow"><h3>{_e(q["kind"])}{desc}</h3><div class="results">{cards}</div>'
+                    f'{hits}</div>')
+    return f'<div class="query">{_query_card(thumbs, query)}<div class="qrows">{"".join(rows)}</div></div>'
 
 
 def _tagging_section(thumbs: _Thumbs, t: dict) -> str:
@@ -192,13 +271,16 @@ def _tagging_section(thumbs: _Thumbs, t: dict) -> str:
     missed = [name for name in t.get("true", ()) if name not in pred]
     photo = _card(thumbs, {"image": t["image"], "tags": t.get("tags", ()), "labels": t.get("true", ())},
                   is_query=True)
-    table = ('<table><tr><th>predicted label</th><th>score</th><th>threshold</th><th></th></tr>'
+    table = ('<table><tr><th>predicted label</th><th class="num">score</th><th class="num">threshold</th>'
+             '<th></th></tr>'
              + ("".join(rows) or '<tr><td colspan="4" class="muted">no label above its threshold</td></tr>')
              + "</table>")
     missed_html = ("<p>True labels not predicted: " + " ".join(
         f'<span class="lab miss">{_e(m)}</span>' for m in missed) + "</p>") if missed else ""
     true_html = f'<p>True labels: {_labels_html(t.get("true", ()))}</p>'
-    return (f'<div class="query">{photo}<div>{true_html}{table}{missed_html}</div></div>')
+    return (f'<div class="query">{photo}<div class="qrows">{true_html}{table}{missed_html}'
+            '<p class="note">A label is predicted when its score reaches its threshold (calibrated on the '
+            'validation split).</p></div></div>')
 
 
 def _metrics_section(metrics: dict) -> str:
@@ -206,17 +288,19 @@ def _metrics_section(metrics: dict) -> str:
     for name, m in metrics.get("retrieval", {}).items():
         rows.append(f'<tr><td>{_e(name)}</td><td class="num">{_fmt(m.get("i2t"))}</td>'
                     f'<td class="num">{_fmt(m.get("t2i"))}</td><td class="num">{_fmt(m.get("avg"))}</td></tr>')
-    out = ['<table><tr><th></th><th>Image2Text mAP</th><th>Text2Image mAP</th><th>average</th></tr>'
-           + "".join(rows) + "</table>"]
+    note = f'<p class="note">{_e(metrics["note"])}</p>' if metrics.get("note") else ""
+    retrieval = ('<div><h3>Retrieval</h3><table><tr><th></th><th class="num">Image2<wbr>Text mAP</th>'
+                 '<th class="num">Text2<wbr>Image mAP</th><th class="num">average</th></tr>' + "".join(rows)
+                 + f'</table><p class="note">{_e(MAP_NOTE)}</p>{note}</div>')
     tagging = metrics.get("tagging")
+    tag_html = ""
     if tagging:
-        names = {"mean_ap": "tagging mean AP", "CP": "CP", "CR": "CR", "CF1": "CF1", "OF1": "OF1"}
-        keys = [k for k in names if k in tagging]
-        out.append("<table><tr>" + "".join(f"<th>{_e(names[k])}</th>" for k in keys) + "</tr><tr>"
-                   + "".join(f'<td class="num">{_fmt(tagging[k])}</td>' for k in keys) + "</tr></table>")
-    if metrics.get("note"):
-        out.append(f'<p class="muted">{_e(metrics["note"])}</p>')
-    return "".join(out)
+        trs = "".join(f'<tr><th scope="row">{_e(name)}</th><td class="num">{_fmt(tagging[key])}</td>'
+                      f'<td class="what">{_e(what)}</td></tr>'
+                      for key, (name, what) in TAGGING_TERMS.items() if key in tagging)
+        tag_html = ('<div><h3>Tagging</h3><table><tr><th>metric</th><th class="num">value</th>'
+                    f'<th>what it measures</th></tr>{trs}</table></div>')
+    return f'<div class="grid2">{retrieval}{tag_html}</div>'
 
 
 def _timing_section(stages: list[dict]) -> str:
@@ -226,9 +310,31 @@ def _timing_section(stages: list[dict]) -> str:
                    + f'<td>{_e(s.get("detail", ""))}</td></tr>' for s in stages)
     total = sum(s["seconds"] for s in stages)
     total_cpu = f'<th class="num">{sum(s["cpu_seconds"] for s in stages):.1f} s</th>' if cpu else ""
-    return ('<table><tr><th>stage</th><th>wall time</th>' + ("<th>CPU time</th>" if cpu else "")
+    return ('<table><tr><th>stage</th><th class="num">wall time</th>' + ('<th class="num">CPU time</th>' if cpu else "")
             + '<th>what it did</th></tr>' + rows
             + f'<tr><th>total</th><th class="num">{total:.1f} s</th>{total_cpu}<th></th></tr></table>')
+
+
+def _figure(out_dir: Path, caption: str, src: str) -> str:
+    """A figure of the grid, linked to its full-size PNG; its pixel size is written so the page does not jump."""
+    size, wide = "", False
+    try:
+        with Image.open(out_dir / src) as im:
+            width, height = im.size
+        size, wide = f' width="{width}" height="{height}"', width > WIDE_FIGURE_PX
+    except (OSError, ValueError):
+        pass
+    cls = ' class="wide"' if wide else ""
+    return (f'<figure{cls}><a href="{_e(src)}"><img src="{_e(src)}" '
+            f'alt="{_e(caption)}"{size}></a><figcaption>{_e(caption)} '
+            f'<a class="muted" href="{_e(src)}">(full size)</a></figcaption></figure>')
+
+
+def _folding(title: str, summary: str, body: str, open_: bool) -> str:
+    """A section that folds: its heading is the ``<summary>``."""
+    extra = f' <span class="muted">{_e(summary)}</span>' if summary else ""
+    return (f'<details class="sec"{" open" if open_ else ""}><summary><h2>{_e(title)}</h2>{extra}</summary>'
+            f"{body}</details>")
 
 
 def render_report(results: dict, out_dir) -> str:
@@ -242,9 +348,12 @@ def render_report(results: dict, out_dir) -> str:
         body.append("<h2>Test metrics</h2>" + _metrics_section(results["metrics"]))
     if results.get("queries"):
         body.append("<h2>Example queries</h2>")
-        body.extend(_query_section(thumbs, q) for q in results["queries"])
+        body.extend(_query_group(thumbs, g) for g in _query_groups(results["queries"]))
+    # The tagged photo and the training curves share a row at wide widths (each alone otherwise).
+    pair = []
     if results.get("tagging"):
-        body.append("<h2>Tagging a held-out photo</h2>" + _tagging_section(thumbs, results["tagging"]))
+        pair.append("<section><h2>Tagging a held-out photo</h2>"
+                    + _tagging_section(thumbs, results["tagging"]) + "</section>")
     curves = results.get("curves") or {}
     if curves:
         charts = []
@@ -253,17 +362,22 @@ def render_report(results: dict, out_dir) -> str:
             charts.append(svg_line_chart(name, values, mark=mark,
                                          color="#cc5533" if "loss" in name.lower() else "#3366cc"))
         note = results.get("curves_note")
-        body.append("<h2>Training curves</h2>" + (f'<p class="sub">{_e(note)}</p>' if note else "")
-                    + '<div class="charts">' + "".join(charts) + "</div>")
+        pair.append("<section>" + _folding("Training curves", "", (f'<p class="note">{_e(note)}</p>' if note else "")
+                                           + '<div class="charts">' + "".join(charts) + "</div>", open_=True)
+                    + "</section>")
+    if pair:
+        body.append('<div class="grid2">' + "".join(pair) + "</div>" if len(pair) == 2 else pair[0])
     if results.get("figures"):
-        body.append("<h2>Figures</h2>" + "".join(
-            f'<figure><img src="{_e(src)}" alt="{_e(caption)}" style="max-width:100%">'
-            f"<figcaption>{_e(caption)}</figcaption></figure>" for caption, src in results["figures"].items()))
+        body.append("<h2>Figures</h2>" + '<div class="figs">' + "".join(
+            _figure(out_dir, caption, src) for caption, src in results["figures"].items()) + "</div>")
     if results.get("stages"):
-        body.append("<h2>Timing</h2>" + _timing_section(results["stages"]))
+        stages = results["stages"]
+        body.append(_folding("Timing", f'{sum(s["seconds"] for s in stages):.1f} s in all, {len(stages)} stages '
+                             "(open for each one)", _timing_section(stages), open_=False))
     if results.get("next_command"):
-        body.append('<h2>Try it yourself</h2><div class="cmd">' + _e(results["next_command"]) + "</div>")
+        body.append('<h2>Try it yourself</h2><pre class="cmd">' + _e(results["next_command"]) + "</pre>")
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<title>{_e(results.get("title", "dagnn demo"))}</title><style>{_CSS}</style></head>'
             "<body>" + "\n".join(body) + "</body></html>\n")
 
