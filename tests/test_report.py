@@ -100,7 +100,7 @@ def test_report_escapes_tags(results, tmp_path):
 def test_report_shows_metrics_labels_and_timing(results, tmp_path):
     text = write_report(results, tmp_path / "out").read_text(encoding="utf-8")
     assert "0.8100" in text and "0.7900" in text and "random ranking" in text
-    assert "night" in text and "not in the true labels" in text  # wrong prediction flagged
+    assert "night" in text and "not a true label" in text  # wrong prediction flagged
     assert re.search(r'class="lab miss">clouds<', text)          # missed true label listed
     assert "30.5 s" in text and "42.5 s" in text                 # stage and total time
 

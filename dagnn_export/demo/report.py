@@ -5,9 +5,11 @@ Every link in the page is relative and there is no external asset (no CDN, no sc
 are inline SVG generated here. ``results`` is a plain dict (see ``write_report``) so that the page
 can be built and tested without training anything.
 
-Layout: one column on a phone; from about 1000 px wide the metric tables and the two figures stand side
-by side (CSS grid, no script), queries that share a query photo share one query card, and the timings fold
-away (``<details>``). Tagging metrics (CP, CR, CF1, OF1) are explained in words beside their values.
+Layout: one column on a phone; from about 1000 px wide two things share each row (CSS grid, no script):
+the retrieval and tagging metrics, the tagged photo and the training curves, the two figures (drawn by
+``plots`` to be read at that size; each links to its full-size PNG). Examples that ask with the same query
+share one query card, long tag lists are cut with a count, and the timings fold away (``<details>``).
+Tagging metrics (CP, CR, CF1, OF1) are explained in words beside their values.
 """
 from __future__ import annotations
 
@@ -264,7 +266,7 @@ def _tagging_section(thumbs: _Thumbs, t: dict) -> str:
     true, pred = set(t.get("true", ())), [p["label"] for p in t.get("predicted", ())]
     rows = []
     for p in t.get("predicted", ()):
-        mark = "correct" if p["label"] in true else "not in the true labels"
+        mark = "correct" if p["label"] in true else "not a true label"
         rows.append(f'<tr><td><span class="lab {"ok" if p["label"] in true else "extra"}">{_e(p["label"])}'
                     f'</span></td><td class="num">{_fmt(float(p["score"]), 3)}</td>'
                     f'<td class="num">{_fmt(p.get("threshold"), 3)}</td><td>{mark}</td></tr>')
