@@ -1,4 +1,5 @@
-"""Every index-store row (S01…) of docs/reliability.md names tests that exist."""
+"""Every row of docs/reliability.md's store and hostile-input tables (S01…, H01…, F01…, B01…) names tests
+that exist."""
 import re
 from pathlib import Path
 
@@ -7,9 +8,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_every_store_row_names_existing_tests():
     text = (REPO / "docs" / "reliability.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\| (S\d\d) \|.*$", text, re.M)
-    assert len(rows) >= 13
-    for line in re.findall(r"^\| S\d\d \|.*$", text, re.M):
+    rows = re.findall(r"^\| ([SHFB]\d\d) \|.*$", text, re.M)
+    assert len(rows) >= 18 + 18 + 10 + 6
+    for line in re.findall(r"^\| [SHFB]\d\d \|.*$", text, re.M):
         tests = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", line)
         assert tests, f"row without a test: {line[:60]}"
         for path, name in tests:
