@@ -14,6 +14,11 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import DagnnError, ImageInputError, InputError, MismatchError
 
+try:
+    import orjson
+except ImportError:  # optional: the answers are the same without it, a little slower
+    orjson = None
+
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_input",
                429: "too_many_requests", 503: "unavailable"}
@@ -39,6 +44,11 @@ def json_bytes(content) -> bytes:
     """``content`` as compact UTF-8 JSON, whatever strings and floats it holds: a lone surrogate (which UTF-8
     cannot encode) is written as its JSON escape and NaN or an infinity (not JSON) as null, instead of the
     answer failing with a 500."""
+    if orjson is not None:  # the serve extra's fast encoder; NaN and infinities become null there too
+        try:
+            return orjson.dumps(content)
+        except TypeError:  # a lone surrogate, or a type it does not know: the standard module's way below
+            pass
     try:
         return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
     except (UnicodeEncodeError, ValueError):
