@@ -28,11 +28,11 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "6 photos indexed, 1 unreadable skipped"
+    assert out[0] == "6 photos added, 6 in the index, 1 unreadable skipped"
     photos = re.escape(str(tmp_path / "photos"))  # stored relative to the index, given back absolute
     assert len(out) == 5 and all(re.fullmatch(rf"-?\d\.\d{{3}}  {photos}/im\d+\.jpg", line) for line in out[1:4])
     assert out[4].startswith(out[1].split()[1] + " ")
     assert (tmp_path / "photos-index" / "index.db").is_file()
-    # running it again resumes: nothing new to add, same index
+    # running it again resumes: nothing new to add, same index; the line tells the two counts apart
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
-    assert capsys.readouterr().out.splitlines()[0] == "6 photos indexed, 1 unreadable skipped"
+    assert capsys.readouterr().out.splitlines()[0] == "0 photos added, 6 in the index, 1 unreadable skipped"
