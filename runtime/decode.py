@@ -1,5 +1,6 @@
 """What counts as a list of images, the threads that decode them (``preprocess.iter_pixels``) and the
-memory all of the process's decodes may hold at once (``decode_memory``).
+memory all of the process's decodes may hold at once (``decode_memory``; ``reserve_decoding_memory`` also
+hands a big decode's freed memory back to the system).
 
 Kept apart from ``preprocess``, which imports Pillow, so that a text query never imports it.
 """
@@ -9,7 +10,7 @@ import collections
 import os
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Iterable
 
 import numpy as np
@@ -18,13 +19,15 @@ from .errors import InputError
 from .execution import usable_cores
 
 # Estimated bytes that the images being decoded may hold at once, all threads of the process together
-# (``preprocess`` estimates each image from its header): 16 uploads of a 64-megapixel image then decode one
+# (``image_checks`` estimates each image from its header): 16 uploads of a 64-megapixel image then decode one
 # after the other instead of needing 16 times the memory. One image over the whole budget runs alone.
 DECODE_MEMORY = 512 << 20
+_TRIM_FROM = 16 << 20            # after a decode estimated at this many bytes or more, give memory back
 
 _pool = None
 _pool_lock = threading.Lock()
 _budget = None
+_malloc_trim = None
 
 
 def decode_pool():
@@ -82,6 +85,30 @@ def decode_memory() -> MemoryBudget:
             if _budget is None:
                 _budget = MemoryBudget(DECODE_MEMORY)
     return _budget
+
+
+def _give_back_memory() -> None:
+    """Return freed memory to the system (glibc's ``malloc_trim``; elsewhere nothing). glibc keeps what a
+    thread frees in that thread's own arena: a server's request threads decoding big images one after the
+    other would each keep the few hundred MB of the last one (16 uploads of a 64-megapixel icon: 5.3 GB)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+
+        try:
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+        except Exception:  # noqa: BLE001 - not glibc (musl, macOS, Windows): nothing to do
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+def reserve_decoding_memory(held: ExitStack, cost: int) -> None:
+    """Reserve ``cost`` bytes of the process's decoding memory until ``held`` closes; a big decode gives
+    its memory back to the system before its reservation ends (``held`` unwinds last in, first out)."""
+    held.enter_context(decode_memory().reserve(cost))
+    if cost >= _TRIM_FROM:
+        held.callback(_give_back_memory)
 
 
 def _is_pil_image(item) -> bool:
