@@ -43,7 +43,9 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or sys.exit("wrk did not install")
 
 
-def start_server(bundle, index, extra: list) -> tuple:
+def start_server(bundle, index, extra: list, source_tree: Path | None = None) -> tuple:
+    """``(process, url)`` of a ``dagnn serve`` once ready; ``source_tree``: another checkout of dagnn whose
+    packages the server imports instead of the installed ones (``--baseline``)."""
     import socket
 
     import httpx
@@ -51,8 +53,11 @@ def start_server(bundle, index, extra: list) -> tuple:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    env = dict(os.environ)
+    if source_tree is not None:
+        env["PYTHONPATH"] = str(package_links(source_tree))
     proc = subprocess.Popen([sys.executable, "-c", SERVE, "serve", "--bundle", str(bundle), "--index", str(index),
-                             "--port", str(port), "--no-access-log", "--log-level", "warning", *extra])
+                             "--port", str(port), "--no-access-log", "--log-level", "warning", *extra], env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -66,6 +71,15 @@ def start_server(bundle, index, extra: list) -> tuple:
         time.sleep(0.2)
     proc.kill()
     sys.exit("dagnn serve did not become ready in 300 s")
+
+
+def package_links(tree: Path) -> Path:
+    """A folder where dagnn's three packages of ``tree`` (a checkout, e.g. ``git worktree add OLD COMMIT``)
+    are importable under their names, to put first on PYTHONPATH."""
+    folder = Path(tempfile.mkdtemp(prefix="dagnn-baseline-"))
+    for name, sub in (("dagnn_runtime", "runtime"), ("dagnn_cli", "cli"), ("dagnn_export", "dagnn_export")):
+        (folder / name).symlink_to(Path(tree).resolve() / sub)
+    return folder
 
 
 def scripts(folder: Path, photo: bytes, text: str, k: int) -> dict:
@@ -151,9 +165,14 @@ def main(argv=None) -> int:
     ap.add_argument("--scenarios", default="healthz,text_search,image_search,tag")
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--server-arg", action="append", default=[], help="Passed to dagnn serve (repeatable).")
+    ap.add_argument("--baseline", type=Path, help="Another checkout (git worktree add OLD COMMIT): its server and "
+                                                 "this one are measured alternately, A B A B …, instead")
+    ap.add_argument("--rounds", type=int, default=5, help="With --baseline: rounds per scenario and concurrency.")
     args = ap.parse_args(argv)
     wrk = ensure_wrk()
     levels = [int(c) for c in args.concurrency.split(",")]
+    if args.baseline is not None:
+        return compare(args, wrk, levels)
     threads = next((int(a.split("=")[1]) for a in args.server_arg if a.startswith("--threads=")), None)
     print(f"# dagnn serve under wrk ({subprocess.run([wrk, '-v'], capture_output=True, text=True).stdout.split()[1]},"
           f" 1 thread) on {platform.processor() or platform.machine()}, {usable_cores()} cores; "
@@ -177,6 +196,48 @@ def main(argv=None) -> int:
         proc.terminate()
         proc.wait(60)
     print_report(rows, encoder, levels, peak, args)
+    return 0
+
+
+def compare(args, wrk: str, levels: list) -> int:
+    """This checkout's server against ``--baseline``'s, alternated round by round on the same machine."""
+    import statistics
+
+    print(f"# this checkout against {args.baseline}, alternated, {args.rounds} rounds of {args.seconds} s; "
+          f"load average at start {load_average():.2f}", flush=True)
+    extra = args.server_arg + ["--max-batch", str(args.max_batch)]
+    servers = {"baseline": start_server(args.bundle, args.index, extra, args.baseline),
+               "this": start_server(args.bundle, args.index, extra)}
+    results = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            plans = scripts(Path(tmp), args.photo.read_bytes(), args.text, args.k)
+            for name in args.scenarios.split(","):
+                path, script = plans[name]
+                for _, url in servers.values():
+                    run_wrk(wrk, url + path, script, 4, 2)  # warm-up
+                for c in levels:
+                    for r in range(args.rounds):
+                        for side in (("baseline", "this") if r % 2 == 0 else ("this", "baseline")):
+                            row = run_wrk(wrk, servers[side][1] + path, script, c, args.seconds)
+                            results.setdefault((name, c, side), []).append(row)
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(60)
+
+    def cell(rows, key, fmt):
+        values = [r[key] for r in rows]
+        return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+    print("\n| scenario | c | baseline q/s | this q/s | baseline p99 ms | this p99 ms | errors |\n|---|---|---|---|---|---|---|")
+    for (name, c, side), rows in results.items():
+        if side == "this":
+            base = results[(name, c, "baseline")]
+            print(f"| {name} | {c} | {cell(base, 'qps', '{:.0f}')} | {cell(rows, 'qps', '{:.0f}')} | "
+                  f"{cell(base, 'p99', '{:.1f}')} | {cell(rows, 'p99', '{:.1f}')} | "
+                  f"{sum(r['errors'] for r in base + rows)} |")
+    print(f"\nmedian (min–max) over rounds; load average at end {load_average():.2f}")
     return 0
 
 

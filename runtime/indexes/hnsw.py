@@ -9,6 +9,7 @@ without a location live in memory only. Capacity grows on its own; removal marks
 """
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -217,7 +218,7 @@ class HnswIndex:
     def _attach(self, store: Store) -> None:
         """Take the graph from the store's checkpoint (or rebuild it) and replay what is newer."""
         self._store = store
-        self._base = Path(self.location) if store.meta.get("paths") == RELATIVE else None
+        self._base = os.path.abspath(self.location) if store.meta.get("paths") == RELATIVE else None
         checkpoint.remove_leftovers(store)
         loaded = checkpoint.load(store)
         if loaded is not None:

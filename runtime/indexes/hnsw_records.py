@@ -8,6 +8,7 @@ finishes the rest; other processes take the change by replaying, as for any othe
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ..errors import InputError
@@ -30,7 +31,7 @@ def rewrite(index, fix, batch: int = 500) -> int:
     if index._base is None:
         with index._lock:
             index._store.update_meta("paths", lambda text: (json.dumps(RELATIVE), None))
-            index._base = Path(index.location)
+            index._base = os.path.abspath(index.location)
         _rewrite_pass(index, lambda ids, vectors, metas: [m if _absolute(m.get("path")) else None for m in metas],
                       batch, changed)
     return len(changed)

@@ -28,12 +28,14 @@ def stored(meta: dict, base: Path | None) -> dict:
         return {**meta, "path": absolute}
 
 
-def shown(meta: dict, base: Path | None) -> dict:
-    """``meta`` as readers get it: a stored relative ``path`` made absolute against ``base``."""
+def shown(meta: dict, base: str | Path | None) -> dict:
+    """``meta`` as readers get it: a stored relative ``path`` made absolute against ``base`` (an absolute
+    folder given as a string is used as it is: this runs for every search hit)."""
     path = meta.get("path")
     if base is None or not isinstance(path, str) or not path or os.path.isabs(path):
         return meta
-    meta["path"] = os.path.normpath(os.path.join(os.path.abspath(base), path))
+    root = base if isinstance(base, str) else os.path.abspath(base)
+    meta["path"] = os.path.normpath(os.path.join(root, path))
     return meta
 
 

@@ -5,10 +5,11 @@ Route handlers parse and validate requests and render answers; searching, taggin
 items are the ``Searcher``'s (this module only runs it off the event loop and renders its results as
 JSON). No starlette here: it can be driven without HTTP.
 
-Threads, one policy: the event loop never blocks; each request's blocking work (decoding, searching,
-encoding a text, preparing a write) runs on one pool of request threads, sized so that every model worker
-can fill a batch while others wait (``request_threads``); the model runs on the batcher's workers; index
-saves on the group commit's one thread.
+Threads, one policy: work under a millisecond (a text query: encode and search) runs on the event loop,
+where a hand-over to a thread would cost more than the work; every other request's blocking work
+(decoding, image searches, tagging, preparing a write, and a text query while a write holds the index)
+runs on one pool of request threads, sized so that every model worker can fill a batch while others wait
+(``request_threads``); the model runs on the batcher's workers; index saves on the group commit's thread.
 """
 from __future__ import annotations
 
@@ -99,7 +100,14 @@ class Service:
     # ---- search and tag -------------------------------------------------------------------------------
     async def search(self, *, image: bytes | None = None, text: str | None = None, target=None, k=10,
                      labels=None) -> dict:
-        result = await self._call(self.searcher.search, image=image, text=text, target=target, k=k, labels=labels)
+        if text is not None and not (self._write_lock.locked() or self._commit.busy):
+            # a text query is a fraction of a millisecond of work: answered on the event loop, without the
+            # hand-over to a request thread that cost more than the query (docs/serve.md); during a write,
+            # which holds the index, it waits on a request thread instead of holding up the loop
+            result = self.searcher.search(text=text, target=target, k=k, labels=labels)
+        else:
+            result = await self._call(self.searcher.search, image=image, text=text, target=target, k=k,
+                                      labels=labels)
         answer = {"target": result.target, "results": [hit_json(h) for h in result.hits],
                   "took_ms": round(result.took_ms, 2)}
         if text is not None:

@@ -20,6 +20,11 @@ class GroupCommit:
         self._waiting: dict = {}   # id(index) -> (index, future resolved once a save after the change ends)
         self._saver: asyncio.Task | None = None
 
+    @property
+    def busy(self) -> bool:
+        """Whether a save is running (it holds the index's lock: a search would wait for it)."""
+        return self._saver is not None and not self._saver.done()
+
     async def durable(self, index) -> None:
         """Return once ``index.save()`` has run to completion after the caller's change was made."""
         key = id(index)
