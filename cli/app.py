@@ -64,7 +64,9 @@ def wide_help_when_piped(argv) -> None:
     ``HELP_WIDTH`` columns unless COLUMNS says otherwise; a terminal keeps its own width, and other output
     (the demo's progress, tables) is left as it was."""
     args = sys.argv[1:] if argv is None else list(argv)
-    if ("--help" in args or not args) and not os.environ.get("COLUMNS") and not sys.stdout.isatty():
+    groups = [[]] + [[group.name] for group in app.registered_groups]  # `dagnn`, `dagnn index`: help too
+    asks_help = "--help" in args or args in groups
+    if asks_help and not os.environ.get("COLUMNS") and not sys.stdout.isatty():
         os.environ["COLUMNS"] = str(HELP_WIDTH)
 
 

@@ -211,6 +211,19 @@ def test_piped_help_shows_every_option_in_full(command):
     assert not missing, f"`dagnn {' '.join(command)} --help | cat` cuts {missing}:\n{done.stdout}"
 
 
+def test_only_help_is_widened(monkeypatch):
+    """The demo's own output and tables keep their width when piped; help (`dagnn`, `dagnn index`, any
+    `--help`) gets the wider one."""
+    from dagnn_cli import app as cli_app
+
+    for args, widened in ((["demo"], False), (["query", "--text", "sky"], False), (["index"], True), ([], True),
+                          (["index", "build", "--help"], True)):
+        monkeypatch.setenv("COLUMNS", "")  # empty counts as unset; restored after the test
+        monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
+        cli_app.wide_help_when_piped(args)
+        assert (os.environ.get("COLUMNS") == str(cli_app.HELP_WIDTH)) == widened, args
+
+
 def test_help_keeps_the_width_the_user_set():
     done = subprocess.run([sys.executable, "-m", "dagnn_cli", "query", "--help"], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "COLUMNS": "90"})
