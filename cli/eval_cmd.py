@@ -18,7 +18,7 @@ from .options import expect_digest_opt, force_threads_opt, load_model, threads_o
 def eval_cmd(
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Evaluate this bundle with the runtime alone."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data set folder (with --bundle)."),
-    run: Optional[Path] = typer.Option(None, "--run", help="Evaluate a training run (needs the [train] extra)."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Evaluate a training run (needs the \\[train] extra)."),
     split: str = typer.Option("test", "--split", help="train | val | test."),
     k: Optional[int] = typer.Option(None, "--k", min=1, help="Also report mAP@k."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
@@ -28,7 +28,8 @@ def eval_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Also write the evaluation figures (PNG) "
-                                         "into this folder (needs the [plots] extra)."),
+                                         "into this folder, the training curves with --run (needs the "
+                                         "\\[plots] extra)."),
 ):
     """Cross-modal mAP (I2T, T2I, average) and tagging metrics, from a bundle or a training run."""
     if split not in SPLITS:

@@ -211,6 +211,12 @@ def test_piped_help_shows_every_option_in_full(command):
     assert not missing, f"`dagnn {' '.join(command)} --help | cat` cuts {missing}:\n{done.stdout}"
 
 
+def test_help_names_the_extras():
+    """rich reads "[plots]" in a help text as markup and drops it unless escaped ("needs the  extra")."""
+    done = dagnn("eval", "--help")
+    assert "needs the [train] extra" in done.stdout and "[plots] extra" in done.stdout, done.stdout
+
+
 def test_only_help_is_widened(monkeypatch):
     """The demo's own output and tables keep their width when piped; help (`dagnn`, `dagnn index`, any
     `--help`) gets the wider one."""
