@@ -3,9 +3,10 @@
     python bench/quantization_bench.py FP32_BUNDLE INT8_BUNDLE [--images DIR] [-n 64] [--batch 1 32]
                                        [--threads 1 2] [--rounds 7]
 
-Speed: the image graph alone (decoding excluded) on the same ``n`` real photos, fp32 and int8 timed in
-alternation round after round so that load from other processes hits both alike; per precision the best
-and the median round are reported. Accuracy: the test-split mAP each bundle's manifest records (measured
+Speed: the image graph alone (decoding excluded) on the same ``n`` real photos, fp32, int8 with the kernels
+the runtime chooses on this CPU (``int8_kernels``) and int8 with exact products (``DAGNN_INT8_KERNELS=exact``)
+timed in alternation round after round so that load from other processes hits all alike; per variant the
+best and the median round are reported, and the largest difference between the two int8 variants' outputs. Accuracy: the test-split mAP each bundle's manifest records (measured
 at export with the exported graphs) and the cosine between the two encoders' embeddings on the photos.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from dagnn_runtime import read_bundle
+from dagnn_runtime import int8_kernels, read_bundle
 from dagnn_runtime.dataset import Dataset
 from dagnn_runtime.graph_session import graph_session
 from dagnn_runtime.metrics import l2_normalize
@@ -51,9 +52,17 @@ def image_paths(source: Path, n: int) -> list[Path]:
     return paths[:n]
 
 
-def session(bundle, threads: int):
-    """The image graph with the session settings the bundle records, as the runtime serves it."""
-    return graph_session(bundle, "image_encoder", threads=threads, providers=["CPUExecutionProvider"])
+def session(bundle, threads: int, kernels: str | None = None):
+    """The image graph as the runtime serves it; ``kernels``: force int8 ``fast`` or ``exact`` kernels."""
+    saved = os.environ.pop(int8_kernels.OVERRIDE_ENV, None)
+    if kernels:
+        os.environ[int8_kernels.OVERRIDE_ENV] = kernels
+    try:
+        return graph_session(bundle, "image_encoder", threads=threads, providers=["CPUExecutionProvider"])
+    finally:
+        os.environ.pop(int8_kernels.OVERRIDE_ENV, None)
+        if saved is not None:
+            os.environ[int8_kernels.OVERRIDE_ENV] = saved
 
 
 def encode(sess, pixels: np.ndarray, batch: int) -> np.ndarray:
@@ -78,13 +87,18 @@ def main() -> None:
     size = bundles["fp32"].image_size
     source = args.images or Path(bundles["fp32"].manifest["config"]["data"])
     pixels = load_batch(image_paths(source, args.n), size)
+    _, why = int8_kernels.choose(bundles["int8"].manifest, "image_encoder", str(args.int8))
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; onnxruntime {ort.__version__}; "
           f"{len(pixels)} photos of {size}px; load average at start {os.getloadavg()[0]:.2f}")
-    print(f"\n{'threads':>7} | {'batch':>5} | {'fp32 ms/img':>16} | {'int8 ms/img':>16} | {'speed-up':>15}")
-    print(f"{'':>7} | {'':>5} | {'best / median':>16} | {'best / median':>16} | {'best / median':>15}")
-    print("-" * 72)
+    print(f"int8 kernels chosen here: {why}")
+    print(f"\n{'threads':>7} | {'batch':>5} | {'fp32 ms/img':>16} | {'int8 ms/img':>16} | {'speed-up':>15} | "
+          f"{'int8 exact ms/img':>17} | {'speed-up':>15}")
+    print(f"{'':>7} | {'':>5} | {'best / median':>16} | {'best / median':>16} | {'best / median':>15} | "
+          f"{'best / median':>17} | {'best / median':>15}")
+    print("-" * 112)
     for threads in args.threads:
-        sessions = {k: session(b, threads) for k, b in bundles.items()}
+        sessions = {"fp32": session(bundles["fp32"], threads), "int8": session(bundles["int8"], threads),
+                    "exact": session(bundles["int8"], threads, "exact")}
         for batch in args.batch:
             times = {k: [] for k in sessions}
             for sess in sessions.values():  # warm-up
@@ -98,12 +112,15 @@ def main() -> None:
             med = {k: statistics.median(v) for k, v in times.items()}
             print(f"{threads:>7} | {batch:>5} | {best['fp32']:>7.2f} / {med['fp32']:>6.2f} | "
                   f"{best['int8']:>7.2f} / {med['int8']:>6.2f} | "
-                  f"{best['fp32'] / best['int8']:>6.2f}x / {med['fp32'] / med['int8']:>5.2f}x")
+                  f"{best['fp32'] / best['int8']:>6.2f}x / {med['fp32'] / med['int8']:>5.2f}x | "
+                  f"{best['exact']:>8.2f} / {med['exact']:>6.2f} | "
+                  f"{best['fp32'] / best['exact']:>6.2f}x / {med['fp32'] / med['exact']:>5.2f}x")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
     emb = {k: encode(s, pixels, 32) for k, s in sessions.items()}
     cos = np.sum(l2_normalize(emb["fp32"]) * l2_normalize(emb["int8"]), axis=1)
     print(f"\ncosine int8 vs fp32 embeddings on these photos: mean {cos.mean():.4f}, min {cos.min():.4f}")
+    print(f"int8 as served here vs exact products: max abs difference {np.abs(emb['int8'] - emb['exact']).max():.2e}")
     m = {k: b.manifest["metrics"] for k, b in bundles.items()}
     print(f"\n{'test mAP (manifests)':<28} | {'I2T':>6} | {'T2I':>6} | {'avg':>6}")
     print("-" * 56)

@@ -2,21 +2,41 @@
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from dagnn_runtime.errors import InputError
+from dagnn_runtime.errors import InputError, install_hint
 
 from .app import app
-from .options import index_opt, open_index_set, token_opt
+from .options import checked_threads, index_opt, open_index_set, token_opt
 
 
 def is_loopback(host: str) -> bool:
     from dagnn_runtime.server.browser import is_loopback as loopback
 
     return loopback(host)
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse a --host that does not resolve, or a --port another server holds, in one line before starting
+    (uvicorn would say so only after start-up, over several log lines)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise InputError(f"--host {host!r} is not an address of this machine ({exc.strerror})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}): is another server using it? "
+                             "Pick another --port") from None
 
 
 @app.command()
@@ -71,7 +91,7 @@ def serve(
         from dagnn_runtime.server.logs import limit_logging
         from dagnn_runtime.server.service import request_threads
     except ImportError as exc:
-        raise InputError(f"`dagnn serve` needs the [serve] extra (pip install 'dagnn[serve]'): {exc}") from exc
+        raise InputError(f"`dagnn serve` needs the [serve] extra ({exc}): {install_hint('serve')}") from exc
     if not is_loopback(host) and not api_key:
         raise InputError(f"--host {host} is reachable from other machines: give --api-key (or DAGNN_API_KEY)")
     try:
@@ -85,12 +105,17 @@ def serve(
         raise InputError(str(exc)) from None
     if "*" in origins and not api_key:
         raise InputError("--cors-origin '*' lets every web page write to the index: give --api-key too")
-    if not bundle.exists():
-        raise InputError(f"--bundle {bundle} does not exist")
+    checked_threads(threads)
+    if uploads is not None and uploads.exists() and not uploads.is_dir():
+        raise InputError(f"--uploads {uploads} is a file, not a folder")
+    if not (bundle / "manifest.json").is_file() and not zipfile.is_zipfile(bundle):
+        # what is no bundle at all is refused here; a damaged one is the server's to report (/readyz)
+        raise InputError(f"--bundle {bundle} is not a bundle (no manifest.json in it, not a .dagnn archive)")
     indexes = open_index_set(index, token)
     indexes.require()
     if log_level not in ("debug", "info", "warning", "error"):
         raise InputError(f"--log-level must be debug, info, warning or error, not {log_level!r}")
+    check_listen(host, port)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     limits = Limits(max_upload_bytes=max_upload_mb * 1024 * 1024, max_in_flight=max_in_flight)
     asgi = create_app(bundle, indexes, uploads=uploads, api_key=api_key, limits=limits, max_batch=max_batch,

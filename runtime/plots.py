@@ -16,7 +16,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .curves import cross_modal_curves
-from .errors import DagnnError, InputError, shorten
+from .errors import DagnnError, InputError, install_hint, shorten
 from .metrics import confusion_counts
 from .plot_labels import place_labels
 
@@ -54,7 +54,7 @@ def _matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise DagnnError("figures need matplotlib: pip install 'dagnn[plots]'") from None
+        raise DagnnError(f"figures need matplotlib, from the [plots] extra: {install_hint('plots')}") from None
     return Figure, FigureCanvasAgg
 
 
@@ -138,7 +138,8 @@ def _tsne(vectors: np.ndarray) -> np.ndarray:
     try:
         from sklearn.manifold import TSNE
     except ImportError:
-        raise DagnnError("the t-SNE figure needs scikit-learn: pip install 'dagnn[plots]'") from None
+        raise DagnnError("the t-SNE figure needs scikit-learn, from the [plots] extra: "
+                         f"{install_hint('plots')}") from None
     n = len(vectors)
     # Perplexity must stay below the number of points; a few neighbours suit 24 labels.
     return TSNE(n_components=2, perplexity=min(8.0, max(1.0, (n - 1) / 3)), metric="cosine", init="pca",

@@ -28,8 +28,6 @@ PROGRAM = ("runtime", "cli", "dagnn_export")
 EXTRAS = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"])
 HINT_CALL = re.compile(r"""install_hint\(\s*["']([\w,-]+)["']\s*\)""")
 LITERAL = re.compile(r"pip install")
-# Files whose owners still have to switch their hints to install_hint (issue 25's report lists the lines).
-PENDING = {"cli/serve_cmd.py", "runtime/plots.py"}
 # A distribution each extra brings, to see in the resolver's report that the extra was resolved.
 BRINGS = {"serve": "uvicorn", "plots": "matplotlib", "milvus": "pymilvus", "ray": "ray", "train": "torch",
           "gpu": "onnxruntime-gpu", "dev": "pytest"}
@@ -67,15 +65,8 @@ def hinted_extras() -> dict[str, set[str]]:
 
 
 def test_hints_come_from_the_helper():
-    stray = {f: lines for f, lines in literal_hints().items() if f not in PENDING}
+    stray = literal_hints()
     assert not stray, f"spell install commands with dagnn_runtime.errors.install_hint, not by hand: {stray}"
-
-
-@pytest.mark.xfail(reason="the owners of cli/serve_cmd.py and runtime/plots.py still print "
-                          "`pip install 'dagnn[…]'` (issue 25's report gives the lines); drop PENDING then",
-                   strict=True)
-def test_pending_hints_are_switched_to_the_helper():
-    assert not {f: lines for f, lines in literal_hints().items() if f in PENDING}
 
 
 def test_every_hinted_extra_exists():

@@ -22,9 +22,6 @@ from dagnn_cli.main import app
 
 runner = CliRunner()
 FREE = "@FREE_PORT"   # replaced by a loopback port nothing listens on
-SERVE_CHECKS_LATE = ("cli/serve_cmd.py starts serving before checking this; the change is in issue 25's "
-                     "report (remove this mark once it is made)")
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -202,7 +199,6 @@ def test_serve_refuses_in_one_line(place, monkeypatch, case):
     assert problem(result) is None, f"dagnn serve, {case}: {problem(result)}"
 
 
-@pytest.mark.xfail(reason=SERVE_CHECKS_LATE, strict=True)
 @pytest.mark.parametrize("case", SERVE_LATE)
 def test_serve_refuses_before_serving(place, monkeypatch, case):
     pytest.importorskip("uvicorn", reason="needs the [serve] extra")
@@ -238,7 +234,6 @@ def test_refusals_as_processes(place, args):
     assert process_problem(done) is None, f"dagnn {' '.join(args)}: {process_problem(done)}"
 
 
-@pytest.mark.xfail(reason=SERVE_CHECKS_LATE, strict=True)
 def test_serve_on_a_port_in_use_says_so_in_one_line(place):
     pytest.importorskip("uvicorn", reason="needs the [serve] extra")
     with socket.socket() as taken:
