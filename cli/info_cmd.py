@@ -13,7 +13,10 @@ from .options import expect_digest_opt
 
 def bundle_summary(bundle) -> dict:
     """The facts ``info`` shows, from a verified ``dagnn_runtime.Bundle``."""
+    from dagnn_runtime import int8_kernels
+
     m = bundle.manifest
+    _, kernels = int8_kernels.choose(m, "image_encoder", bundle.source)
     model = m.get("model") if isinstance(m.get("model"), dict) else {}
     return {
         "bundle": bundle.source,
@@ -24,6 +27,7 @@ def bundle_summary(bundle) -> dict:
         "created": m.get("created"),
         "model": {k: model.get(k) for k in ("variant", "gnn", "backbone")},
         "precision": model.get("precision", "fp32"),
+        "int8_kernels": kernels,  # None for an fp32 image graph
         "labels": len(bundle.labels),
         "vocabulary": len(bundle.vocab),
         "embedding_dim": bundle.embedding_dim,
@@ -55,7 +59,8 @@ def info(
         f"bundle digest   {s['bundle_digest']}  ({check})",
         f"embedding space {s['embedding_space']}",
         f"model           {s['model']['variant']} / gnn {s['model']['gnn']} / backbone {s['model']['backbone']}",
-        f"precision       {s['precision']}",
+        f"precision       {s['precision']}" + (f" (image graph served with {s['int8_kernels']})"
+                                                     if s["int8_kernels"] else ""),
         f"labels          {s['labels']}",
         f"vocabulary      {s['vocabulary']} tags",
         f"dimensions      embedding {s['embedding_dim']}, image {s['image_size']}x{s['image_size']}",

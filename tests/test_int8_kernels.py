@@ -82,3 +82,18 @@ def test_a_wrong_requirement_or_override_is_one_clear_error(tmp_path, monkeypatc
     monkeypatch.setenv(int8_kernels.OVERRIDE_ENV, "turbo")
     with pytest.raises(dr.BundleError, match="use fast or exact"):
         dr.load(_int8_bundle(tmp_path, "ok", kernels="exact"), lazy=False)
+
+
+def test_dagnn_info_says_which_kernels_and_why(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dagnn_cli.main import app
+
+    path = _int8_bundle(tmp_path, "info", kernels="exact")
+    monkeypatch.setenv(int8_kernels.OVERRIDE_ENV, "exact")
+    out = CliRunner().invoke(app, ["info", "--bundle", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "int8 (image graph served with exact kernels (DAGNN_INT8_KERNELS=exact))" in out.stdout
+    monkeypatch.delenv(int8_kernels.OVERRIDE_ENV)
+    shown = json.loads(CliRunner().invoke(app, ["info", "--bundle", str(path), "--json"]).stdout)["int8_kernels"]
+    assert shown.startswith("fast kernels (this CPU has" if _cpu_has_vnni() else "exact products")
