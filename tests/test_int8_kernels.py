@@ -27,7 +27,9 @@ def _int8_bundle(tmp_path, name, *, kernels=None, session_config=None, reduce_ra
     if session_config is not None:
         graphs["image_encoder"]["session_config"] = session_config
     quantization = {"int8_config": {"chosen": "x", "quantizer": {"reduce_range": reduce_range}}}
-    return write_bundle(tmp_path / name, files, resign(dict(manifest, graphs=graphs, quantization=quantization)))
+    model = dict(manifest["model"], precision="int8")
+    return write_bundle(tmp_path / name, files, resign(dict(manifest, graphs=graphs, quantization=quantization,
+                                                            model=model)))
 
 
 def _served_entry(path) -> str | None:
