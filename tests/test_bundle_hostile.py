@@ -146,6 +146,7 @@ def test_the_cli_refuses_a_nan_graph_in_one_line(tmp_path):
 
 
 def test_the_server_answers_503_not_500_for_a_nan_graph(tmp_path):
+    pytest.importorskip("uvicorn", reason="needs the [serve] extra")
     path = nan_bundle(tmp_path / "b", "weights")
     index = _image_index(dr.load(path), tmp_path / "index")
     logs = tmp_path / "logs"
