@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -45,14 +46,18 @@ class Server:
 
 
 @contextmanager
-def serve(bundle, index, log_dir: Path, *args: str, ready: bool = True, env: dict | None = None, timeout: float = 60):
-    """A ``dagnn serve`` subprocess on a free loopback port; stopped with SIGTERM (graceful) at the end."""
+def serve(bundle, index, log_dir: Path, *args: str, ready: bool = True, env: dict | None = None, timeout: float = 60,
+          open_files: int | None = None):
+    """A ``dagnn serve`` subprocess on a free loopback port; stopped with SIGTERM (graceful) at the end.
+    ``open_files``: its open-file limit (soft and hard), lowered before it starts."""
     port = free_port()
     log_path = log_dir / f"serve-{port}.log"
     cmd = [sys.executable, "-c", SERVE, "serve", "--bundle", str(bundle), "--index", str(index),
            "--port", str(port), "--no-access-log", *args]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files)))
+                                if open_files else None)
     server = Server(f"http://127.0.0.1:{port}", proc, log_path)
     try:
         wait_for(server, "/readyz" if ready else "/healthz", timeout)
@@ -79,3 +84,13 @@ def wait_for(server: Server, path: str, timeout: float) -> None:
             pass
         time.sleep(0.1)
     raise TimeoutError(f"{server.url}{path} not 200 after {timeout} s:\n{server.log()}")
+
+
+@contextmanager
+def served_factory_index(tmp_path_factory, bundle_dir, model, data_dir, name: str, *args: str):
+    """A real ``dagnn serve`` over the factory data set's indexes, for a test module; the module fails if
+    the server logged a traceback."""
+    index = build_index(model, data_dir, tmp_path_factory.mktemp(f"{name}-index") / "index")
+    with serve(bundle_dir, index, tmp_path_factory.mktemp(f"{name}-logs"), *args) as srv:
+        yield srv
+    assert "Traceback" not in srv.log(), srv.log()

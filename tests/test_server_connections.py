@@ -8,13 +8,9 @@ import io
 import json
 import os
 import resource
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -23,7 +19,7 @@ pytest.importorskip("starlette", reason="needs the [serve] extra")
 httpx = pytest.importorskip("httpx")
 
 from bundle_factory import bundle_dir, data_dir, model  # noqa: E402,F401  (fixtures)
-from serve_helpers import SERVE, Server, build_index, free_port, wait_for  # noqa: E402
+from serve_helpers import build_index, serve  # noqa: E402
 
 TIMEOUTS = ("--header-timeout-s", "2", "--body-timeout-s", "2", "--send-timeout-s", "2")
 
@@ -33,33 +29,9 @@ def index_dir(tmp_path_factory, model, data_dir):
     return build_index(model, data_dir, tmp_path_factory.mktemp("index") / "index")
 
 
-@contextmanager
 def serve_limited(bundle, index, log_dir, *args, open_files: int | None = None):
-    """``dagnn serve`` as ``serve_helpers.serve`` starts it, optionally with its open-file limit (soft and
-    hard) lowered to ``open_files`` before it starts."""
-    port = free_port()
-    log_path = log_dir / f"serve-{port}.log"
-
-    def lower():
-        if open_files:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
-
-    cmd = [sys.executable, "-c", SERVE, "serve", "--bundle", str(bundle), "--index", str(index),
-           "--port", str(port), "--no-access-log", *args]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=lower)
-    server = Server(f"http://127.0.0.1:{port}", proc, log_path)
-    try:
-        wait_for(server, "/readyz", 60)
-        yield server
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    """``dagnn serve`` as ``serve_helpers.serve`` starts it, optionally with its open-file limit lowered."""
+    return serve(bundle, index, log_dir, *args, open_files=open_files)
 
 
 def connect(server) -> socket.socket:

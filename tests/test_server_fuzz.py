@@ -19,18 +19,15 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
 
 from bundle_factory import bundle_dir, data_dir, model  # noqa: E402,F401  (fixtures)
 from dagnn_runtime.server.openapi import openapi_schema  # noqa: E402
-from serve_helpers import build_index, serve  # noqa: E402
+from serve_helpers import served_factory_index  # noqa: E402
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, bundle_dir, model, data_dir):
-    index = build_index(model, data_dir, tmp_path_factory.mktemp("fuzz-index") / "index")
-    logs = tmp_path_factory.mktemp("fuzz-logs")
-    with serve(bundle_dir, index, logs) as srv:
+    with served_factory_index(tmp_path_factory, bundle_dir, model, data_dir, "fuzz") as srv:
         yield srv
-    assert "Traceback" not in srv.log(), srv.log()
 
 
 @pytest.fixture(scope="module")

@@ -18,16 +18,13 @@ pytest.importorskip("starlette", reason="needs the [serve] extra")
 httpx = pytest.importorskip("httpx")
 
 from bundle_factory import bundle_dir, data_dir, model  # noqa: E402,F401  (fixtures)
-from serve_helpers import build_index, serve  # noqa: E402
+from serve_helpers import served_factory_index  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, bundle_dir, model, data_dir):
-    index = build_index(model, data_dir, tmp_path_factory.mktemp("requests-index") / "index")
-    logs = tmp_path_factory.mktemp("requests-logs")
-    with serve(bundle_dir, index, logs) as srv:
+    with served_factory_index(tmp_path_factory, bundle_dir, model, data_dir, "requests") as srv:
         yield srv
-    assert "Traceback" not in srv.log(), srv.log()
 
 
 @pytest.fixture(scope="module")

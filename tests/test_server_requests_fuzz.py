@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from bundle_factory import LABELS, bundle_dir, data_dir, model  # noqa: E402,F401  (fixtures)
-from serve_helpers import build_index, serve  # noqa: E402
+from serve_helpers import served_factory_index  # noqa: E402
 from test_server_requests import multipart  # noqa: E402
 
 FUZZ = settings(max_examples=120, deadline=None, database=None, derandomize=True,
@@ -27,11 +27,8 @@ EXPECTED = {200, 201, 400, 404, 409, 413, 415, 422}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, bundle_dir, model, data_dir):
-    index = build_index(model, data_dir, tmp_path_factory.mktemp("reader-fuzz-index") / "index")
-    logs = tmp_path_factory.mktemp("reader-fuzz-logs")
-    with serve(bundle_dir, index, logs) as srv:
+    with served_factory_index(tmp_path_factory, bundle_dir, model, data_dir, "reader-fuzz") as srv:
         yield srv
-    assert "Traceback" not in srv.log(), srv.log()
 
 
 @pytest.fixture(scope="module")
