@@ -1,6 +1,7 @@
 """``dagnn index build|add|remove|info``: fill and maintain indexes with the runtime's ``ingest``."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -132,11 +133,18 @@ def index_add(
                 quiet, as_json, create=False, index_options={})
 
 
-def _open_all(index_set) -> list:
-    """Every index at the location, each once."""
+@contextmanager
+def _all_indexes(index: str, token):
+    """Every index at ``--index``, each once, closed afterwards (a conversion of an old one is shown)."""
     from dagnn_runtime.engine import distinct_indexes
 
-    return distinct_indexes(index_set.open_all())
+    opened = distinct_indexes(open_index_set(index, token).open_all())
+    try:
+        render.conversions(opened)
+        yield opened
+    finally:
+        for ix in opened:
+            ix.close()
 
 
 @index_app.command("remove")
@@ -146,9 +154,7 @@ def index_remove(
     token: Optional[str] = token_opt,
 ):
     """Remove items by id; they are never returned by queries again."""
-    opened = _open_all(open_index_set(index, token))
-    try:
-        render.conversions(opened)
+    with _all_indexes(index, token) as opened:
         unknown = [i for i in ids if not any(i in ix for ix in opened)]
         if unknown:
             raise InputError(f"id {shorten(unknown[0])} is not in {index} ({len(unknown)} unknown ids); "
@@ -159,9 +165,6 @@ def index_remove(
                 ix.remove(mine)
                 ix.save()
                 render.echo(f"{ix.location}: removed {len(mine)}, {len(ix)} items left")
-    finally:
-        for ix in opened:
-            ix.close()
 
 
 @index_app.command("info")
@@ -171,13 +174,8 @@ def index_info(
     token: Optional[str] = token_opt,
 ):
     """Size, dimension, modality, embedding space and HNSW parameters of an index."""
-    opened = _open_all(open_index_set(index, token))
-    try:
-        render.conversions(opened)
+    with _all_indexes(index, token) as opened:
         render.index_infos([dict(path=str(ix.location), **ix.info()) for ix in opened], as_json)
-    finally:
-        for ix in opened:
-            ix.close()
 
 
 @index_app.command("upgrade")
@@ -193,10 +191,6 @@ def index_upgrade(
     from dagnn_runtime.items import upgrade
 
     model = load_model(bundle, expect_digest=expect_digest)
-    opened = _open_all(open_index_set(index, token))
-    try:
+    with _all_indexes(index, token) as opened:
         for ix in opened:
             render.echo(f"{ix.location}: {upgrade(model, ix)} of {len(ix)} items upgraded")
-    finally:
-        for ix in opened:
-            ix.close()
