@@ -102,10 +102,6 @@ class IndexSet:
         """Where a server keeps the images added over HTTP, unless told otherwise."""
         return self.backend.uploads(self.location, self.is_single())
 
-    def base_folder(self, modality: str | None = None):
-        """The folder relative photo paths of ``modality``'s index start from (None: paths are absolute)."""
-        where = self.find(modality) or self.backend.place(self.location, modality, self.present() != [])
-        return self.backend.base_folder(where)
 
 
 def _check_modality(modality) -> None:

@@ -1,8 +1,8 @@
 """The index backends, one entry each: which locations a backend claims, where its index of a modality is,
 and how it opens one. ``IndexSet`` picks the entry once; no other code branches on a backend's name.
 
-A backend is added here: a class with ``name``, ``claims``, ``locate``, ``place``, ``open``, ``missing``,
-``uploads`` and ``base_folder``, appended to ``BACKENDS`` before the catch-all ``hnsw`` (and named in the
+A backend is added here: a class with ``name``, ``claims``, ``locate``, ``place``, ``open``, ``missing``
+and ``uploads``, appended to ``BACKENDS`` before the catch-all ``hnsw`` (and named in the
 location help of ``cli/options.py`` and the error of ``backend_for``).
 """
 from __future__ import annotations
@@ -64,10 +64,6 @@ class HnswBackend:
         options.setdefault("capacity", 1024)
         return HnswIndex.for_model(model, modality, location=path, **options)
 
-    def base_folder(self, where) -> Path:
-        """The folder an index's relative photo paths start from: the index folder itself."""
-        return Path(where)
-
     def uploads(self, location: str, single: bool) -> Path:
         """Where a server keeps images added over HTTP: inside a parent of indexes, beside a single one."""
         path = Path(location)
@@ -103,11 +99,6 @@ class MilvusBackend:
 
         options = {k: v for k, v in options.items() if k != "capacity"}  # Milvus grows on its own
         return MilvusIndex.open(str(where), modality=modality, model=model, create=create, **options)
-
-    def base_folder(self, where) -> Path | None:
-        """A Milvus Lite file's folder; None for a server (its photo paths are stored absolute)."""
-        text = str(where)
-        return Path(text).parent if "://" not in text else None
 
     def uploads(self, location: str, single: bool) -> Path:
         if "://" in location:
