@@ -69,6 +69,8 @@ def record_roots(index, folders) -> None:
     if index._store is None or not folders:
         return
     new = [stored({"path": str(folder)}, index._base)["path"] for folder in folders]
+    if set(new) <= set(index._store.meta.get("roots") or ()):
+        return  # recorded already (by this process or when it opened): no write transaction for each add
 
     def merge(text):
         old = json.loads(text) if text else []

@@ -195,9 +195,13 @@ class Service:
         and only a regular file inside the index's photo folders, read through the descriptor that was
         checked (``files.read_photo``); 404 otherwise, 503 when the process is out of descriptors."""
         index = self.searcher.indexes.get("image")
-        if index is None or not await self._call(index.__contains__, item_id):
-            raise ApiError(404, "unknown_id", f"no image item with id {item_id!r}")
-        path = (await self._call(index.metadata, item_id)).get("path")
+        unknown = ApiError(404, "unknown_id", f"no image item with id {item_id!r}")
+        if index is None:
+            raise unknown
+        try:  # one look-up: an id the index does not hold is refused by ``metadata`` itself
+            path = (await self._call(index.metadata, item_id)).get("path")
+        except InputError:
+            raise unknown from None
         unavailable = ApiError(404, "no_file", f"the image file of item {item_id!r} is not available")
         if not isinstance(path, str) or not path:
             raise unavailable
