@@ -45,7 +45,8 @@ def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on(model):
     batcher = Batcher(run, max_batch=4, max_wait_ms=50)
     batcher.start()
     try:
-        failed = [batcher.submit(good), batcher.submit(bad)]
+        batcher.announce(2)  # both on their way: the worker waits for the second
+        failed = [batcher.submit(good, announced=True), batcher.submit(bad, announced=True)]
         for future in failed:  # gathered into one batch: both fail
             with pytest.raises(RuntimeError, match="boom"):
                 future.result(10)
@@ -53,6 +54,49 @@ def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on(model):
     finally:
         batcher.close()
     np.testing.assert_allclose(after, model.encode_pixels(good[None])[0], atol=1e-5)
+
+
+def test_a_lone_image_runs_at_once_and_announced_ones_are_waited_for(model):
+    import threading
+    import time
+
+    sizes = []
+    batcher = Batcher(model.encode_pixels, max_batch=8, max_wait_ms=3000, observe=lambda n, s: sizes.append(n))
+    batcher.start()
+    try:
+        batcher.submit(_pixels(model, 1)[0]).result(10)  # warm-up
+        start = time.perf_counter()
+        batcher.submit(_pixels(model, 1)[0]).result(10)
+        alone = time.perf_counter() - start
+        assert alone < 1.0, f"a lone image waited {alone:.2f} s for company that was not coming"
+
+        batcher.announce(2)  # two requests decoding; the first arrives, the second 0.2 s later
+        first = batcher.submit(_pixels(model, 1, seed=1)[0], announced=True)
+        later = threading.Timer(0.2, lambda: batcher.submit(_pixels(model, 1, seed=2)[0], announced=True))
+        later.start()
+        first.result(10)
+        later.join()
+    finally:
+        batcher.close()
+    assert sizes[-1] == 2, f"the announced image should have joined the batch: batch sizes {sizes}"
+
+
+def test_an_image_that_fails_to_decode_is_no_longer_waited_for(model, tmp_path):
+    import time
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    batcher = Batcher(model.encode_pixels, max_batch=8, max_wait_ms=3000)
+    batcher.start()
+    encoder = BatchingEncoder(model, batcher)
+    try:
+        with pytest.raises(ImageInputError):
+            encoder.images([bad])
+        start = time.perf_counter()
+        batcher.submit(_pixels(model, 1)[0]).result(10)
+        assert time.perf_counter() - start < 1.0, "the failed image was still counted as on its way"
+    finally:
+        batcher.close()
 
 
 def test_closed_batcher_refuses_work_and_fails_what_was_queued(model):

@@ -3,7 +3,9 @@
 Each model call has a fixed cost (graph dispatch, thread wake-ups) that a batch pays once, so under load
 it pays to gather the requests that arrive within a few milliseconds and run them together. ``workers``
 threads run the model, one batch each: while they run, new requests queue up and form the next batch, so
-the wait only applies when a worker is idle. A lone request waits at most ``max_wait_ms`` for company.
+the wait only applies when a worker is idle, and only for requests already on their way: a request whose
+image is still being decoded is announced (``announce``), and an idle worker waits at most ``max_wait_ms``
+for those, never for requests that may not come. A lone request runs at once.
 How much batching gains depends on the model and the provider: see bench/serve_batching.py.
 
 The batcher is plain threads and futures, so the engine's synchronous ``Searcher`` uses it through
@@ -45,6 +47,14 @@ class Batcher:
         self._gathering = threading.Lock()  # one worker gathers at a time; the others run their batches
         self._threads: list = []
         self._closed = False
+        self._coming = 0  # images being decoded that will be submitted soon
+        self._coming_lock = threading.Lock()
+
+    def announce(self, n: int) -> None:
+        """``n`` more images are being decoded and will be submitted (``submit(..., announced=True)``), or
+        ``-n`` that no longer will (their decoding failed)."""
+        with self._coming_lock:
+            self._coming += n
 
     def start(self) -> None:
         self._threads = [threading.Thread(target=self._work, name=f"dagnn-batch-{i}", daemon=True)
@@ -52,11 +62,13 @@ class Batcher:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, item: np.ndarray) -> Future:
+    def submit(self, item: np.ndarray, announced: bool = False) -> Future:
         if self._closed or not self._threads:
             raise BatcherClosed("the model worker is not running")
         future: Future = Future()
         self._queue.put((item, future))
+        if announced:  # queued first, so that a gathering worker never sees it neither coming nor queued
+            self.announce(-1)
         return future
 
     def _gather(self):
@@ -67,10 +79,15 @@ class Batcher:
         deadline = time.monotonic() + self.max_wait_ms / 1000
         while len(batch) < self.max_batch:
             try:
-                remaining = deadline - time.monotonic()
-                entry = self._queue.get_nowait() if remaining <= 0 else self._queue.get(timeout=remaining)
+                entry = self._queue.get_nowait()
             except queue.Empty:
-                break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._coming:
+                    break  # nobody else is on the way: run what there is
+                try:  # short polls, so that the wait ends as soon as nobody is left on the way
+                    entry = self._queue.get(timeout=min(remaining, 0.0005))
+                except queue.Empty:
+                    continue
             if entry is _STOP:
                 self._queue.put(_STOP)  # for the next worker; this one runs what it has first
                 break
@@ -124,12 +141,16 @@ class BatchingEncoder:
 
     def images(self, items) -> np.ndarray:
         futures = []
-        for i, item in enumerate(items):
-            try:
-                pixels = load_image(item, self.model.image_size)
-            except ImageInputError as exc:
-                raise exc if len(items) == 1 else ImageInputError(f"item {i}: {exc}") from exc
-            futures.append(self.batcher.submit(pixels))
+        self.batcher.announce(len(items))
+        try:
+            for i, item in enumerate(items):
+                try:
+                    pixels = load_image(item, self.model.image_size)
+                except ImageInputError as exc:
+                    raise exc if len(items) == 1 else ImageInputError(f"item {i}: {exc}") from exc
+                futures.append(self.batcher.submit(pixels, announced=True))
+        finally:
+            self.batcher.announce(len(futures) - len(items))  # those that were never submitted
         rows = [f.result() for f in futures]
         return np.stack(rows) if rows else np.zeros((0, self.model.embedding_dim), np.float32)
 
