@@ -8,17 +8,24 @@ import typer
 
 from .app import app, needs_train_extra
 
+# The names of ``dagnn_export.backbones.BUILDERS``, written out so that the CLI starts without importing torch
+# (a test keeps the two equal).
+BACKBONES = ("vgg19", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite0_mid",
+             "tiny")
+BACKBONE_HELP = (" | ".join(BACKBONES) + ", or several joined by '+' (fused: features side by side, the input at "
+                 "the largest member's side). efficientnet_lite0/1/2 take 224/240/260 px; efficientnet_lite0_mid is "
+                 "Lite0's first 11 of 16 blocks (weaker, cheaper features); tiny is for tests.")
+
 
 @app.command()
 def features(
     data: Path = typer.Option(..., "--data", help="Data set folder (pairs.jsonl, labels.txt, tag_vocab.txt)."),
-    backbone: str = typer.Option("efficientnet_lite0", "--backbone",
-                                 help="vgg19 | efficientnet_lite0 | efficientnet_lite0_mid (its first 11 of 16 "
-                                      "blocks: weaker, cheaper features) | tiny."),
+    backbone: str = typer.Option("efficientnet_lite0", "--backbone", help=BACKBONE_HELP),
     out: Path = typer.Option(..., "--out", help="Feature cache to write (.npz); rows already in it are reused."),
     backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights",
                                                     help="Local state_dict file for the backbone (needed for "
-                                                         "vgg19 when torchvision cannot download)."),
+                                                         "vgg19 when torchvision cannot download; not with a "
+                                                         "fused backbone)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per inference batch."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="Inference threads (default: onnxruntime's choice)."),
@@ -28,7 +35,7 @@ def features(
                                           "K <= N)."),
     flip: bool = typer.Option(False, "--flip", help="Also cache each photo mirrored left-right (augmentation)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=1,
-                                             help="Input side in pixels (default: the backbone's, 224)."),
+                                             help="Input side in pixels (default: the backbone's own)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
 ):
     """Run the image backbone over every pair with an image and cache the features for training."""
