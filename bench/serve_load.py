@@ -109,8 +109,8 @@ def scripts(folder: Path, photo: bytes, text: str, k: int) -> dict:
     return out
 
 
-def run_wrk(wrk: str, url: str, script, connections: int, seconds: int) -> dict:
-    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+def run_wrk(wrk: str, url: str, script, connections: int, seconds: int, threads: int = 1) -> dict:
+    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
     if script is not None:
         cmd += ["-s", str(script)]
     out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 60).stdout
