@@ -29,6 +29,10 @@ def export(
                                           help="Refuse an int8 image graph whose embeddings of the validation "
                                                "photos have a lower mean cosine to fp32 (after trying every "
                                                "int8 configuration)."),
+    mirror: bool = typer.Option(False, "--mirror",
+                                help="Embed each photo as the mean of its and its left-right mirror image's "
+                                     "embeddings (test-time augmentation): twice the image encoder's work per "
+                                     "photo. Thresholds and test metrics are measured with it."),
     archive: bool = typer.Option(False, "--archive", help="Also write OUT.dagnn, one zip of the bundle."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data set folder, if it moved since training."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at OUT."),
@@ -55,6 +59,6 @@ def export(
     written = export_run(run, out, data=data, opset=opset, quantize=quantize, calibration_data=calibration_data,
                          calibration_size=calibration_size, calibration_method=calibration_method,
                          archive=archive, force=force, parity_samples=parity_samples, threads=threads,
-                         min_int8_cosine=min_int8_cosine,
+                         min_int8_cosine=min_int8_cosine, mirror=mirror,
                          log=lambda msg: typer.echo(msg, err=True))
     typer.echo(str(written))

@@ -38,7 +38,7 @@ from .files import read_json
 from .graph_weights import move_weights_out
 from .manifest import (ARCHIVE_SUFFIX, CLASSIFIERS, IMAGE_GRAPH, TEXT_GRAPH, VOCAB, build_manifest, refuse_existing,
                        write_archive, write_manifest)
-from .onnx_graphs import ImageEncoder, TextEncoder, check_graph, export_onnx, tag_id_matrix
+from .onnx_graphs import ImageEncoder, TextEncoder, check_graph, export_onnx, macs_per_photo, tag_id_matrix
 from .quantize import INT8_CONFIGS, calibration_images, choose_int8_config, session_for
 from .quantize_text import quantize_text_graph
 from .verify import (calibrated_thresholds, check_parity, exported_test_metrics, image_paths, ort_session,
@@ -60,6 +60,7 @@ class _Job:
     threads: int
     batch_size: int
     log: Log
+    mirror: bool = False
 
 
 def _targets(out, archive: bool, force: bool) -> tuple[Path, bool, Path | None]:
@@ -85,15 +86,16 @@ def _classifiers(model: nn.Module, dataset: Dataset) -> torch.Tensor:
     return z
 
 
-def write_graphs(job: _Job, bundle: Path, work: Path, opset: int) -> tuple[Path, Path, dict | None]:
+def write_graphs(job: _Job, bundle: Path, work: Path, opset: int) -> tuple[Path, Path, dict | None, int]:
     """Step 1: the fp32 graphs (into ``work`` when quantising: the bundle gets int8 ones), the int8 text graph
-    when asked, the classifiers and the vocabulary. Returns the fp32 image and text graphs' paths and the text
-    graph's quantisation record."""
+    when asked, the classifiers and the vocabulary. Returns the fp32 image and text graphs' paths, the text
+    graph's quantisation record and the image graph's multiply-accumulates per photo."""
     z_unit = F.normalize(job.z, dim=1, eps=1e-12)
     fp32_image = (work if job.quantize else bundle) / IMAGE_GRAPH
     fp32_text = (work if job.quantize else bundle) / TEXT_GRAPH
     example = torch.from_numpy(load_batch(image_paths(job.dataset, job.idx["val"][:2], "val"), job.size))
-    export_onnx(ImageEncoder(job.backbone, job.model, z_unit).eval(), example, "pixels", fp32_image, opset)
+    encoder = ImageEncoder(job.backbone, job.model, z_unit, job.mirror).eval()
+    export_onnx(encoder, example, "pixels", fp32_image, opset)
     tags = torch.from_numpy(tag_id_matrix(job.dataset.bow(job.idx["val"][:2])))
     export_onnx(TextEncoder(job.model, z_unit).eval(), tags, "tags", fp32_text, opset, input_axes={0: "N", 1: "L"})
     np.save(bundle / CLASSIFIERS, job.z.numpy().astype(np.float32), allow_pickle=False)
@@ -101,7 +103,7 @@ def write_graphs(job: _Job, bundle: Path, work: Path, opset: int) -> tuple[Path,
     text_quant = None
     if job.quantize:
         text_quant = quantize_text_graph(fp32_text, bundle / TEXT_GRAPH, work, job.dataset.bow(job.idx["train"][:4096]))
-    return fp32_image, fp32_text, text_quant
+    return fp32_image, fp32_text, text_quant, macs_per_photo(encoder, job.size)
 
 
 def quantize_image(job: _Job, fp32_image: Path, bundle: Path, work: Path, *, calibration_data, calibration_size: int,
@@ -125,7 +127,7 @@ def validate(job: _Job, sessions: dict, text_sessions: dict, *, parity_samples: 
     val_bow, val_labels = job.dataset.bow(job.idx["val"]), job.dataset.label_matrix(job.idx["val"])
     parity, val, val_t = check_parity(job.model, job.backbone, val_paths, val_bow, job.size, sessions, text_sessions,
                                       samples=parity_samples, tol=parity_tol, min_int8_cosine=min_int8_cosine,
-                                      batch_size=job.batch_size)
+                                      batch_size=job.batch_size, mirror=job.mirror)
     thresholds = calibrated_thresholds(val["image"][1], val_labels)
     k = min(4, len(val_paths))
     probe = (val_paths[:k], val_bow[:k], {"image": val["image"][0][:k], "text": val_t[0][:k]})
@@ -158,7 +160,7 @@ def put_in_place(bundle: Path, probe: tuple, out: Path, archive_only: bool, arch
 def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: Dataset, splits, out,
                   *, opset: int = 17, quantize: str | None = None, calibration_data=None,
                   calibration_size: int = 256, calibration_method: str = "minmax", per_channel: bool = True,
-                  archive: bool = False, force: bool = False, run_metrics: dict | None = None,
+                  archive: bool = False, force: bool = False, run_metrics: dict | None = None, mirror: bool = False,
                   parity_samples: int = 256, parity_tol: float = 1e-4, min_int8_cosine: float = 0.99,
                   batch_size: int = 32, threads: int = 2, int8_configs=INT8_CONFIGS, log: Log | None = None) -> Path:
     """Export ``model`` (+ ``backbone``) to the bundle ``out`` (a directory, or a ``.dagnn`` archive when
@@ -168,7 +170,9 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
     threshold calibration, test pairs the reported mAP. Returns the path written (the directory, or the
     archive for a ``.dagnn`` target). ``int8_configs``: the int8 configurations to try, in order
     (``quantize.INT8_CONFIGS``); the first whose validation cosine reaches ``min_int8_cosine`` is recorded in
-    the manifest with its quantiser options and session settings, and none reaching it refuses the export."""
+    the manifest with its quantiser options and session settings, and none reaching it refuses the export.
+    ``mirror``: the image graph embeds a photo as the mean over it and its mirror image (``ImageEncoder``);
+    parity, thresholds and test metrics are measured through it."""
     log = log or (lambda msg: None)
     if quantize not in (None, "int8"):
         raise ExportError(f"unknown quantisation {quantize!r}; only int8 is supported")
@@ -180,7 +184,8 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
         if len(idx[name]) == 0:
             raise ExportError(f"the {name} split is empty")
     size = int(getattr(backbone, "image_size", config.get("image_size") or 224))
-    job = _Job(model, backbone, dataset, idx, size, _classifiers(model, dataset), quantize, threads, batch_size, log)
+    job = _Job(model, backbone, dataset, idx, size, _classifiers(model, dataset), quantize, threads, batch_size, log,
+               mirror)
 
     tmp = temp_dir_beside(out)
     try:
@@ -188,7 +193,7 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
         bundle.mkdir()
         work.mkdir()
         t0 = time.time()
-        fp32_image, fp32_text, text_quant = write_graphs(job, bundle, work, opset)
+        fp32_image, fp32_text, text_quant, macs = write_graphs(job, bundle, work, opset)
         quant_info, image_config = None, {}
         if quantize:
             quant_info = quantize_image(job, fp32_image, bundle, work, calibration_data=calibration_data,
@@ -226,7 +231,8 @@ def export_bundle(model: nn.Module, backbone: nn.Module, config: dict, dataset: 
         manifest = build_manifest(config=config, backbone_name=getattr(backbone, "name", config.get("backbone")),
                                   labels=dataset.labels, vocab_size=len(dataset.vocab), size=size,
                                   dim=int(job.z.shape[1]), opset=opset, quantize=quantize, thresholds=thresholds,
-                                  metrics=metrics, parity=parity, quant_info=quant_info, weights=weights)
+                                  metrics=metrics, parity=parity, quant_info=quant_info, weights=weights,
+                                  mirror=mirror, macs=macs)
         write_manifest(bundle, manifest)
 
         shutil.rmtree(work)

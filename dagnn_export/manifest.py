@@ -31,9 +31,10 @@ def embedding_space(files: dict, manifest: dict) -> str:
 
 def build_manifest(*, config: dict, backbone_name: str, labels: list, vocab_size: int, size: int, dim: int,
                    opset: int, quantize: str | None, thresholds: dict, metrics: dict, parity: dict,
-                   quant_info: dict | None, weights: dict) -> dict:
+                   quant_info: dict | None, weights: dict, mirror: bool = False, macs: int | None = None) -> dict:
     """Everything the manifest says except the digests (added by ``write_manifest``). ``weights``: per graph
-    its weights-file entry (``graph_weights.move_weights_out``) or None."""
+    its weights-file entry (``graph_weights.move_weights_out``) or None. ``mirror`` and ``macs`` (per photo,
+    both passes counted) describe the image graph's work, so that ``dagnn info`` can state its cost."""
     n_labels = len(labels)
     graph = lambda file, name, shape, dtype, precision: {  # noqa: E731
         "file": file, "input": name, "outputs": list(OUTPUTS), "input_shape": shape, "input_dtype": dtype,
@@ -61,6 +62,11 @@ def build_manifest(*, config: dict, backbone_name: str, labels: list, vocab_size
         "metrics": metrics,
         "parity": parity,
     }
+    image = manifest["graphs"]["image_encoder"]
+    image["mirror"] = bool(mirror)
+    if macs is not None:
+        image["cost"] = {"backbones": str(backbone_name).split("+"), "input_side": size,
+                         "macs_per_photo": int(macs), "passes": 2 if mirror else 1}
     for name, entry in weights.items():
         if entry is not None:
             manifest["graphs"][name]["weights"] = entry

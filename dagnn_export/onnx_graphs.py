@@ -19,16 +19,46 @@ OUTPUTS = ("embedding", "label_scores")
 
 
 class ImageEncoder(nn.Module):
-    """uint8 pixels (N, S, S, 3) → backbone → Gv1 → (v, cos(v, Z)) with Z a constant."""
+    """uint8 pixels (N, S, S, 3) → backbone → Gv1 → (v, cos(v, Z)) with Z a constant.
 
-    def __init__(self, backbone: nn.Module, model: nn.Module, z_unit: torch.Tensor):
+    ``mirror``: v is the mean of Gv1's output for the photos and for their left-right mirror images
+    (test-time augmentation), flipped in the graph; the backbone runs once on the batch and its mirror
+    stacked, so the scores come from that mean."""
+
+    def __init__(self, backbone: nn.Module, model: nn.Module, z_unit: torch.Tensor, mirror: bool = False):
         super().__init__()
-        self.backbone, self.model = backbone, model
+        self.backbone, self.model, self.mirror = backbone, model, bool(mirror)
         self.register_buffer("z_unit", z_unit)
 
     def forward(self, pixels):
-        v = self.model.image_common(self.backbone(pixels))
+        if self.mirror:
+            both = self.model.image_common(self.backbone(torch.cat([pixels, pixels.flip(2)])))
+            v = both.reshape(2, -1, both.shape[1]).mean(0)
+        else:
+            v = self.model.image_common(self.backbone(pixels))
         return v, F.normalize(v, dim=1, eps=1e-12) @ self.z_unit.T
+
+
+def macs_per_photo(module: nn.Module, side: int) -> int:
+    """Multiply-accumulates of the convolutions and linear layers when ``module`` encodes one photo of
+    ``side`` px (counted with forward hooks, not timed): a deterministic measure of the encoder's cost."""
+    total = [0]
+
+    def count(layer, _inputs, output):
+        if isinstance(layer, nn.Conv2d):
+            per_output = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
+        else:
+            per_output = layer.in_features
+        total[0] += output.numel() * per_output
+
+    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            module(torch.zeros((1, side, side, 3), dtype=torch.uint8))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return int(total[0])
 
 
 class TextEncoder(nn.Module):

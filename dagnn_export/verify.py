@@ -104,11 +104,23 @@ def rounded_maps(image_emb, text_emb, labels) -> dict:
 
 
 # -------------------------------------------------------------------------------------------- checking
+def torch_outputs(model, backbone, pixels: np.ndarray, bow: np.ndarray, mirror: bool = False) -> dict:
+    """The torch model's v, t and scores of a batch; with ``mirror``, v is the mean of Gv1's output for the
+    photos and for their mirror images (flipped here in numpy, apart from the graph's own flip)."""
+    with torch.no_grad():
+        res = model(backbone(torch.from_numpy(pixels)), torch.from_numpy(bow))
+        if mirror:
+            flipped = np.ascontiguousarray(pixels[:, :, ::-1])
+            res["v"] = (res["v"] + model.image_common(backbone(torch.from_numpy(flipped)))) / 2
+            res["scores_v"] = model.scores(res["v"], model.classifiers())
+    return res
+
+
 def check_parity(model, backbone, val_paths, val_bow, size, sessions, text_sessions, *, samples: int, tol: float,
-                 min_int8_cosine: float, batch_size: int) -> tuple[dict, dict, tuple]:
+                 min_int8_cosine: float, batch_size: int, mirror: bool = False) -> tuple[dict, dict, tuple]:
     """Run the exported graphs on the validation pairs and compare the first ``samples`` with torch (the
-    fp32 graphs; int8 ones by their cosine to those). Returns (parity record, image outputs per session,
-    text outputs of the bundle's text graph); raises ExportError on disagreement."""
+    fp32 graphs; int8 ones by their cosine to those), mirrored as the graph is. Returns (parity record, image
+    outputs per session, text outputs of the bundle's text graph); raises ExportError on disagreement."""
     n_par = min(samples, len(val_paths))
     ref = {"v": [], "t": [], "scores_v": [], "scores_t": []}
 
@@ -116,8 +128,7 @@ def check_parity(model, backbone, val_paths, val_bow, size, sessions, text_sessi
         if start >= n_par:
             return
         k = min(len(pixels), n_par - start)
-        with torch.no_grad():
-            res = model(backbone(torch.from_numpy(pixels[:k])), torch.from_numpy(val_bow[start:start + k]))
+        res = torch_outputs(model, backbone, pixels[:k], val_bow[start:start + k], mirror)
         for key in ref:
             ref[key].append(res[key].float().numpy())
 
