@@ -6,15 +6,14 @@ from typing import Optional
 
 import typer
 
+from dagnn_export.backbone_names import BACKBONES, LITE_SIDES
+
 from .app import app, needs_train_extra
 
-# The names of ``dagnn_export.backbones.BUILDERS``, written out so that the CLI starts without importing torch
-# (a test keeps the two equal).
-BACKBONES = ("vgg19", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite0_mid",
-             "tiny")
 BACKBONE_HELP = (" | ".join(BACKBONES) + ", or several joined by '+' (fused: features side by side, the input at "
-                 "the largest member's side). efficientnet_lite0/1/2 take 224/240/260 px; efficientnet_lite0_mid is "
-                 "Lite0's first 11 of 16 blocks (weaker, cheaper features); tiny is for tests.")
+                 "the largest member's side). Input sides: " + ", ".join(f"{n} {s} px" for n, s in LITE_SIDES.items())
+                 + "; efficientnet_lite0_mid is Lite0's first 11 of 16 blocks (weaker, cheaper features); tiny is "
+                 "for tests.")
 
 
 @app.command()

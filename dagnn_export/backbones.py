@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .backbone_names import BACKBONES, LITE_SIDES
 from .errors import BackboneError
 from .weights_files import apply_state_dict, load_state_dict
 
@@ -149,7 +150,8 @@ class _PooledMaps(nn.Module):
 def _efficientnet_lite0_mid(weights, pretrained: bool) -> ImageBackbone:
     """EfficientNet-Lite0's stem and first ``MID_BLOCKS`` blocks, pooled: mid-level features (112 channels after
     stage 5, against 1280 after the head), to study DAGNN on weaker features."""
-    body = _PooledMaps(leading_blocks(_efficientnet_lite(0, 224)(weights, pretrained), MID_BLOCKS)).eval()
+    lite0 = _efficientnet_lite(0, LITE_SIDES["efficientnet_lite0"])(weights, pretrained)
+    body = _PooledMaps(leading_blocks(lite0, MID_BLOCKS)).eval()
     with torch.no_grad():
         dim = body(torch.zeros(1, 3, 32, 32)).shape[1]
     return ImageBackbone("efficientnet_lite0_mid", body, dim, mean=LITE_MEAN, std=LITE_STD)
@@ -169,17 +171,15 @@ def _tiny(weights) -> ImageBackbone:
     return ImageBackbone("tiny", body, 64)
 
 
-# The one registry of backbones: name → builder(weights, pretrained). Each EfficientNet-Lite whose ImageNet
-# weights install from a registry package is a line here, at its own input side.
+# name → builder(weights, pretrained), for every name in ``backbone_names.BACKBONES`` (an EfficientNet-Lite is
+# a line in ``LITE_SIDES`` there, nothing here).
 BUILDERS = {
     "vgg19": _vgg19,
-    "efficientnet_lite0": _efficientnet_lite(0, 224),
-    "efficientnet_lite1": _efficientnet_lite(1, 240),
-    "efficientnet_lite2": _efficientnet_lite(2, 260),
+    **{name: _efficientnet_lite(int(name.removeprefix("efficientnet_lite")), side)
+       for name, side in LITE_SIDES.items()},
     "efficientnet_lite0_mid": _efficientnet_lite0_mid,
     "tiny": lambda weights, pretrained: _tiny(weights),
 }
-BACKBONES = tuple(BUILDERS)
 
 
 class FusedBackbone(ImageBackbone):

@@ -113,7 +113,7 @@ def test_the_cli_lists_the_registry_without_importing_it(bb):
 
     import dagnn_cli.main  # noqa: F401  (registers every command on the app)
     from dagnn_cli.app import app
-    from dagnn_cli.features_cmd import BACKBONES
+    from dagnn_export.backbone_names import BACKBONES
 
     assert BACKBONES == tuple(bb.BUILDERS) == bb.BACKBONES
     result = CliRunner().invoke(app, ["features", "--help"], env={"COLUMNS": "200"})
