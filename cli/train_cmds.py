@@ -36,7 +36,8 @@ def train(
     beta: Optional[float] = typer.Option(None, "--beta", help="Weight of L_adv."),
     tau: Optional[float] = typer.Option(None, "--tau", help="Graph threshold (default 0.3 GAT, 0.4 GCN)."),
     p: Optional[float] = typer.Option(None, "--p", help="Neighbour weight of the re-weighted graph (GCN)."),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="Backbone for on-the-fly feature extraction (names and input sides: `dagnn features --help`; a+b fuses several)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Backbone for on-the-fly feature extraction "
+                                           "(names and input sides: `dagnn features --help`; a+b fuses several)."),
     backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local backbone weights."),
     finetune_backbone: Optional[int] = typer.Option(None, "--finetune-backbone", min=0,
                                                     help="Train the backbone's last K blocks with DAGNN, on trunk "
