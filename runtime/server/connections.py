@@ -5,10 +5,12 @@ long as the client likes, and accepts connections until ``accept`` fails for wan
 asyncio logs a traceback for every try, many thousands a second). Here:
 
 - ``guarded_protocol(base, ...)``: uvicorn's HTTP protocol class (``base``, passed in: only ``dagnn serve``
-  imports uvicorn) with
+  imports uvicorn), on httptools or on h11 alike, with
   - a **head timeout**: a request head must be complete within ``header_timeout_s`` of the connection
     opening, or of the first byte of a later request on it; else 408 (or, when nothing at all came, the
-    connection is just closed, as for an unused preconnect);
+    connection is just closed, as for an unused preconnect). What the parser refuses (not HTTP/1.1, or a head
+    still incomplete past ``client_progress.MAX_HEAD_BYTES``) is 400 in the API's error shape, the same
+    from either parser (uvicorn answers it in plain text, framed differently by each);
   - a **drain timeout**: when an answer went out before the request body was read (a refusal), the rest of
     the body must arrive within ``drain_timeout_s``; else the connection is closed;
   - a **send timeout**: a client that reads nothing of an answer for ``send_timeout_s`` is cut off;
@@ -28,6 +30,7 @@ import json
 import logging
 from dataclasses import dataclass
 
+from .client_progress import MAX_HEAD_BYTES, client_progress
 from .errors import ApiError
 
 log = logging.getLogger("dagnn_runtime.server.connections")
@@ -82,19 +85,20 @@ def _raw_answer(status: int, reason: str, code: str, message: str, headers: str 
 
 
 def guarded_protocol(base: type, limits: ConnectionLimits) -> type:
-    """``base`` (uvicorn's ``H11Protocol``) with the timeouts and the cap of the module docstring."""
-    import h11  # uvicorn's HTTP/1.1 parser: here only when dagnn serve runs uvicorn
-
+    """``base`` (uvicorn's ``HttpToolsProtocol`` or ``H11Protocol``) with the timeouts and the cap of the module
+    docstring."""
     waiting: dict = {}  # connections not busy answering, oldest first (the order they last became idle)
     count = [0]         # connections open and not being closed (a closing one frees its descriptor soon)
     timed_out = _raw_answer(408, "Request Timeout", "timeout",
                             f"the request head did not arrive within {limits.header_timeout_s:g} s")
     full = _raw_answer(503, "Service Unavailable", "overloaded",
                        "the server has as many connections as it can hold: retry shortly", "retry-after: 1\r\n")
+    malformed = _raw_answer(400, "Bad Request", "bad_request", "the request is not valid HTTP/1.1, or its head "
+                            f"is longer than {MAX_HEAD_BYTES} bytes")
 
-    class GuardedProtocol(base):
+    class GuardedProtocol(client_progress(base), base):
         _timer = _timer_kind = _send_timer = None
-        _head_bytes, _counted = 0, False
+        _counted = False
 
         # ---- connection -------------------------------------------------------------------------------
         def connection_made(self, transport) -> None:
@@ -141,19 +145,21 @@ def guarded_protocol(base: type, limits: ConnectionLimits) -> type:
 
         # ---- the request head, and the rest of a body no one reads ---------------------------------
         def data_received(self, data: bytes) -> None:
-            if self._timer is None and not self._busy() and self.conn.their_state is h11.IDLE:
+            if self._timer is None and not self._busy() and self._head_pending():
                 self._arm("head", limits.header_timeout_s)  # a later request on a kept-alive connection
-            if self._timer_kind == "head":
-                self._head_bytes += len(data)
             super().data_received(data)
-            state = self.conn.their_state
-            if self._timer_kind == "head" and state is not h11.IDLE:  # the head is complete
+            # the head is complete (busy: a pipelined head behind it is timed once this one is answered)
+            if self._timer_kind == "head" and (self._busy() or not self._head_pending()):
                 self._disarm()
                 waiting.pop(self, None)
-            elif self._timer_kind == "drain" and state is not h11.SEND_BODY:  # the unread body is through
+            elif self._timer_kind == "drain" and not self._body_pending():  # the unread body is through
                 self._disarm()
-                if state is h11.IDLE and not self._busy():
+                if self._head_pending() and not self._busy():
                     self._arm("head", limits.header_timeout_s)
+
+        def send_400_response(self, msg: str) -> None:
+            """What the parser refused: the same answer from either parser."""
+            self._close("the HTTP parser refused the request", malformed, logging.DEBUG)  # already logged
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -161,12 +167,14 @@ def guarded_protocol(base: type, limits: ConnectionLimits) -> type:
                 return
             waiting.pop(self, None)
             waiting[self] = None
-            if self.conn.their_state is h11.SEND_BODY:  # answered before the body was read: drain, bounded
+            if self._body_pending():  # answered before the body was read: drain, bounded
                 self._arm("drain", limits.drain_timeout_s)
+            elif self._head_begun():  # part of a next request came along (pipelined): its head is timed now
+                self._arm("head", limits.header_timeout_s)
 
         def _arm(self, kind: str, seconds: float) -> None:
             self._disarm()
-            self._timer_kind, self._head_bytes = kind, 0
+            self._timer_kind = kind
             self._timer = self.loop.call_later(seconds, self._expired)
 
         def _disarm(self) -> None:
@@ -176,7 +184,7 @@ def guarded_protocol(base: type, limits: ConnectionLimits) -> type:
 
         def _expired(self) -> None:
             kind, self._timer, self._timer_kind = self._timer_kind, None, None
-            if kind == "head" and self._head_bytes == 0:
+            if kind == "head" and not self._head_begun():
                 self._close("no request within the head timeout", level=logging.DEBUG)  # e.g. a preconnect
             elif kind == "head":
                 self._close(f"request head not complete within {limits.header_timeout_s:g} s", timed_out)
