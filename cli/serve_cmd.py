@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import zipfile
 from pathlib import Path
 from typing import List, Optional
@@ -37,6 +38,30 @@ def check_listen(host: str, port: int) -> None:
         except OSError as exc:
             raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}): is another server using it? "
                              "Pick another --port") from None
+
+
+def http_protocol() -> tuple[type, str]:
+    """uvicorn's HTTP/1.1 protocol: on httptools (C, in the [serve] extra) where it imports, else on h11 (pure
+    Python, uvicorn's own). DAGNN_HTTP_PARSER=h11 picks h11 anyway (tests run the guards on both)."""
+    if os.environ.get("DAGNN_HTTP_PARSER", "").lower() != "h11":
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+            return HttpToolsProtocol, "httptools"
+        except ImportError:
+            pass
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    return H11Protocol, "h11"
+
+
+def event_loop() -> str:
+    """uvloop where it imports (the [serve] extra, not on Windows), else asyncio's own loop."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
 
 
 @app.command()
@@ -84,7 +109,6 @@ def serve(
     """Serve search, tagging and index updates over HTTP (API v1 at /v1, docs at /docs, page at /)."""
     try:
         import uvicorn
-        from uvicorn.protocols.http.h11_impl import H11Protocol
 
         from dagnn_runtime.server import Limits, browser, create_app
         from dagnn_runtime.server.connections import ConnectionLimits, descriptor_budget, guarded_protocol
@@ -121,14 +145,19 @@ def serve(
     asgi = create_app(bundle, indexes, uploads=uploads, api_key=api_key, limits=limits, max_batch=max_batch,
                       max_wait_ms=max_wait_ms, model_workers=model_workers, threads=threads, refresh_s=refresh_s,
                       hosts=hosts, cors_origins=origins, body_timeout_s=body_timeout_s)
-    protocol = guarded_protocol(H11Protocol, ConnectionLimits(max_connections, header_timeout_s, body_timeout_s,
-                                                              send_timeout_s))
+    base, parser = http_protocol()
+    loop = event_loop()
+    protocol = guarded_protocol(base, ConnectionLimits(max_connections, header_timeout_s, body_timeout_s,
+                                                       send_timeout_s))
     # the cap is enforced as connections open (guarded_protocol), not with uvicorn's limit_concurrency: that
     # answers 503 to requests but keeps every connection, so it cannot keep the process under its limit
+    # no WebSocket routes: ws="none" keeps an Upgrade request from taking its connection out of the guards
     config = uvicorn.Config(asgi, host=host, port=port, log_level=log_level, access_log=access_log,
                             timeout_graceful_shutdown=10, server_header=False, http=protocol, backlog=backlog,
-                            timeout_keep_alive=keep_alive_s)
-    logging.getLogger("dagnn_runtime.server").info("at most %d connections (backlog %d)", max_connections, backlog)
+                            timeout_keep_alive=keep_alive_s, loop=loop, ws="none")
+    server_log = logging.getLogger("dagnn_runtime.server")
+    server_log.info("HTTP parser %s, event loop %s", parser, loop)
+    server_log.info("at most %d connections (backlog %d)", max_connections, backlog)
 
     class Server(uvicorn.Server):
         rate = None
