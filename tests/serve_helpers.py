@@ -10,11 +10,16 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 import httpx
+import pytest
 
 SERVE = "import dagnn_cli.serve_cmd; from dagnn_cli.app import main; main()"
+# uvicorn's two HTTP/1.1 parsers, for tests of what the connection guards do on each (DAGNN_HTTP_PARSER)
+PARSERS = [pytest.param("httptools", marks=pytest.mark.skipif(find_spec("httptools") is None,
+                                                            reason="httptools is not installed")), "h11"]
 
 
 def build_index(model, data_dir: Path, out: Path) -> Path:
@@ -47,9 +52,12 @@ class Server:
 
 @contextmanager
 def serve(bundle, index, log_dir: Path, *args: str, ready: bool = True, env: dict | None = None, timeout: float = 60,
-          open_files: int | None = None):
+          open_files: int | None = None, parser: str | None = None):
     """A ``dagnn serve`` subprocess on a free loopback port; stopped with SIGTERM (graceful) at the end.
-    ``open_files``: its open-file limit (soft and hard), lowered before it starts."""
+    ``open_files``: its open-file limit (soft and hard), lowered before it starts. ``parser``: uvicorn's HTTP
+    parser, ``httptools`` or ``h11`` (default: the one ``dagnn serve`` picks)."""
+    if parser is not None:
+        env = {**(env or {}), "DAGNN_HTTP_PARSER": parser}
     port = free_port()
     log_path = log_dir / f"serve-{port}.log"
     cmd = [sys.executable, "-c", SERVE, "serve", "--bundle", str(bundle), "--index", str(index),
@@ -61,6 +69,7 @@ def serve(bundle, index, log_dir: Path, *args: str, ready: bool = True, env: dic
     server = Server(f"http://127.0.0.1:{port}", proc, log_path)
     try:
         wait_for(server, "/readyz" if ready else "/healthz", timeout)
+        assert parser is None or f"HTTP parser {parser}," in server.log(), server.log()
         yield server
     finally:
         if proc.poll() is None:

@@ -1,7 +1,8 @@
 """Slow and many clients against a real ``dagnn serve`` on 127.0.0.1 (issue 24): raw sockets that send a
 request head a byte at a time, or nothing, or a body too slowly, or never read the answer, and more
 connections than the process has descriptors for. Each is dropped within its bound, ``/healthz`` answers
-meanwhile or right after, and the log stays small. Every count and wait here is bounded."""
+meanwhile or right after, and the log stays small. Every count and wait here is bounded. Each test runs on
+both of uvicorn's HTTP parsers: httptools (what ``dagnn serve`` picks) and h11 (its fallback)."""
 from __future__ import annotations
 
 import io
@@ -19,7 +20,7 @@ pytest.importorskip("starlette", reason="needs the [serve] extra")
 httpx = pytest.importorskip("httpx")
 
 from bundle_factory import bundle_dir, data_dir, model  # noqa: E402,F401  (fixtures)
-from serve_helpers import build_index, serve  # noqa: E402
+from serve_helpers import PARSERS, build_index, serve  # noqa: E402
 
 TIMEOUTS = ("--header-timeout-s", "2", "--body-timeout-s", "2", "--send-timeout-s", "2")
 
@@ -29,9 +30,15 @@ def index_dir(tmp_path_factory, model, data_dir):
     return build_index(model, data_dir, tmp_path_factory.mktemp("index") / "index")
 
 
-def serve_limited(bundle, index, log_dir, *args, open_files: int | None = None):
-    """``dagnn serve`` as ``serve_helpers.serve`` starts it, optionally with its open-file limit lowered."""
-    return serve(bundle, index, log_dir, *args, open_files=open_files)
+@pytest.fixture(params=PARSERS)
+def parser(request):
+    return request.param
+
+
+def serve_limited(bundle, index, log_dir, parser, *args, open_files: int | None = None):
+    """``dagnn serve`` as ``serve_helpers.serve`` starts it on ``parser``, optionally with its open-file limit
+    lowered."""
+    return serve(bundle, index, log_dir, *args, open_files=open_files, parser=parser)
 
 
 def connect(server) -> socket.socket:
@@ -107,10 +114,10 @@ def answer_of(data: bytes) -> tuple[int, dict]:
     return int(head.split()[1]), json.loads(body)
 
 
-def test_slow_heads_and_bodies_are_dropped_and_healthz_answers_meanwhile(tmp_path, bundle_dir, index_dir):
+def test_slow_heads_and_bodies_are_dropped_and_healthz_answers_meanwhile(tmp_path, bundle_dir, index_dir, parser):
     """Slowloris: connections that send nothing, a head a byte every 0.3 s, or a body that stops. With 2 s
     bounds, each is closed within them (a head that began, and a body, with 408), while /healthz answers."""
-    with serve_limited(bundle_dir, index_dir, tmp_path, *TIMEOUTS) as srv:
+    with serve_limited(bundle_dir, index_dir, tmp_path, parser, *TIMEOUTS) as srv:
         silent = [connect(srv) for _ in range(5)]
         dribbling = [connect(srv) for _ in range(5)]
         slow_body = [connect(srv) for _ in range(3)]
@@ -158,10 +165,10 @@ def test_slow_heads_and_bodies_are_dropped_and_healthz_answers_meanwhile(tmp_pat
     assert "Traceback" not in srv.log(), srv.log()
 
 
-def test_a_body_nobody_reads_is_not_waited_for(tmp_path, bundle_dir, index_dir):
+def test_a_body_nobody_reads_is_not_waited_for(tmp_path, bundle_dir, index_dir, parser):
     """A request answered before its body was read (here a 415) whose client goes on sending the body a byte
     every 0.5 s: the connection is closed within the 2 s drain bound, not kept while the bytes trickle."""
-    with serve_limited(bundle_dir, index_dir, tmp_path, *TIMEOUTS) as srv:
+    with serve_limited(bundle_dir, index_dir, tmp_path, parser, *TIMEOUTS) as srv:
         sock = connect(srv)
         sock.sendall(b"POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
                      b"Content-Length: 100000\r\n\r\nsky")
@@ -188,7 +195,7 @@ def test_a_body_nobody_reads_is_not_waited_for(tmp_path, bundle_dir, index_dir):
     assert "Traceback" not in srv.log(), srv.log()
 
 
-def test_a_client_that_reads_nothing_of_an_answer_is_cut_off(tmp_path, bundle_dir, index_dir):
+def test_a_client_that_reads_nothing_of_an_answer_is_cut_off(tmp_path, bundle_dir, index_dir, parser):
     """An 8 MB photo asked for by a client with a tiny receive buffer that then reads nothing: the server's
     send stalls, and after the 2 s send bound the connection is cut, not held with its request."""
     from PIL import Image
@@ -196,14 +203,14 @@ def test_a_client_that_reads_nothing_of_an_answer_is_cut_off(tmp_path, bundle_di
     big = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (1700, 1700, 3), dtype=np.uint8)).save(
         big, format="PNG", compress_level=0)
-    with serve_limited(bundle_dir, index_dir, tmp_path, *TIMEOUTS) as srv:
-        added = httpx.post(srv.url + "/v1/items", data={"id": "big"}, timeout=60,
+    with serve_limited(bundle_dir, index_dir, tmp_path, parser, *TIMEOUTS) as srv:
+        added = httpx.post(srv.url + "/v1/items", data={"id": f"big-{parser}"}, timeout=60,  # one index, two runs
                            files={"image": ("big.png", big.getvalue(), "image/png")})
         assert added.status_code == 201, added.text
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", int(srv.url.rsplit(":", 1)[1])))
-        sock.sendall(b"GET /v1/items/big/image HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        sock.sendall(f"GET /v1/items/big-{parser}/image HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         time.sleep(5)  # reads nothing
         data, closed = read_until_closed(sock, time.monotonic() + 10)
         sock.close()
@@ -214,14 +221,14 @@ def test_a_client_that_reads_nothing_of_an_answer_is_cut_off(tmp_path, bundle_di
 
 
 def test_more_connections_than_descriptors_healthz_recovers_and_the_log_stays_small(tmp_path, bundle_dir,
-                                                                                  index_dir):
+                                                                                  index_dir, parser):
     """The probe: past the open-file limit /healthz failed and asyncio logged a traceback per accept try
     (57 MB in 20 s). Here the server may open 256 files; 600 idle connections, then 60 requests that hold
     their connection (a body that never comes) are thrown at it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2000:  # this test process holds the 660 client sockets
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
-    with serve_limited(bundle_dir, index_dir, tmp_path, *TIMEOUTS, open_files=256) as srv:
+    with serve_limited(bundle_dir, index_dir, tmp_path, parser, *TIMEOUTS, open_files=256) as srv:
         idle, busy, answered = [], [], 0
         try:
             for n in range(600):  # idle connections: each new one beyond the cap replaces the oldest
