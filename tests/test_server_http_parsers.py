@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from importlib.util import find_spec
 
 import pytest
 
@@ -141,3 +142,16 @@ def test_a_request_after_a_drained_body_is_answered(server):
     refusal = b"POST /v1/search HTTP/1.1\r\n" + HOST + b"Content-Type: text/plain\r\nContent-Length: 10\r\n\r\nab"
     answers, closed = exchange(server, refusal, 0.3, b"cdefghij", 0.3, HEALTHZ)
     assert [a[0] for a in answers] == [415, 200] and not closed, answers
+
+
+def test_without_httptools_and_uvloop_serve_falls_back_to_h11_and_asyncio(monkeypatch):
+    import sys
+
+    from dagnn_cli.serve_cmd import event_loop, http_protocol
+
+    monkeypatch.delenv("DAGNN_HTTP_PARSER", raising=False)
+    if find_spec("httptools") is not None:
+        assert http_protocol()[1] == "httptools"
+    monkeypatch.setitem(sys.modules, "uvicorn.protocols.http.httptools_impl", None)  # import fails
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    assert http_protocol()[1] == "h11" and event_loop() == "asyncio"
