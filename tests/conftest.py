@@ -29,3 +29,20 @@ def mirflickr_dir(shared_dir) -> Path:
 @pytest.fixture(scope="session")
 def torch():
     return pytest.importorskip("torch", reason="needs the [train] extra (torch)")
+
+
+@pytest.fixture(scope="module")
+def bb(torch):
+    """The backbones module, torch on 2 threads."""
+    from dagnn_export import backbones
+
+    torch.set_num_threads(2)
+    return backbones
+
+
+def run_backbone(model, pixels):
+    """A backbone's features (numpy) of uint8 pixels, without autograd."""
+    import torch
+
+    with torch.inference_mode():
+        return model(torch.from_numpy(pixels)).numpy()

@@ -4,22 +4,10 @@ and the CLI's torch-free list of names."""
 import numpy as np
 import pytest
 
+from conftest import run_backbone
+
 pytestmark = pytest.mark.torch
 
-
-@pytest.fixture(scope="module")
-def bb(torch):
-    from dagnn_export import backbones
-
-    torch.set_num_threads(2)
-    return backbones
-
-
-def _run(model, pixels):
-    import torch
-
-    with torch.inference_mode():
-        return model(torch.from_numpy(pixels)).numpy()
 
 
 def _pixels(n, side, seed=0):
@@ -33,10 +21,10 @@ def test_lite_pretrained_from_its_package_at_its_own_side(bb, torch, name, side)
     stem = "body.net._conv_stem.weight"
     assert not torch.equal(pre.state_dict()[stem], rand.state_dict()[stem])
     pixels = _pixels(2, side)
-    feats = _run(pre, pixels)
+    feats = run_backbone(pre, pixels)
     assert feats.shape == (2, 1280) and np.isfinite(feats).all()
     assert (feats >= 0).all() and (feats <= 6).all(), "pooled ReLU6 activations lie in [0, 6]"
-    assert not np.allclose(feats, _run(rand, pixels))
+    assert not np.allclose(feats, run_backbone(rand, pixels))
 
 
 def _normalised(bb, torch, x):
@@ -53,18 +41,18 @@ def test_fused_features_are_the_members_on_the_input_resized_to_their_sides(bb, 
     lite1, lite0 = fused.body
     assert (fused.name, fused.image_size, fused.feature_dim) == ("efficientnet_lite1+efficientnet_lite0", 240, 2560)
     pixels = _pixels(2, 240, seed=3)
-    got = _run(fused, pixels)
+    got = run_backbone(fused, pixels)
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
     with torch.inference_mode():
         small = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
         ref0 = lite0.body(_normalised(bb, torch, small)).numpy()
         ref1 = lite1.body(_normalised(bb, torch, x)).numpy()
     np.testing.assert_allclose(got[:, :1280], ref1, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(got[:, :1280], _run(lite1, pixels), rtol=1e-5, atol=1e-6)  # full side: its own forward
+    np.testing.assert_allclose(got[:, :1280], run_backbone(lite1, pixels), rtol=1e-5, atol=1e-6)  # full side: its own forward
     np.testing.assert_allclose(got[:, 1280:], ref0, rtol=1e-5, atol=1e-5)
     # and close to the member's own forward on the resized photo rounded to uint8 pixels
     rounded = small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-    own = _run(lite0, rounded)
+    own = run_backbone(lite0, rounded)
     cos = np.sum(own * got[:, 1280:], axis=1) / np.linalg.norm(own, axis=1) / np.linalg.norm(got[:, 1280:], axis=1)
     assert cos.min() > 0.999
 
@@ -75,7 +63,7 @@ def test_fused_onnx_export_matches_torch(bb, tmp_path):
     path = bb.export_onnx(fused, tmp_path / "fused.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     pixels = _pixels(3, 224, seed=4)
-    np.testing.assert_allclose(session.run(["features"], {"pixels": pixels})[0], _run(fused, pixels), atol=1e-5)
+    np.testing.assert_allclose(session.run(["features"], {"pixels": pixels})[0], run_backbone(fused, pixels), atol=1e-5)
 
 
 @pytest.mark.parametrize("name, weights, says", [
@@ -100,7 +88,7 @@ def test_lite1_comes_apart_for_fine_tuning_like_lite0(bb, torch):
         for block in blocks:
             x = block(x)
         by_parts = finish(x).mean(dim=(2, 3)).numpy()
-    np.testing.assert_allclose(by_parts, _run(model, pixels), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(by_parts, run_backbone(model, pixels), rtol=1e-5, atol=1e-6)
     trunk, head = split_backbone(model, depth=3, trainable=1)
     with torch.inference_mode():
         split = head(trunk(torch.from_numpy(pixels))).numpy()

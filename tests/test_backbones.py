@@ -3,22 +3,10 @@ import json
 import numpy as np
 import pytest
 
+from conftest import run_backbone
+
 pytestmark = pytest.mark.torch
 
-
-@pytest.fixture(scope="module")
-def bb(torch):
-    from dagnn_export import backbones
-
-    torch.set_num_threads(2)
-    return backbones
-
-
-def _run(model, pixels):
-    import torch
-
-    with torch.inference_mode():
-        return model(torch.from_numpy(pixels)).numpy()
 
 
 def test_tiny_shapes_and_seeded(bb, torch):
@@ -28,7 +16,7 @@ def test_tiny_shapes_and_seeded(bb, torch):
     assert (a.name, a.feature_dim, a.image_size) == ("tiny", 64, 224)
     assert not a.training
     pixels = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
-    fa, fb = _run(a, pixels), _run(b, pixels)
+    fa, fb = run_backbone(a, pixels), run_backbone(b, pixels)
     assert fa.shape == (3, 64) and fa.dtype == np.float32 and np.isfinite(fa).all()
     np.testing.assert_array_equal(fa, fb)
     assert not np.allclose(fa[0], fa[1]), "different images should give different features"
@@ -46,7 +34,7 @@ def test_normalisation_inside_the_model(bb, torch, name):
         manual[:, c] = (rgb[c] / 255.0 - mean[c]) / std[c]
     with torch.inference_mode():
         expected = model.body(manual).flatten(1).numpy()
-    np.testing.assert_allclose(_run(model, pixels), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_backbone(model, pixels), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_rejects_float_or_nchw_input(bb, torch):
@@ -68,7 +56,7 @@ def test_tiny_onnx_parity_dynamic_batch(bb, tmp_path):
         pixels = np.random.default_rng(n).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
         out = session.run(["features"], {"pixels": pixels})[0]
         assert out.shape == (n, 64)
-        np.testing.assert_allclose(out, _run(model, pixels), atol=1e-5)
+        np.testing.assert_allclose(out, run_backbone(model, pixels), atol=1e-5)
 
 
 def test_efficientnet_lite0_on_real_photos(bb, mirflickr_dir):
@@ -77,7 +65,7 @@ def test_efficientnet_lite0_on_real_photos(bb, mirflickr_dir):
     records = [json.loads(line) for line in (mirflickr_dir / "pairs.jsonl").open()]
     paths = [mirflickr_dir / r["image"] for r in records if r["image"]][:2]
     model = bb.build_backbone("efficientnet_lite0")
-    feats = _run(model, load_batch(paths))
+    feats = run_backbone(model, load_batch(paths))
     assert feats.shape == (2, 1280) and feats.dtype == np.float32 and np.isfinite(feats).all()
     assert (feats >= 0).all() and (feats <= 6).all(), "pooled ReLU6 activations lie in [0, 6]"
     assert not np.allclose(feats[0], feats[1])
@@ -85,8 +73,8 @@ def test_efficientnet_lite0_on_real_photos(bb, mirflickr_dir):
 
 def test_pretrained_efficientnet_differs_from_random_init(bb):
     pixels = np.full((1, 224, 224, 3), 128, dtype=np.uint8)
-    assert not np.allclose(_run(bb.build_backbone("efficientnet_lite0"), pixels),
-                           _run(bb.build_backbone("efficientnet_lite0", pretrained=False), pixels))
+    assert not np.allclose(run_backbone(bb.build_backbone("efficientnet_lite0"), pixels),
+                           run_backbone(bb.build_backbone("efficientnet_lite0", pretrained=False), pixels))
 
 
 def test_efficientnet_lite0_mid_is_the_full_networks_first_blocks_pooled(bb, torch):
@@ -99,13 +87,13 @@ def test_efficientnet_lite0_mid_is_the_full_networks_first_blocks_pooled(bb, tor
         for block in net._blocks[:bb.MID_BLOCKS]:
             x = block(x)
     assert (mid.feature_dim, mid.image_size, bb.MID_BLOCKS, len(net._blocks)) == (112, 224, 11, 16)
-    np.testing.assert_allclose(_run(mid, pixels), x.mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run_backbone(mid, pixels), x.mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_vgg19_fc7_features_and_offline_error(bb, torch, monkeypatch):
     model = bb.build_backbone("vgg19", pretrained=False)
     assert model.feature_dim == 4096
-    out = _run(model, np.zeros((1, 224, 224, 3), dtype=np.uint8))
+    out = run_backbone(model, np.zeros((1, 224, 224, 3), dtype=np.uint8))
     assert out.shape == (1, 4096) and (out >= 0).all(), "fc7 features come after the ReLU"
 
     def offline(*args, **kwargs):
