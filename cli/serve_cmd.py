@@ -21,9 +21,9 @@ def is_loopback(host: str) -> bool:
     return loopback(host)
 
 
-def check_listen(host: str, port: int) -> None:
-    """Refuse a --host that does not resolve, or a --port another server holds, in one line before starting
-    (uvicorn would say so only after start-up, over several log lines)."""
+def bind(host: str, port: int):
+    """A socket bound to --host and --port, or a one-line refusal of a --host that does not resolve or a
+    --port another server holds (uvicorn would say so only after start-up, over several log lines)."""
     import socket
 
     try:
@@ -31,13 +31,20 @@ def check_listen(host: str, port: int) -> None:
                                                              flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as exc:
         raise InputError(f"--host {host!r} is not an address of this machine ({exc.strerror})") from None
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}): is another server using it? "
-                             "Pick another --port") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}): is another server using it? "
+                         "Pick another --port") from None
+    return sock
+
+
+def check_listen(host: str, port: int) -> None:
+    """``bind``'s refusals, before uvicorn binds the address itself (one process)."""
+    bind(host, port).close()
 
 
 def http_protocol() -> tuple[type, str]:
@@ -74,7 +81,8 @@ def serve(
                                           help="Require 'Authorization: Bearer KEY' on the API."),
     uploads: Optional[Path] = typer.Option(None, "--uploads", help="Folder for images added through the API "
                                            "(default: INDEX/uploads, or INDEX.uploads beside a single index)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads of each worker "
+                                          "(default: onnxruntime's choice; with --workers N, cores // N each)."),
     max_batch: int = typer.Option(16, "--max-batch", min=1, help="Most images in one batched model call."),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0, help="Longest wait to fill a batch."),
     model_workers: int = typer.Option(1, "--model-workers", min=1, help="Batches run at once (each on its own "
@@ -102,6 +110,8 @@ def serve(
                                          "nothing of an answer for this long."),
     keep_alive_s: float = typer.Option(75.0, "--keep-alive-s", min=0.1, help="Close a connection idle this long "
                                        "between requests (longer than clients keep idle ones: no reuse race)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes serving the one socket, each with its "
+                                "own model, index, limits and /metrics (N times the memory). Needs fork."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
     log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error."),
     token: Optional[str] = token_opt,
@@ -114,6 +124,8 @@ def serve(
         from dagnn_runtime.server.connections import ConnectionLimits, descriptor_budget, guarded_protocol
         from dagnn_runtime.server.logs import limit_logging
         from dagnn_runtime.server.service import request_threads
+
+        from .workers import supervise
     except ImportError as exc:
         raise InputError(f"`dagnn serve` needs the [serve] extra ({exc}): {install_hint('serve')}") from exc
     if not is_loopback(host) and not api_key:
@@ -129,46 +141,80 @@ def serve(
         raise InputError(str(exc)) from None
     if "*" in origins and not api_key:
         raise InputError("--cors-origin '*' lets every web page write to the index: give --api-key too")
-    checked_threads(threads)
+    threads = checked_threads(threads)
+    if workers > 1 and not hasattr(os, "fork"):
+        raise InputError("--workers above 1 needs os.fork, which this platform lacks: use --workers 1")
+    if workers > 1 and threads is None:
+        from dagnn_runtime.execution import usable_cores
+
+        threads = max(1, usable_cores() // workers)  # the workers together use the machine's cores
     if uploads is not None and uploads.exists() and not uploads.is_dir():
         raise InputError(f"--uploads {uploads} is a file, not a folder")
     if not (bundle / "manifest.json").is_file() and not zipfile.is_zipfile(bundle):
         # what is no bundle at all is refused here; a damaged one is the server's to report (/readyz)
         raise InputError(f"--bundle {bundle} is not a bundle (no manifest.json in it, not a .dagnn archive)")
     indexes = open_index_set(index, token)
-    indexes.require()
+    # an hnsw location is checked with a look at its files; Milvus connects, which N workers do after the fork
+    connects = indexes.backend.name != "hnsw"
+    if workers > 1 and connects and "://" not in indexes.location:
+        raise InputError(f"--workers {workers}: a Milvus Lite index opens in one process at a time; use "
+                         "--workers 1, or a Milvus server")
+    if workers == 1 or not connects:
+        indexes.require()
     if log_level not in ("debug", "info", "warning", "error"):
         raise InputError(f"--log-level must be debug, info, warning or error, not {log_level!r}")
-    check_listen(host, port)
+    if workers == 1:
+        check_listen(host, port)
+    else:
+        sock = bind(host, port)
+        sock.listen(backlog)  # connections queue from now on; the workers accept them once they serve
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     limits = Limits(max_upload_bytes=max_upload_mb * 1024 * 1024, max_in_flight=max_in_flight)
-    asgi = create_app(bundle, indexes, uploads=uploads, api_key=api_key, limits=limits, max_batch=max_batch,
-                      max_wait_ms=max_wait_ms, model_workers=model_workers, threads=threads, refresh_s=refresh_s,
-                      hosts=hosts, cors_origins=origins, body_timeout_s=body_timeout_s)
     base, parser = http_protocol()
     loop = event_loop()
     protocol = guarded_protocol(base, ConnectionLimits(max_connections, header_timeout_s, body_timeout_s,
                                                        send_timeout_s))
-    # the cap is enforced as connections open (guarded_protocol), not with uvicorn's limit_concurrency: that
-    # answers 503 to requests but keeps every connection, so it cannot keep the process under its limit
-    # no WebSocket routes: ws="none" keeps an Upgrade request from taking its connection out of the guards
-    config = uvicorn.Config(asgi, host=host, port=port, log_level=log_level, access_log=access_log,
-                            timeout_graceful_shutdown=10, server_header=False, http=protocol, backlog=backlog,
-                            timeout_keep_alive=keep_alive_s, loop=loop, ws="none")
     server_log = logging.getLogger("dagnn_runtime.server")
     server_log.info("HTTP parser %s, event loop %s", parser, loop)
-    server_log.info("at most %d connections (backlog %d)", max_connections, backlog)
+    server_log.info("at most %d connections (backlog %d)%s", max_connections, backlog,
+                    f" per worker, {workers} workers on http://{host}:{port}" if workers > 1 else "")
 
     class Server(uvicorn.Server):
         rate = None
+        on_started = None
 
         async def startup(self, sockets=None):
             self.rate = limit_logging()  # on the handlers uvicorn.Config set up, once serving
             await super().startup(sockets)
+            if self.started and self.on_started is not None:
+                self.on_started()
 
         async def shutdown(self, sockets=None):
             await super().shutdown(sockets)
             if self.rate is not None:
                 self.rate.flush()  # counts of suppressed lines (uvicorn then re-raises SIGTERM: no finally runs)
 
-    Server(config).run()  # SIGTERM/SIGINT: stop accepting, finish requests, close the index
+    def serve_here(on_started=None) -> None:
+        """This process serves: its own app, model and index (with --workers, one forked worker)."""
+        if workers > 1 and connects:
+            indexes.require()
+        asgi = create_app(bundle, indexes, uploads=uploads, api_key=api_key, limits=limits, max_batch=max_batch,
+                          max_wait_ms=max_wait_ms, model_workers=model_workers, threads=threads,
+                          refresh_s=refresh_s, hosts=hosts, cors_origins=origins, body_timeout_s=body_timeout_s)
+        # the cap is enforced as connections open (guarded_protocol), not with uvicorn's limit_concurrency: that
+        # answers 503 to requests but keeps every connection, so it cannot keep the process under its limit
+        # no WebSocket routes: ws="none" keeps an Upgrade request from taking its connection out of the guards
+        config = uvicorn.Config(asgi, host=host, port=port, log_level=log_level, access_log=access_log,
+                                timeout_graceful_shutdown=10, server_header=False, http=protocol,
+                                backlog=backlog, timeout_keep_alive=keep_alive_s, loop=loop, ws="none")
+        server = Server(config)
+        server.on_started = on_started
+        server.run(sockets=None if workers == 1 else [sock])  # SIGTERM/SIGINT: finish requests, close the index
+
+    if workers == 1:
+        serve_here()
+    else:
+        try:
+            supervise(workers, serve_here)  # forks before any model, index or thread is opened
+        finally:
+            sock.close()
