@@ -126,8 +126,23 @@ def run_wrk(wrk: str, url: str, script, connections: int, seconds: int, threads:
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    """RSS and peak RSS (MB) of the server: with ``--workers N``, of its workers and the parent together."""
+    def tree(p: int) -> list:
+        children = []
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            children += [int(c) for c in task.read_text().split()]
+        return [p] + [q for c in children for q in tree(c)]
+
+    rss = peak = 0.0
+    for p in tree(pid):
+        try:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{p}/status").read_text().splitlines()
+                          if ":" in line)
+        except FileNotFoundError:
+            continue
+        rss += int(fields["VmRSS"].split()[0]) / 1024
+        peak += int(fields["VmHWM"].split()[0]) / 1024
+    return rss, peak
 
 
 def encoder_reference(bundle, photo: Path, batch: int, threads: int | None, seconds: float = 5.0) -> dict:
