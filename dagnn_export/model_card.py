@@ -11,6 +11,20 @@ def _map_row(name: str, m: dict | None) -> str:
     return f"| {name} | {_fmt(m.get('i2t'))} | {_fmt(m.get('t2i'))} | {_fmt(m.get('avg'))} |"
 
 
+def _image_cost(graph: dict) -> list:
+    """What one photo costs the image encoder, and whether its mirror image is averaged in."""
+    cost = graph.get("cost") if isinstance(graph.get("cost"), dict) else {}
+    out = []
+    if cost.get("macs_per_photo"):
+        out.append(f"- The image encoder costs {cost['macs_per_photo'] / 1e9:.2f} GMAC per photo "
+                   f"({' + '.join(map(str, cost.get('backbones') or [])) or 'its backbone'} at "
+                   f"{cost.get('input_side')} px).")
+    if graph.get("mirror"):
+        out.append("- Mirror test-time augmentation: a photo's embedding is the mean of its own and its "
+                   "left-right mirror image's (two backbone passes per photo).")
+    return out
+
+
 def render_model_card(manifest: dict) -> str:
     model, cfg, metrics = manifest["model"], manifest.get("config", {}), manifest.get("metrics", {})
     labels, parity = manifest["labels"], manifest.get("parity", {})
@@ -29,6 +43,7 @@ def render_model_card(manifest: dict) -> str:
         f"{manifest['embedding_dim']}-d embedding and cosine scores for the {len(labels)} labels.",
         f"- `text_encoder.onnx`: a text's tags as row numbers of the {manifest['vocabulary']['size']}-tag "
         "vocabulary (`vocab.txt`) → an embedding in the same space and label scores.",
+        *_image_cost(manifest["graphs"].get("image_encoder", {})),
         "- Each graph's larger tensors sit beside it in `<graph>.onnx.data` (standard ONNX external data).",
         "- Images and texts are compared by cosine similarity of their embeddings; the label classifiers were "
         f"produced once by the {str(model.get('gnn') or 'linear').upper()} label graph network and are "

@@ -109,6 +109,9 @@ def test_mirrored_manifest_records_it_and_its_metrics_are_the_mirrored_graphs(se
     measured = cross_modal_map(loaded.encode_images([dataset.image_path(i) for i in idx]),
                                loaded.encode_bow(dataset.bow(idx)), dataset.label_matrix(idx))
     assert m["metrics"]["test"] == pytest.approx(measured, abs=1e-5)
+    card = " ".join((bundles[1] / "MODEL_CARD.md").read_text().split())
+    assert "Mirror test-time augmentation" in card and "GMAC per photo (tiny + efficientnet_lite1 at 240 px)" in card
+    assert "Mirror" not in (bundles[0] / "MODEL_CARD.md").read_text()
 
 
 def test_int8_export_of_a_fused_backbone_with_mirror(setup, tmp_path):
