@@ -49,11 +49,15 @@ class ImageBackbone(nn.Module):
         self.register_buffer("shift", -mean_t / std_t, persistent=False)
         self.eval()
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def channels_first(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The checked uint8 ``(N, S, S, 3)`` batch as float ``(N, 3, S, S)`` on the 0..255 scale."""
         if not torch.jit.is_tracing() and (pixels.dtype != torch.uint8 or pixels.dim() != 4 or pixels.shape[-1] != 3):
             raise BackboneError(f"{self.name}: expected uint8 pixels of shape (N, S, S, 3), "
                                 f"got {pixels.dtype} {tuple(pixels.shape)}")
-        x = pixels.permute(0, 3, 1, 2).to(torch.float32)
+        return pixels.permute(0, 3, 1, 2).to(torch.float32)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.channels_first(pixels)
         x = x * self.scale + self.shift
         return self.body(x).flatten(1)
 
@@ -196,10 +200,7 @@ class FusedBackbone(ImageBackbone):
                          sum(m.feature_dim for m in members), size)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_tracing() and (pixels.dtype != torch.uint8 or pixels.dim() != 4 or pixels.shape[-1] != 3):
-            raise BackboneError(f"{self.name}: expected uint8 pixels of shape (N, S, S, 3), "
-                                f"got {pixels.dtype} {tuple(pixels.shape)}")
-        x = pixels.permute(0, 3, 1, 2).to(torch.float32)
+        x = self.channels_first(pixels)
         parts = []
         for member in self.body:
             side = member.image_size
