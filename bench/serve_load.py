@@ -216,8 +216,6 @@ def main(argv=None) -> int:
 
 def compare(args, wrk: str, levels: list) -> int:
     """This checkout's server against ``--baseline``'s, alternated round by round on the same machine."""
-    import statistics
-
     print(f"# this checkout against {args.baseline}, alternated, {args.rounds} rounds of {args.seconds} s; "
           f"load average at start {load_average():.2f}", flush=True)
     extra = args.server_arg + ["--max-batch", str(args.max_batch)]
@@ -241,19 +239,28 @@ def compare(args, wrk: str, levels: list) -> int:
             proc.terminate()
             proc.wait(60)
 
+    print_alternated(results, ("baseline", "this"))
+    return 0
+
+
+def print_alternated(results: dict, sides: tuple) -> None:
+    """The table of an A B A B comparison: ``results`` maps (scenario, concurrency, side) to wrk rows, one per
+    round; each cell is the median (min–max) over rounds, side ``sides[0]`` before ``sides[1]``."""
+    import statistics
+
     def cell(rows, key, fmt):
         values = [r[key] for r in rows]
         return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
-    print("\n| scenario | c | baseline q/s | this q/s | baseline p99 ms | this p99 ms | errors |\n|---|---|---|---|---|---|---|")
+    a, b = sides
+    print(f"\n| scenario | c | {a} q/s | {b} q/s | {a} p99 ms | {b} p99 ms | errors |\n|---|---|---|---|---|---|---|")
     for (name, c, side), rows in results.items():
-        if side == "this":
-            base = results[(name, c, "baseline")]
+        if side == b:
+            base = results[(name, c, a)]
             print(f"| {name} | {c} | {cell(base, 'qps', '{:.0f}')} | {cell(rows, 'qps', '{:.0f}')} | "
                   f"{cell(base, 'p99', '{:.1f}')} | {cell(rows, 'p99', '{:.1f}')} | "
                   f"{sum(r['errors'] for r in base + rows)} |")
     print(f"\nmedian (min–max) over rounds; load average at end {load_average():.2f}")
-    return 0
 
 
 def print_report(rows: list, encoder: dict, levels: list, peak: float, args) -> None:

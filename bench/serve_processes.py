@@ -14,14 +14,13 @@ of one shared port would. Prints median (min–max) q/s and p99 per scenario and
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import load_average  # noqa: E402
-from serve_load import ensure_wrk, run_wrk, scripts, start_server  # noqa: E402
+from serve_load import ensure_wrk, print_alternated, run_wrk, scripts, start_server  # noqa: E402
 
 
 def spread_script(base: Path | None, ports: list, out: Path) -> Path:
@@ -74,20 +73,7 @@ def main(argv=None) -> int:
             proc.terminate()
             proc.wait(60)
 
-    def cell(rows, key, fmt):
-        values = [r[key] for r in rows]
-        return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
-
-    names = list(sides)
-    print(f"\n| scenario | c | {names[0]} q/s | {names[1]} q/s | {names[0]} p99 ms | {names[1]} p99 ms | errors |"
-          "\n|---|---|---|---|---|---|---|")
-    for (name, c, side), rows in results.items():
-        if side == names[1]:
-            base = results[(name, c, names[0])]
-            print(f"| {name} | {c} | {cell(base, 'qps', '{:.0f}')} | {cell(rows, 'qps', '{:.0f}')} | "
-                  f"{cell(base, 'p99', '{:.1f}')} | {cell(rows, 'p99', '{:.1f}')} | "
-                  f"{sum(r['errors'] for r in base + rows)} |")
-    print(f"\nmedian (min–max) over rounds; load average at end {load_average():.2f}")
+    print_alternated(results, tuple(sides))
     return 0
 
 
