@@ -81,6 +81,13 @@ def serve(bundle, index, log_dir: Path, *args: str, ready: bool = True, env: dic
                 proc.wait()
 
 
+def assert_stopped_cleanly(server: Server) -> None:
+    """After ``serve`` ended: it exited as SIGTERM asks (uvicorn re-raises SIGTERM once shut down) and logged
+    no traceback."""
+    assert server.proc.returncode in (0, -signal.SIGTERM), server.log()
+    assert "Traceback" not in server.log(), server.log()
+
+
 def wait_for(server: Server, path: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -3,7 +3,6 @@ the server's own Host names (DNS rebinding), CORS only for the origins given. He
 as a browser sets them; ``test_server_browser_page.py`` has a real Chromium send them."""
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ pytest.importorskip("starlette", reason="needs the [serve] extra")
 httpx = pytest.importorskip("httpx")
 
 from bundle_factory import bundle_dir, data_dir, model  # noqa: E402,F401  (fixtures)
-from serve_helpers import SERVE, build_index, serve  # noqa: E402
+from serve_helpers import SERVE, assert_stopped_cleanly, build_index, serve  # noqa: E402
 
 EVIL = "http://evil.example"
 
@@ -27,8 +26,7 @@ def index_dir(tmp_path_factory, model, data_dir):
 def server(tmp_path_factory, bundle_dir, index_dir):
     with serve(bundle_dir, index_dir, tmp_path_factory.mktemp("logs")) as srv:
         yield srv
-    assert srv.proc.returncode in (0, -signal.SIGTERM), srv.log()
-    assert "Traceback" not in srv.log(), srv.log()
+    assert_stopped_cleanly(srv)
 
 
 @pytest.fixture(scope="module")

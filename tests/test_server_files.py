@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import stat
 import time
 
@@ -15,7 +14,7 @@ pytest.importorskip("starlette", reason="needs the [serve] extra")
 httpx = pytest.importorskip("httpx")
 
 from bundle_factory import bundle_dir, data_dir, model  # noqa: E402,F401  (fixtures)
-from serve_helpers import build_index, serve  # noqa: E402
+from serve_helpers import assert_stopped_cleanly, build_index, serve  # noqa: E402
 
 SECRET = b"secret: not a photo of the index\n"
 
@@ -43,8 +42,7 @@ def layout(tmp_path_factory, model, data_dir):
 def server(tmp_path_factory, bundle_dir, layout):
     with serve(bundle_dir, layout / "index", tmp_path_factory.mktemp("logs")) as srv:
         yield srv
-    assert srv.proc.returncode in (0, -signal.SIGTERM), srv.log()
-    assert "Traceback" not in srv.log(), srv.log()
+    assert_stopped_cleanly(srv)
 
 
 @pytest.fixture(scope="module")
